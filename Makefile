@@ -1,0 +1,99 @@
+# airt — `make help` lists every target.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+UV_VERSION ?= 0.13.9
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+PYTEST_ARGS ?=
+export UV_LINK_MODE ?= hardlink
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m\n"} \
+	  /^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } \
+	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Setup (everything a fresh machine lacks)
+
+.PHONY: uv
+uv: ## Install uv (pinned) unless present.
+	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --user --quiet "uv==$(UV_VERSION)"
+
+.PHONY: env
+env: uv ## Create/refresh the Python environment (.venv) from the lock file.
+	$(UV) sync --frozen --extra dev
+
+.PHONY: tools
+tools: ## Build the pinned control-plane binaries into ~/.cache/airt/bin/<key> (cached).
+	@bash tools/build.sh
+
+.PHONY: system-deps
+system-deps: ## Install Debian packages the tests use (Prometheus, Lua), unless present.
+	@if [ -x tools/install-prometheus.sh ]; then bash tools/install-prometheus.sh; fi
+
+.PHONY: setup
+setup: env tools system-deps ## Everything above.
+
+##@ Development
+
+.PHONY: generate
+generate: ## Regenerate the CRDs and docs/api.md from the pydantic models.
+	$(UV) run airt crds --out crds --api-doc docs/api.md
+
+.PHONY: check-generated
+check-generated: generate ## Fail when generated files differ from what is committed.
+	@git diff --exit-code -- crds docs/api.md || { echo "generated files drifted: run make generate and commit"; exit 1; }
+
+.PHONY: fmt
+fmt: ## Format the code.
+	$(UV) run ruff format .
+	$(UV) run ruff check --fix .
+
+.PHONY: lint
+lint: ## ruff (lint and format check) and mypy (strict on our packages).
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy
+
+.PHONY: cluster-up
+cluster-up: env tools ## Start (or reuse) the local cluster; the last line is KUBECONFIG=<path>.
+	@$(UV) run airt dev up
+
+.PHONY: cluster-down
+cluster-down: env ## Stop and delete the local cluster.
+	@$(UV) run airt dev down
+
+.PHONY: dev
+dev: setup ## The main job: cluster, CRDs, runtimes, operator, examples Ready, one model answering.
+	@bash tools/dev.sh
+
+##@ Test
+
+.PHONY: test
+test: setup lint check-generated ## Set up what is missing, then lint and run every test tier.
+	$(UV) run pytest -ra $(PYTEST_ARGS) tests
+
+.PHONY: test-unit
+test-unit: env ## Unit tier only.
+	$(UV) run pytest -m unit $(PYTEST_ARGS) tests
+
+.PHONY: test-worker
+test-worker: env ## Worker tier only.
+	$(UV) run pytest -m worker $(PYTEST_ARGS) tests
+
+.PHONY: test-cluster
+test-cluster: env tools ## Cluster tier only.
+	$(UV) run pytest -m cluster $(PYTEST_ARGS) tests
+
+.PHONY: test-e2e
+test-e2e: setup ## e2e tier only.
+	$(UV) run pytest -m e2e $(PYTEST_ARGS) tests
+
+##@ Benchmarks
+
+.PHONY: bench
+bench: setup ## Run the benchmarks; results and plots go to docs/benchmarks/.
+	@if [ -f bench/run.py ]; then $(UV) run python bench/run.py; else echo "no benchmarks yet"; fi

@@ -1,0 +1,107 @@
+"""The `airt` command line: one entry point for every process airt runs.
+
+Called by the console script `airt` (pyproject) and by the runtime images' entry points. Each
+command imports its component lazily, so the worker image (no kopf) and the operator image (no
+torch) can both carry this module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(
+    name="airt",
+    help="airt: run AI inference runtimes on Kubernetes.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+dev_app = typer.Typer(
+    help="A local control plane with fake GPU nodes (kwok).", no_args_is_help=True
+)
+operator_app = typer.Typer(help="The airt operator.", no_args_is_help=True)
+app.add_typer(dev_app, name="dev")
+app.add_typer(operator_app, name="operator")
+
+_PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+@app.command(context_settings=_PASSTHROUGH)
+def serve(ctx: typer.Context) -> None:
+    """Run the inference worker (options: `airt serve --help`)."""
+    from airt_worker.main import main
+
+    raise typer.Exit(main(list(ctx.args)))
+
+
+@app.command(context_settings=_PASSTHROUGH)
+def metrics(ctx: typer.Context) -> None:
+    """Run the metrics sidecar (options: `airt metrics --help`)."""
+    from airt_metrics.main import main
+
+    raise typer.Exit(main(list(ctx.args)))
+
+
+@app.command()
+def crds(
+    out: Path = typer.Option(Path("crds"), help="Directory for the generated CRD YAML."),
+    api_doc: Path = typer.Option(Path("docs/api.md"), help="Where the API reference goes."),
+) -> None:
+    """Generate the CRDs and the API reference from the pydantic models."""
+    from airt_operator.crdgen import write_all
+
+    for path in write_all(out, api_doc):
+        typer.echo(f"wrote {path}")
+
+
+@dev_app.command("up")
+def dev_up(
+    nodepool: Path = typer.Option(
+        None, help="Node pool YAML (default: tools/cluster/nodepool.yaml)."
+    ),
+) -> None:
+    """Start (or reuse) the local cluster; the last line printed is KUBECONFIG=<path>."""
+    from airt_operator.dev.cluster import ClusterError, ClusterManager
+
+    manager = ClusterManager.from_env()
+    if nodepool is not None:
+        manager.nodepool = nodepool
+    try:
+        started = manager.up()
+    except ClusterError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    c = manager.cluster()
+    state = "started" if started else "already up"
+    typer.echo(f"cluster {c.name!r} {state}; kubectl: {c.bin_dir / 'kubectl'}")
+    typer.echo(f"KUBECONFIG={c.kubeconfig}")
+
+
+@dev_app.command("down")
+def dev_down() -> None:
+    """Stop and delete the local cluster."""
+    from airt_operator.dev.cluster import ClusterManager
+
+    ClusterManager.from_env().down()
+    typer.echo("cluster deleted")
+
+
+@dev_app.command("dry-run")
+def dev_dry_run() -> None:
+    """Print the commands kwokctl would run (shows that every binary is a local path)."""
+    from airt_operator.dev.cluster import ClusterManager
+
+    typer.echo(ClusterManager.from_env().dry_run())
+
+
+@dev_app.command("bin-dir")
+def dev_bin_dir() -> None:
+    """Print the directory of the pinned binaries (kubectl, helm, ...), building them if needed."""
+    from airt_operator.dev.cluster import tool_bin_dir
+
+    typer.echo(str(tool_bin_dir()))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,250 @@
+"""The local control plane: kwokctl's binary runtime over project-built, pinned binaries.
+
+Called by `airt dev up|down` (cli.py), `make cluster-up|cluster-down` and the test suite's
+session fixture (tests/conftest.py). It starts — or reuses — one cluster whose etcd,
+kube-apiserver, kube-controller-manager, kube-scheduler and kwok controller are local
+processes, with RBAC and admission (PodSecurity among the defaults) on, an audit log of every
+write (so tests can count the operator's writes from the API server's own record), and the
+fake node pool described in tools/cluster/nodepool.yaml.
+
+kwokctl is driven through its CLI rather than a Go library because the project is Python and
+kwokctl's CLI is its supported interface.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from airt_operator.dev.nodes import NodePool, render_nodes
+from airt_operator.dev.wait import WaitTimeoutError, wait_for
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+TOOLS_DIR = REPO_ROOT / "tools"
+DEFAULT_NODEPOOL = TOOLS_DIR / "cluster" / "nodepool.yaml"
+CACHE_ROOT = Path(os.environ.get("AIRT_CACHE", Path.home() / ".cache" / "airt"))
+
+# Every write, by anyone, at Metadata level: enough to count requests by user agent and verb
+# without logging bodies. Reads are not logged (they are the bulk and not what we count).
+AUDIT_POLICY: dict[str, Any] = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {"level": "Metadata", "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
+        {"level": "None"},
+    ],
+}
+
+
+class ClusterError(RuntimeError):
+    """The local cluster could not be started, reached or stopped; the message says why."""
+
+
+def tool_bin_dir() -> Path:
+    """The keyed cache directory with the pinned binaries, built by tools/build.sh if needed."""
+    override = os.environ.get("AIRT_BIN_DIR")
+    if override:
+        return Path(override)
+    proc = subprocess.run(
+        ["bash", str(TOOLS_DIR / "build.sh")], check=False, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise ClusterError(f"tools/build.sh failed:\n{proc.stderr[-4000:]}")
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A running cluster: its kubeconfig and a kubectl bound to it."""
+
+    name: str
+    kubeconfig: Path
+    bin_dir: Path
+    workdir: Path
+
+    @property
+    def audit_log(self) -> Path:
+        return self.workdir / "logs" / "audit.log"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["KUBECONFIG"] = str(self.kubeconfig)
+        env["PATH"] = f"{self.bin_dir}{os.pathsep}{env.get('PATH', '')}"
+        return env
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the project-built kubectl against this cluster; raise with stderr on failure."""
+        proc = subprocess.run(
+            [str(self.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            check=False,
+            env=self.env(),
+        )
+        if check and proc.returncode != 0:
+            raise ClusterError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
+        return proc
+
+    def get_json(self, *args: str) -> Any:
+        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+
+
+@dataclass
+class ClusterManager:
+    """Starts, reuses and stops the named local cluster."""
+
+    name: str = "airt"
+    nodepool: Path = DEFAULT_NODEPOOL
+    kwok_workdir: Path = field(default_factory=lambda: CACHE_ROOT / "kwok")
+    _bin_dir: Path | None = None
+
+    @classmethod
+    def from_env(cls) -> ClusterManager:
+        return cls(name=os.environ.get("AIRT_CLUSTER_NAME", "airt"))
+
+    @property
+    def bin_dir(self) -> Path:
+        if self._bin_dir is None:
+            self._bin_dir = tool_bin_dir()
+        return self._bin_dir
+
+    @property
+    def workdir(self) -> Path:
+        return self.kwok_workdir / "clusters" / self.name
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / "kubeconfig.yaml"
+
+    def cluster(self) -> Cluster:
+        return Cluster(self.name, self.kubeconfig, self.bin_dir, self.workdir)
+
+    def _kwokctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ)
+        env["KWOK_WORKDIR"] = str(self.kwok_workdir)
+        env["PATH"] = f"{self.bin_dir}{os.pathsep}{env.get('PATH', '')}"
+        proc = subprocess.run(
+            [str(self.bin_dir / "kwokctl"), "--name", self.name, *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=env,
+        )
+        if check and proc.returncode != 0:
+            raise ClusterError(
+                f"kwokctl {' '.join(args)} failed ({proc.returncode}):\n"
+                f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+            )
+        return proc
+
+    def config_path(self) -> Path:
+        return self.kwok_workdir / f"{self.name}-kwokctl.yaml"
+
+    def write_config(self) -> Path:
+        """The kwokctl configuration: every binary a local path, so nothing is downloaded."""
+        self.kwok_workdir.mkdir(parents=True, exist_ok=True)
+        audit = self.kwok_workdir / f"{self.name}-audit-policy.yaml"
+        audit.write_text(yaml.safe_dump(AUDIT_POLICY, sort_keys=False))
+        b = self.bin_dir
+        config = {
+            "kind": "KwokctlConfiguration",
+            "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+            "options": {
+                "runtime": "binary",
+                "kubeBinaryPrefix": str(b),
+                "kubeApiserverBinary": str(b / "kube-apiserver"),
+                "kubeControllerManagerBinary": str(b / "kube-controller-manager"),
+                "kubeSchedulerBinary": str(b / "kube-scheduler"),
+                "kubectlBinary": str(b / "kubectl"),
+                "etcdBinaryPrefix": str(b),
+                "etcdBinary": str(b / "etcd"),
+                "kwokBinaryPrefix": str(b),
+                "kwokControllerBinary": str(b / "kwok"),
+                "kubeAuthorization": True,
+                "kubeAdmission": True,
+                "kubeAuditPolicy": str(audit),
+                "securePort": True,
+                "quietPull": True,
+            },
+        }
+        path = self.config_path()
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    def dry_run(self) -> str:
+        """The commands kwokctl would run (used to check that no URL is left)."""
+        cfg = self.write_config()
+        return self._kwokctl("--dry-run", "create", "cluster", "--config", str(cfg)).stdout
+
+    def is_up(self) -> bool:
+        if not self.kubeconfig.exists():
+            return False
+        proc = self.cluster().kubectl("get", "--raw=/readyz", check=False)
+        return proc.returncode == 0 and proc.stdout.strip() == "ok"
+
+    def up(self, timeout_s: float = 300.0) -> bool:
+        """Start the cluster unless one is already serving; return True if this call started it."""
+        if self.is_up():
+            self.apply_nodes(timeout_s)
+            return False
+        if self.workdir.exists():
+            # A stopped or half-made cluster from an earlier run: start over cleanly.
+            self._kwokctl("delete", "cluster", check=False)
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        cfg = self.write_config()
+        self._kwokctl("create", "cluster", "--config", str(cfg), "--wait", f"{int(timeout_s)}s")
+        self._wait(lambda: self.is_up(), timeout_s, "the API server to report /readyz ok")
+        self.apply_nodes(timeout_s)
+        return True
+
+    def apply_nodes(self, timeout_s: float = 120.0) -> None:
+        """Create the node pool's Nodes (idempotent) and wait until kwok reports them Ready."""
+        pools = [
+            NodePool.model_validate(p) for p in yaml.safe_load(self.nodepool.read_text())["pools"]
+        ]
+        nodes = render_nodes(pools)
+        c = self.cluster()
+        c.kubectl(
+            "apply",
+            "--server-side",
+            "--field-manager=airt-dev",
+            "-f",
+            "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}),
+        )
+        names = [n["metadata"]["name"] for n in nodes]
+
+        def all_ready() -> bool:
+            items = c.get_json("nodes")["items"]
+            ready = {
+                n["metadata"]["name"]
+                for n in items
+                for cond in n.get("status", {}).get("conditions", [])
+                if cond["type"] == "Ready" and cond["status"] == "True"
+            }
+            return set(names) <= ready
+
+        self._wait(all_ready, timeout_s, "the kwok nodes to become Ready")
+
+    def down(self) -> None:
+        if self.workdir.exists():
+            self._kwokctl("delete", "cluster", check=False)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    @staticmethod
+    def _wait(predicate: Any, timeout_s: float, what: str) -> None:
+        try:
+            wait_for(predicate, timeout_s, what, interval_s=0.5)
+        except WaitTimeoutError as exc:
+            raise ClusterError(str(exc)) from exc
