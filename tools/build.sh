@@ -13,6 +13,9 @@ cache_root="${AIRT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/airt}"
 key="$( (go env GOVERSION; cat "$here"/*/go.mod "$here"/*/go.sum) | sha256sum | cut -c1-16)"
 bin="$cache_root/bin/$key"
 mkdir -p "$bin"
+# One build at a time per key (make test, a test fixture and make dev may all ask at once).
+exec 9>"$bin/.lock"
+flock 9
 
 k8s_version="$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3}' "$here/k8s/go.mod")"
 helm_version="$(awk '$1=="helm.sh/helm/v3" {print $2; exit}' "$here/helm/go.mod")"

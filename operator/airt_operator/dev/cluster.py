@@ -175,6 +175,7 @@ class ClusterManager:
                 "kubeAdmission": True,
                 "kubeAuditPolicy": str(audit),
                 "securePort": True,
+                "bindAddress": "127.0.0.1",
                 "quietPull": True,
             },
         }
