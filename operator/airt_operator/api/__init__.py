@@ -1,0 +1,108 @@
+"""The airt API (group `airt.dev`, version `v1alpha1`): pydantic models for both kinds.
+
+The single source of truth for the CRDs (`airt_operator.crdgen` generates `crds/` and
+`docs/api.md` from these models) and the operator's typed view of every object it reads
+(`parse_model_deployment`, `parse_inference_runtime`). Pure: no kopf, no Kubernetes client.
+"""
+
+from .base import API_VERSION, CATEGORY, GROUP, VERSION, ApiModel, CelRule, ObjectMeta
+from .conditions import (
+    READY_REQUIRES,
+    Condition,
+    ConditionStatus,
+    ConditionType,
+    Reason,
+    find_condition,
+    ready_from,
+    set_condition,
+)
+from .modeldeployment import (
+    MODEL_FORMATS,
+    URI_SCHEMES,
+    Access,
+    Autoscaling,
+    Batching,
+    ModelDeployment,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    ModelFormat,
+    ModelSource,
+    Monitoring,
+    RuntimeRef,
+    ScalingTarget,
+    SecretReference,
+    TensorSpec,
+    UriScheme,
+)
+from .parse import (
+    ApiValidationError,
+    FieldError,
+    parse_inference_runtime,
+    parse_inference_runtime_spec,
+    parse_model_deployment,
+    parse_model_deployment_spec,
+    parse_object,
+)
+from .resources import ComputeResources, GpuRequest, Resources
+from .runtime import (
+    Accelerator,
+    EnvVar,
+    InferenceRuntime,
+    InferenceRuntimeSpec,
+    InferenceRuntimeStatus,
+    RuntimeDefaults,
+    RuntimeImages,
+    RuntimePolicy,
+)
+
+__all__ = [
+    "API_VERSION",
+    "CATEGORY",
+    "GROUP",
+    "MODEL_FORMATS",
+    "READY_REQUIRES",
+    "URI_SCHEMES",
+    "VERSION",
+    "Accelerator",
+    "Access",
+    "ApiModel",
+    "ApiValidationError",
+    "Autoscaling",
+    "Batching",
+    "CelRule",
+    "ComputeResources",
+    "Condition",
+    "ConditionStatus",
+    "ConditionType",
+    "EnvVar",
+    "FieldError",
+    "GpuRequest",
+    "InferenceRuntime",
+    "InferenceRuntimeSpec",
+    "InferenceRuntimeStatus",
+    "ModelDeployment",
+    "ModelDeploymentSpec",
+    "ModelDeploymentStatus",
+    "ModelFormat",
+    "ModelSource",
+    "Monitoring",
+    "ObjectMeta",
+    "Reason",
+    "Resources",
+    "RuntimeDefaults",
+    "RuntimeImages",
+    "RuntimePolicy",
+    "RuntimeRef",
+    "ScalingTarget",
+    "SecretReference",
+    "TensorSpec",
+    "UriScheme",
+    "find_condition",
+    "parse_inference_runtime",
+    "parse_inference_runtime_spec",
+    "parse_model_deployment",
+    "parse_model_deployment_spec",
+    "parse_object",
+    "ready_from",
+    "set_condition",
+]

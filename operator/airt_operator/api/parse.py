@@ -1,0 +1,123 @@
+"""Parse raw objects (dicts from kopf, YAML files, the API server) into the API models.
+
+Called by the operator at the boundary of every handler, and by tests. Errors come back as one
+domain exception, `ApiValidationError`, whose message names each offending field by its wire path
+(`spec.resources.gpu.count`), the way the API server would, so a condition message or an Event can
+quote it unchanged. No pydantic type leaks out of the error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from .modeldeployment import ModelDeployment, ModelDeploymentSpec
+from .runtime import InferenceRuntime, InferenceRuntimeSpec
+
+T = TypeVar("T", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One problem: the wire path of the field (e.g. `spec.model.uri`) and what is wrong."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ApiValidationError(ValueError):
+    """A raw object does not satisfy the airt API; `errors` lists every offending field."""
+
+    def __init__(self, kind: str, errors: Sequence[FieldError]) -> None:
+        self.kind = kind
+        self.errors = tuple(errors)
+        super().__init__(f"invalid {kind}: " + "; ".join(str(e) for e in self.errors))
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """The offending field paths, in the order found."""
+        return tuple(e.path for e in self.errors)
+
+
+def format_path(loc: Sequence[int | str]) -> str:
+    """`("spec", "gpu", "products", 1)` → `spec.gpu.products[1]`."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _field_errors(exc: ValidationError, prefix: str) -> list[FieldError]:
+    errors = []
+    for err in exc.errors(include_url=False):
+        path = format_path(err["loc"])
+        ctx = err.get("ctx") or {}
+        if err["type"] == "cel_rule":
+            path += str(ctx.get("field_path", ""))
+        if prefix:
+            path = f"{prefix}.{path}" if path and not path.startswith("[") else prefix + path
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "field not declared in schema"
+        errors.append(FieldError(path, message))
+    return errors
+
+
+def _parse(model: type[T], raw: Mapping[str, Any], kind: str, prefix: str = "") -> T:
+    try:
+        return model.model_validate(dict(raw))
+    except ValidationError as exc:
+        raise ApiValidationError(kind, _field_errors(exc, prefix)) from None
+
+
+def _is_object(raw: Mapping[str, Any]) -> bool:
+    return "spec" in raw or "metadata" in raw or "apiVersion" in raw or "kind" in raw
+
+
+def parse_model_deployment(raw: Mapping[str, Any]) -> ModelDeployment:
+    """A whole ModelDeployment object, or a bare spec (then metadata is empty)."""
+    if not isinstance(raw, Mapping):
+        raise ApiValidationError("ModelDeployment", [FieldError("", "not an object")])
+    if _is_object(raw):
+        return _parse(ModelDeployment, raw, "ModelDeployment")
+    spec = _parse(ModelDeploymentSpec, raw, "ModelDeployment", "spec")
+    return ModelDeployment(spec=spec)
+
+
+def parse_model_deployment_spec(raw: Mapping[str, Any]) -> ModelDeploymentSpec:
+    """Just the spec (paths still start with `spec.`)."""
+    return _parse(ModelDeploymentSpec, raw, "ModelDeployment", "spec")
+
+
+def parse_inference_runtime(raw: Mapping[str, Any]) -> InferenceRuntime:
+    """A whole InferenceRuntime object, or a bare spec (then metadata is empty)."""
+    if not isinstance(raw, Mapping):
+        raise ApiValidationError("InferenceRuntime", [FieldError("", "not an object")])
+    if _is_object(raw):
+        return _parse(InferenceRuntime, raw, "InferenceRuntime")
+    spec = _parse(InferenceRuntimeSpec, raw, "InferenceRuntime", "spec")
+    return InferenceRuntime(spec=spec)
+
+
+def parse_inference_runtime_spec(raw: Mapping[str, Any]) -> InferenceRuntimeSpec:
+    """Just the spec (paths still start with `spec.`)."""
+    return _parse(InferenceRuntimeSpec, raw, "InferenceRuntime", "spec")
+
+
+def parse_object(raw: Mapping[str, Any]) -> ModelDeployment | InferenceRuntime:
+    """Any airt object, by its `kind`."""
+    kind = raw.get("kind") if isinstance(raw, Mapping) else None
+    if kind == "ModelDeployment":
+        return parse_model_deployment(raw)
+    if kind == "InferenceRuntime":
+        return parse_inference_runtime(raw)
+    raise ApiValidationError(str(kind), [FieldError("kind", f"not an airt kind: {kind!r}")])

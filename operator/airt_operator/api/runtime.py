@@ -1,0 +1,178 @@
+"""The InferenceRuntime kind (cluster-scoped, short name `irt`): a runtime the platform curates.
+
+The operator's runtime resolution reads these models (named, or auto-selected by format,
+accelerator and priority) and enforces `policy` on every ModelDeployment that uses the runtime;
+`airt_operator.crdgen` generates the CRD from them.
+
+Refinements of the design sketch, and why:
+- The three images sit together under `images` (worker, metrics, modelFetch), so an upgrade is
+  one place to look; only `worker` is required (the operator has defaults for the others).
+- `autoSelect: false` keeps a runtime out of auto-selection (it is used only when named).
+- `policy.allowedImagePrefixes` is how a runtime allows `spec.runtime.image` overrides: none
+  listed means no override is accepted. The check needs both objects, so the operator does it
+  (RuntimeResolved=False, reason ImageOverrideNotAllowed), not the API server.
+- A CPU runtime cannot allow GPUs (`policy.maxGpusPerReplica` must be 0 or absent).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import ConfigDict, Field, StringConstraints
+
+from .base import API_VERSION, ENV_NAME, IMAGE, ApiModel, ObjectMeta, cel, cel_pattern
+from .conditions import Condition
+from .modeldeployment import ModelFormat, UriScheme
+from .resources import ComputeResources
+
+Accelerator = Literal["cpu", "nvidia"]
+Image = Annotated[str, StringConstraints(max_length=512, pattern=IMAGE)]
+
+
+class RuntimeImages(ApiModel):
+    """The container images a runtime is made of."""
+
+    worker: Image = Field(
+        description="The inference worker image (pin it by digest in production: "
+        "registry/repo@sha256:...)."
+    )
+    metrics: Image | None = Field(
+        default=None, description="The metrics sidecar image; the operator's default when omitted."
+    )
+    model_fetch: Image | None = Field(
+        default=None,
+        description="The image of the init container that downloads remote models; the "
+        "operator's default when omitted.",
+    )
+
+
+class EnvVar(ApiModel):
+    """An environment variable for the worker container."""
+
+    name: str = Field(
+        min_length=1, max_length=128, pattern=ENV_NAME, description="The variable's name."
+    )
+    value: str = Field(default="", max_length=4096, description="The variable's value.")
+
+
+class RuntimeDefaults(ApiModel):
+    """What a ModelDeployment gets when it does not say."""
+
+    resources: ComputeResources | None = Field(
+        default=None, description="CPU, memory and /dev/shm for models that set none."
+    )
+    env: list[EnvVar] | None = Field(
+        default=None,
+        max_length=64,
+        description="Environment variables for the worker container.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+
+
+@cel_pattern(
+    r"^[a-z0-9][-a-z0-9._:]*(/[a-z0-9][-a-z0-9._]*)*/$",
+    "must be an image prefix ending in '/', e.g. ghcr.io/my-team/",
+    field="allowed_image_prefixes",
+    each=True,
+)
+class RuntimePolicy(ApiModel):
+    """Rules every ModelDeployment using this runtime must meet; the operator enforces them."""
+
+    allowed_uri_schemes: list[UriScheme] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=6,
+        description="Model URI schemes this runtime accepts; all when omitted.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    max_gpus_per_replica: int | None = Field(
+        default=None,
+        ge=0,
+        le=16,
+        description="Most whole GPUs one replica may ask for; no limit when omitted.",
+    )
+    allowed_image_prefixes: list[Annotated[str, StringConstraints(max_length=256)]] | None = Field(
+        default=None,
+        max_length=16,
+        description="Image prefixes (e.g. ghcr.io/my-team/) that spec.runtime.image may start "
+        "with; no override is accepted when omitted.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    require_model_sha256: bool = Field(
+        default=False,
+        description="Refuse models that do not give model.sha256.",
+    )
+
+
+@cel(
+    "self.accelerator != 'cpu' || !has(self.policy) || !has(self.policy.maxGpusPerReplica) "
+    "|| self.policy.maxGpusPerReplica == 0",
+    "a cpu runtime cannot allow GPUs: maxGpusPerReplica must be 0 or omitted",
+    lambda s: (
+        s.accelerator != "cpu" or s.policy is None or s.policy.max_gpus_per_replica in (None, 0)
+    ),
+    field_path=".policy.maxGpusPerReplica",
+    reason="FieldValueForbidden",
+)
+class InferenceRuntimeSpec(ApiModel):
+    """A runtime: its images, the model formats it loads, its accelerator, defaults and policy."""
+
+    images: RuntimeImages = Field(description="The images the runtime is made of.")
+    formats: list[ModelFormat] = Field(
+        min_length=1,
+        max_length=8,
+        description="Model formats the worker loads (torchscript, torch-export).",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    accelerator: Accelerator = Field(
+        description="The device the worker runs models on: cpu or nvidia."
+    )
+    priority: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="Among runtimes that fit a model, auto-selection picks the highest priority "
+        "(then the name, alphabetically).",
+    )
+    auto_select: bool = Field(
+        default=True,
+        description="Whether auto-selection may pick this runtime; when false it runs only "
+        "models that name it.",
+    )
+    defaults: RuntimeDefaults | None = Field(
+        default=None, description="Defaults for models that do not say."
+    )
+    policy: RuntimePolicy | None = Field(
+        default=None, description="Rules every ModelDeployment using this runtime must meet."
+    )
+
+
+class InferenceRuntimeStatus(ApiModel):
+    """The observed state, written by the operator only."""
+
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The metadata.generation this status describes."
+    )
+    conditions: list[Condition] | None = Field(
+        default=None,
+        max_length=16,
+        description="Ready: the runtime is valid and usable.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    model_deployments: int | None = Field(
+        default=None, ge=0, description="ModelDeployments currently using this runtime."
+    )
+
+
+class InferenceRuntime(ApiModel):
+    """A runtime the platform team offers: worker image, formats, accelerator, defaults, policy."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: Literal["airt.dev/v1alpha1"] = Field(
+        default=API_VERSION, description="airt.dev/v1alpha1"
+    )
+    kind: Literal["InferenceRuntime"] = Field(default="InferenceRuntime", description="The kind.")
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta, description="Standard metadata.")
+    spec: InferenceRuntimeSpec = Field(description="The desired state.")
+    status: InferenceRuntimeStatus | None = Field(default=None, description="The observed state.")
