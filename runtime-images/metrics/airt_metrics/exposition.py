@@ -80,7 +80,28 @@ def parse_families(text: str) -> list[Metric]:
             # The parser yields stray samples (such as `x_created`) as singleton families; the
             # text format allows one TYPE line per name, so they are written as one family.
             existing.samples.extend(family.samples)
-    return list(merged.values())
+    _adopt_stray_counter_samples(merged)
+    return [family for family in merged.values() if family.samples]
+
+
+def _adopt_stray_counter_samples(merged: dict[str, Metric]) -> None:
+    """Retype samples `x` that follow an empty `# TYPE x_total counter` as the counter `x`.
+
+    prometheus_client's `generate_latest` writes a custom counter family named `x` (the way to
+    keep a Triton name) as `# TYPE x_total counter` followed by samples named `x`; its own parser
+    then reads those samples as an untyped `x`. The page still means "counter x", so it is
+    exposed as such rather than losing its type.
+    """
+    for name, family in list(merged.items()):
+        if family.type != "counter" or family.samples or not name.endswith("_total"):
+            continue
+        base = name.removesuffix("_total")
+        stray = merged.get(base)
+        if stray is not None and stray.type == "unknown":
+            counter = Metric(base, family.documentation, "counter")
+            counter.samples = stray.samples
+            merged[base] = counter
+            del merged[name]
 
 
 def relabel(families: Iterable[Metric], labels: Mapping[str, str]) -> list[Metric]:

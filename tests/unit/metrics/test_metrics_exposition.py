@@ -95,3 +95,21 @@ def test_untyped_samples_are_one_family_per_name() -> None:
 def test_garbage_is_an_exposition_error() -> None:
     with pytest.raises(ExpositionError):
         parse_families("this is { not prometheus\n")
+
+
+def test_counter_written_by_generate_latest_keeps_name_and_type() -> None:
+    # What prometheus_client's generate_latest makes of a custom counter family named `x`.
+    text = (
+        "# HELP nv_inference_request_success_total Successful requests\n"
+        "# TYPE nv_inference_request_success_total counter\n"
+        'nv_inference_request_success{model="m",version="1"} 3.0\n'
+    )
+    page = render(parse_families(text))
+    assert type_lines(page) == {"nv_inference_request_success": "counter"}
+    assert sample_names(page) == {"nv_inference_request_success"}
+    assert b"# HELP nv_inference_request_success Successful requests\n" in page
+
+
+def test_families_without_samples_are_dropped() -> None:
+    text = "# HELP empty nothing here\n# TYPE empty gauge\n# TYPE g gauge\ng 1\n"
+    assert type_lines(render(parse_families(text))) == {"g": "gauge"}
