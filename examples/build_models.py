@@ -1,0 +1,187 @@
+"""Build the example models the worker serves, as TorchScript (.pt) and torch.export (.pt2) files.
+
+Run by hand, by `make dev` and by the worker-tier tests:
+
+    uv run python examples/build_models.py [OUT_DIR]      # default: examples/models/
+
+Nothing is downloaded: weights are random with fixed seeds, so every build is identical in
+behaviour. Besides each model file it writes `<name>.yaml`, the worker config for
+`airt serve --config-file` (model interface and batching; the model path is given separately).
+
+- `mlp`: a small MLP (64 -> 256 -> 256 -> 10); per-request overhead dominates, the batching and
+  transport benchmark.
+- `cnn`: a small CNN over 3x32x32 images; compute dominates.
+- `strings`: TorchScript over `List[str]` (BYTES in, BYTES out: upper-cased, and lengths as INT64).
+- `halves`: FP16 and BF16 inputs and outputs (TorchScript and torch.export).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+MAX_BATCH = 64
+
+
+class Mlp(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10)
+        )
+
+    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = self.net(features)
+        return {"logits": logits, "probabilities": torch.softmax(logits, dim=1)}
+
+
+class Cnn(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(64, 128, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(128, 10),
+        )
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.body(image)
+
+
+class Strings(nn.Module):
+    def forward(self, text: list[str]) -> tuple[list[str], torch.Tensor]:
+        upper = [s.upper() for s in text]
+        lengths = torch.tensor([len(s) for s in text], dtype=torch.int64).reshape(-1, 1)
+        return upper, lengths
+
+
+class Halves(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.linspace(0.5, 2.0, 8), requires_grad=False)
+
+    def forward(self, half: torch.Tensor, brain: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {
+            "half_out": half * self.scale.to(torch.float16) + 1,
+            "brain_out": brain * self.scale.to(torch.bfloat16) - 1,
+            "total": half.float().sum(dim=1, keepdim=True) + brain.float().sum(dim=1, keepdim=True),
+        }
+
+
+def _tensor(name: str, datatype: str, dims: list[int]) -> dict[str, Any]:
+    return {"name": name, "datatype": datatype, "dims": dims}
+
+
+def _write_config(out: Path, name: str, config: dict[str, Any]) -> Path:
+    path = out / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def build(out: Path) -> list[Path]:
+    """Write every example model and its config into `out`; return the files written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    batching = {"max_batch_size": MAX_BATCH}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export
+        torch.manual_seed(0)
+        mlp = Mlp().eval()
+        example = (torch.randn(2, 64),)
+        torch.jit.save(torch.jit.script(mlp), out / "mlp.pt")
+        program = torch.export.export(mlp, example, dynamic_shapes={"features": {0: batch}})
+        torch.export.save(program, out / "mlp.pt2")
+        written += [out / "mlp.pt", out / "mlp.pt2"]
+        written.append(
+            _write_config(
+                out,
+                "mlp",
+                {
+                    "inputs": [_tensor("features", "FP32", [64])],
+                    "batching": {**batching, "max_queue_delay_microseconds": 100},
+                },
+            )
+        )
+
+        torch.manual_seed(1)
+        cnn = Cnn().eval()
+        example = (torch.randn(2, 3, 32, 32),)
+        torch.jit.save(torch.jit.trace(cnn, example), out / "cnn.pt")
+        program = torch.export.export(cnn, example, dynamic_shapes={"image": {0: batch}})
+        torch.export.save(program, out / "cnn.pt2")
+        written += [out / "cnn.pt", out / "cnn.pt2"]
+        written.append(
+            _write_config(
+                out,
+                "cnn",
+                {
+                    "inputs": [_tensor("image", "FP32", [3, 32, 32])],
+                    "outputs": [_tensor("logits", "FP32", [10])],
+                    "batching": {**batching, "max_queue_delay_microseconds": 500},
+                },
+            )
+        )
+
+        torch.jit.save(torch.jit.script(Strings()), out / "strings.pt")
+        written.append(out / "strings.pt")
+        written.append(
+            _write_config(
+                out,
+                "strings",
+                {
+                    "inputs": [_tensor("text", "BYTES", [1])],
+                    "outputs": [_tensor("upper", "BYTES", [1]), _tensor("length", "INT64", [1])],
+                    "batching": batching,
+                },
+            )
+        )
+
+        halves = Halves().eval()
+        example2 = (torch.randn(2, 8).half(), torch.randn(2, 8).bfloat16())
+        torch.jit.save(torch.jit.script(halves), out / "halves.pt")
+        program = torch.export.export(
+            halves, example2, dynamic_shapes={"half": {0: batch}, "brain": {0: batch}}
+        )
+        torch.export.save(program, out / "halves.pt2")
+        written += [out / "halves.pt", out / "halves.pt2"]
+        written.append(
+            _write_config(
+                out,
+                "halves",
+                {
+                    "inputs": [_tensor("half", "FP16", [8]), _tensor("brain", "BF16", [8])],
+                    "batching": batching,
+                },
+            )
+        )
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    default = Path(__file__).resolve().parent / "models"
+    parser.add_argument("out", nargs="?", type=Path, default=default, help=f"default: {default}")
+    args = parser.parse_args(argv)
+    for path in build(args.out):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""The gRPC transport: `inference.GRPCInferenceService` on `grpc.aio`, over the data plane.
+
+Built by the composition root (`server`). Uses the generated stubs shipped in the tritonclient
+wheel. Requests are translated into transport-neutral messages and back; answers always carry
+`raw_output_contents` aligned with `outputs` (tritonclient decodes nothing else), inputs are
+accepted raw or as typed `contents`. Domain errors map to status codes once, in `CODES`;
+ModelStreamInfer reports per-request failures inside the stream and keeps going.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
+
+from airt_worker.dataplane import DataPlane
+from airt_worker.datatypes import NUMPY_DTYPES, check_datatype, element_count, from_raw, to_raw
+from airt_worker.errors import (
+    InferenceError,
+    InvalidInput,
+    ModelFailure,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+    Unsupported,
+)
+from airt_worker.messages import InferRequest, InferResponse, Tensor
+
+log = logging.getLogger(__name__)
+
+#: The one mapping from domain errors to gRPC status codes.
+CODES: dict[type[InferenceError], grpc.StatusCode] = {
+    InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+    Unsupported: grpc.StatusCode.UNIMPLEMENTED,
+    PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ModelFailure: grpc.StatusCode.INTERNAL,
+}
+
+# typed `contents` field per datatype (tritonclient never sends these; other clients may)
+_CONTENTS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+T = TypeVar("T")
+
+
+def code_of(e: InferenceError) -> grpc.StatusCode:
+    for cls in type(e).__mro__:
+        if cls in CODES:
+            return CODES[cls]  # type: ignore[index]
+    return grpc.StatusCode.INTERNAL
+
+
+def _param_value(p: Any) -> Any:
+    which = p.WhichOneof("parameter_choice")
+    return getattr(p, which) if which else None
+
+
+def decode_request(msg: Any, received_ns: int) -> InferRequest:
+    """ModelInferRequest -> InferRequest (tensors checked against their declared shape)."""
+    raw = msg.raw_input_contents
+    if raw and len(raw) != len(msg.inputs):
+        raise InvalidInput(
+            f"raw_input_contents has {len(raw)} entries but there are {len(msg.inputs)} inputs"
+        )
+    inputs: list[Tensor] = []
+    for i, inp in enumerate(msg.inputs):
+        where = f"input {inp.name!r}"
+        check_datatype(inp.datatype, where)
+        shape = tuple(inp.shape)
+        has_contents = inp.HasField("contents")
+        if raw:
+            if has_contents:
+                raise InvalidInput(f"{where}: send raw_input_contents or contents, not both")
+            data = from_raw(raw[i], inp.datatype, shape, where)
+        elif has_contents:
+            data = _from_contents(inp, shape, where)
+        else:
+            raise InvalidInput(f"{where} has no data (neither raw_input_contents nor contents)")
+        inputs.append(Tensor(inp.name, inp.datatype, shape, data))
+    params = {k: _param_value(v) for k, v in msg.parameters.items()}
+    for out in msg.outputs:
+        if "classification" in out.parameters:
+            raise Unsupported("the classification extension is not supported")
+    outputs = [o.name for o in msg.outputs] if msg.outputs else None
+    request = InferRequest(msg.model_name, msg.model_version, msg.id, inputs, outputs, params)
+    request.received_ns = received_ns
+    return request
+
+
+def _from_contents(inp: Any, shape: tuple[int, ...], where: str) -> Any:
+    field = _CONTENTS.get(inp.datatype)
+    if field is None:
+        raise InvalidInput(f"{where}: {inp.datatype} must be sent in raw_input_contents")
+    values = getattr(inp.contents, field)
+    count = element_count(shape, where)
+    if len(values) != count:
+        raise InvalidInput(
+            f"{where}: contents has {len(values)} elements, expected {count} for shape {list(shape)}"
+        )
+    if inp.datatype == "BYTES":
+        return np.array(list(values), dtype=np.object_).reshape(shape)
+    return np.array(values, dtype=NUMPY_DTYPES[inp.datatype]).reshape(shape)
+
+
+def encode_response(resp: InferResponse) -> Any:
+    return service_pb2.ModelInferResponse(
+        model_name=resp.model_name,
+        model_version=resp.model_version,
+        id=resp.id,
+        outputs=[
+            service_pb2.ModelInferResponse.InferOutputTensor(
+                name=t.name, datatype=t.datatype, shape=list(t.shape)
+            )
+            for t in resp.outputs
+        ],
+        raw_output_contents=[to_raw(t.data, t.datatype) for t in resp.outputs],
+    )
+
+
+class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+    """Every RPC of `inference.GRPCInferenceService`, delegating to one data plane."""
+
+    def __init__(self, plane: DataPlane) -> None:
+        self.plane = plane
+
+    async def _call(self, context: Any, fn: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await fn()
+        except InferenceError as e:
+            await context.abort(code_of(e), e.message)
+        except Exception as e:
+            log.exception("unexpected error in a gRPC call")
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {e}")
+        raise AssertionError("unreachable")  # abort() always raises
+
+    async def _sync(self, context: Any, fn: Callable[[], T]) -> T:
+        async def run() -> T:
+            return fn()
+
+        return await self._call(context, run)
+
+    async def ServerLive(self, request: Any, context: Any) -> Any:
+        return service_pb2.ServerLiveResponse(live=self.plane.live())
+
+    async def ServerReady(self, request: Any, context: Any) -> Any:
+        return service_pb2.ServerReadyResponse(ready=self.plane.ready())
+
+    async def ModelReady(self, request: Any, context: Any) -> Any:
+        ready = await self._sync(context, lambda: self.plane.model_ready(request.name, request.version))
+        return service_pb2.ModelReadyResponse(ready=ready)
+
+    async def ServerMetadata(self, request: Any, context: Any) -> Any:
+        return service_pb2.ServerMetadataResponse(**self.plane.server_metadata())
+
+    async def ModelMetadata(self, request: Any, context: Any) -> Any:
+        doc = await self._sync(
+            context, lambda: self.plane.model_metadata(request.name, request.version)
+        )
+        tm = service_pb2.ModelMetadataResponse.TensorMetadata
+        return service_pb2.ModelMetadataResponse(
+            name=doc["name"],
+            versions=doc["versions"],
+            platform=doc["platform"],
+            inputs=[tm(**t) for t in doc["inputs"]],
+            outputs=[tm(**t) for t in doc["outputs"]],
+        )
+
+    async def ModelConfig(self, request: Any, context: Any) -> Any:
+        cfg = await self._sync(context, lambda: self.plane.model_config(request.name, request.version))
+        config = json_format.ParseDict(cfg, model_config_pb2.ModelConfig())
+        return service_pb2.ModelConfigResponse(config=config)
+
+    async def ModelStatistics(self, request: Any, context: Any) -> Any:
+        doc = await self._sync(context, lambda: self.plane.statistics(request.name, request.version))
+        return json_format.ParseDict(doc, service_pb2.ModelStatisticsResponse())
+
+    async def RepositoryIndex(self, request: Any, context: Any) -> Any:
+        entries = self.plane.repository_index(request.ready)
+        idx = service_pb2.RepositoryIndexResponse.ModelIndex
+        return service_pb2.RepositoryIndexResponse(models=[idx(**e) for e in entries])
+
+    async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
+        await self._sync(context, lambda: self.plane.load(request.model_name))
+        return service_pb2.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
+        await self._sync(context, lambda: self.plane.unload(request.model_name))
+        return service_pb2.RepositoryModelUnloadResponse()
+
+    async def ModelInfer(self, request: Any, context: Any) -> Any:
+        received = time.monotonic_ns()
+
+        async def run() -> Any:
+            return encode_response(await self.plane.infer(decode_request(request, received)))
+
+        return await self._call(context, run)
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[Any], context: Any
+    ) -> AsyncIterator[Any]:
+        """Requests of one stream run concurrently (so they can batch); answers keep their order."""
+        answers: asyncio.Queue[asyncio.Task[Any] | None] = asyncio.Queue()
+
+        async def one(msg: Any, received: int) -> Any:
+            try:
+                resp = await self.plane.infer(decode_request(msg, received))
+                return service_pb2.ModelStreamInferResponse(infer_response=encode_response(resp))
+            except InferenceError as e:
+                return service_pb2.ModelStreamInferResponse(
+                    error_message=e.message,
+                    infer_response=service_pb2.ModelInferResponse(
+                        model_name=msg.model_name, model_version=msg.model_version, id=msg.id
+                    ),
+                )
+            except Exception as e:
+                log.exception("unexpected error in a stream request")
+                return service_pb2.ModelStreamInferResponse(error_message=f"internal error: {e}")
+
+        async def reader() -> None:
+            try:
+                async for msg in request_iterator:
+                    answers.put_nowait(asyncio.ensure_future(one(msg, time.monotonic_ns())))
+            finally:
+                answers.put_nowait(None)
+
+        read_task = asyncio.ensure_future(reader())
+        try:
+            while (task := await answers.get()) is not None:
+                yield await task
+        finally:
+            read_task.cancel()
+
+    async def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:
+        return service_pb2.SystemSharedMemoryStatusResponse()
+
+    async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, "system shared memory is not supported"
+        )
+
+    async def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
+        return service_pb2.SystemSharedMemoryUnregisterResponse()
+
+    async def CudaSharedMemoryStatus(self, request: Any, context: Any) -> Any:
+        return service_pb2.CudaSharedMemoryStatusResponse()
+
+    async def CudaSharedMemoryRegister(self, request: Any, context: Any) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "CUDA shared memory is not supported")
+
+    async def CudaSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
+        return service_pb2.CudaSharedMemoryUnregisterResponse()
+
+    async def TraceSetting(self, request: Any, context: Any) -> Any:
+        return service_pb2.TraceSettingResponse()
+
+    async def LogSettings(self, request: Any, context: Any) -> Any:
+        return service_pb2.LogSettingsResponse()
+
+
+def build_server(plane: DataPlane, host: str, port: int, max_message_bytes: int) -> grpc.aio.Server:
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(plane), server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind the gRPC port {host}:{port}")
+    return server

@@ -1,0 +1,36 @@
+"""`airt serve`: the worker's entry point; parses settings and runs the composition root.
+
+Called by the `airt` CLI (`airt_operator.cli.serve`) and by `python -m airt_worker` with the
+remaining command-line arguments. Returns the process exit code: 0 after a clean drain, 1 when
+the model cannot be served, 2 for bad settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from pydantic import ValidationError
+
+
+def main(argv: list[str]) -> int:
+    from airt_worker.settings import load_settings
+
+    try:
+        settings = load_settings(argv)
+    except SystemExit as e:  # --help, or argparse rejected an argument
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    except (ValidationError, ValueError) as e:
+        print(f"airt serve: invalid settings:\n{e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    import uvloop
+
+    from airt_worker.server import serve
+
+    return uvloop.run(serve(settings))

@@ -1,0 +1,312 @@
+"""The REST transport: a small hand-written ASGI app for the v2 HTTP endpoints, run by uvicorn.
+
+Built by the composition root (`server`) over the data plane. Hand-written rather than Starlette
+or FastAPI because the protocol needs byte-level control that frameworks get in the way of — the
+raw body regardless of Content-Type (the sync tritonclient sends none), compression only on
+/infer and never br (a blanket GZip middleware breaks tritonclient.http.aio), a body limit
+enforced while reading — and because per-request framework overhead (routing tables, request
+objects, middleware stacks) is measurable next to a sub-millisecond model call. Routing is a
+split of the path. Domain errors map to HTTP statuses once, in `STATUS`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+
+from airt_worker.dataplane import DataPlane
+from airt_worker.errors import (
+    InferenceError,
+    InvalidInput,
+    ModelFailure,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+    Unsupported,
+)
+from airt_worker.rest_codec import (
+    UnsupportedEncoding,
+    choose_response_encoding,
+    compress,
+    decode_request,
+    decompress,
+    encode_response,
+)
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+#: The one mapping from domain errors to HTTP statuses (Triton's choices).
+STATUS: dict[type[InferenceError], int] = {
+    InvalidInput: 400,
+    NotFound: 404,
+    Unavailable: 503,
+    Unsupported: 501,
+    PayloadTooLarge: 413,
+    UnsupportedEncoding: 415,
+    ModelFailure: 500,
+}
+
+_JSON = [(b"content-type", b"application/json")]
+_EMPTY_OBJECT = b"{}"
+
+
+def status_of(e: InferenceError) -> int:
+    for cls in type(e).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]  # type: ignore[index]
+    return 500
+
+
+class RestApp:
+    """ASGI application for every v2 HTTP endpoint of one data plane."""
+
+    def __init__(self, plane: DataPlane, max_request_bytes: int, compress_min_bytes: int) -> None:
+        self.plane = plane
+        self.max_request_bytes = max_request_bytes
+        self.compress_min_bytes = compress_min_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        received = time.monotonic_ns()
+        method: str = scope["method"]
+        path: str = scope["path"]
+        try:
+            if method == "POST" and path.endswith("/infer"):
+                await self._infer(scope, receive, send, received)
+                return
+            status, body = await self._route(method, path, scope, receive)
+        except InferenceError as e:
+            status, body = status_of(e), orjson.dumps({"error": e.message})
+        except Exception as e:  # never leak a traceback as an empty 500
+            log.exception("unexpected error on %s %s", method, path)
+            status, body = 500, orjson.dumps({"error": f"internal error: {e}"})
+        await _respond(send, status, body, _JSON)
+
+    # ------------------------------------------------------------------------------ infer
+
+    async def _infer(self, scope: Scope, receive: Receive, send: Send, received: int) -> None:
+        parts = path_parts(scope["path"])
+        try:
+            model, version = _model_path(parts, "infer")
+            headers = _headers(scope)
+            body = await self._read_body(receive, headers)
+            encoding = headers.get("content-encoding", "")
+            if encoding:
+                body = decompress(body, encoding, self.max_request_bytes)
+            header_len = _header_length(headers.get("inference-header-content-length"))
+            request, choice = decode_request(body, header_len, model, version)
+            request.received_ns = received
+            response = await self.plane.infer(request)
+            payload, json_len = encode_response(response, choice)
+        except InferenceError as e:
+            await _respond(send, status_of(e), orjson.dumps({"error": e.message}), _JSON)
+            return
+        except Exception as e:
+            log.exception("unexpected error in /infer")
+            await _respond(send, 500, orjson.dumps({"error": f"internal error: {e}"}), _JSON)
+            return
+        out_headers: list[tuple[bytes, bytes]]
+        if json_len is None:
+            out_headers = [(b"content-type", b"application/json")]
+        else:
+            out_headers = [
+                (b"content-type", b"application/octet-stream"),
+                (b"inference-header-content-length", str(json_len).encode()),
+            ]
+        if len(payload) >= self.compress_min_bytes:
+            enc = choose_response_encoding(headers.get("accept-encoding", ""))
+            if enc is not None:
+                payload = compress(payload, enc)
+                out_headers.append((b"content-encoding", enc.encode()))
+        await _respond(send, 200, payload, out_headers)
+
+    async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes:
+        limit = self.max_request_bytes
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _drain(receive)
+            raise PayloadTooLarge(
+                f"request body of {declared} bytes exceeds the limit of {limit} bytes "
+                "(max_request_bytes)"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise InvalidInput("the client disconnected before sending the whole body")
+            chunk: bytes = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    if message.get("more_body", False):
+                        await _drain(receive)
+                    raise PayloadTooLarge(
+                        f"request body exceeds the limit of {limit} bytes (max_request_bytes)"
+                    )
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    # ---------------------------------------------------------------------- other routes
+
+    async def _route(
+        self, method: str, path: str, scope: Scope, receive: Receive
+    ) -> tuple[int, bytes]:
+        plane = self.plane
+        parts = path_parts(path)
+        if not parts or parts[0] != "v2":
+            raise NotFound(f"no such endpoint: {method} {path}")
+        rest = parts[1:]
+        if not rest:
+            return _get(method, path, lambda: plane.server_metadata())
+        head = rest[0]
+        if head == "health" and len(rest) == 2 and method == "GET":
+            ok = plane.live() if rest[1] == "live" else plane.ready() if rest[1] == "ready" else None
+            if ok is None:
+                raise NotFound(f"no such endpoint: {method} {path}")
+            if not ok:
+                raise Unavailable("the server is not ready" if rest[1] == "ready" else "not live")
+            return 200, b""
+        if head == "models":
+            if rest[1:] == ["stats"]:
+                return _get(method, path, lambda: plane.statistics("", ""))
+            model, version, action = _split_model(rest[1:], path)
+            if action == "":
+                return _get(method, path, lambda: plane.model_metadata(model, version))
+            if action == "ready":
+                if method != "GET":
+                    raise NotFound(f"no such endpoint: {method} {path}")
+                if not plane.model_ready(model, version):
+                    raise Unavailable(f"model {model!r} is not ready: {plane.reason or 'draining'}")
+                return 200, b""
+            if action == "config":
+                return _get(method, path, lambda: plane.model_config(model, version))
+            if action == "stats":
+                return _get(method, path, lambda: plane.statistics(model, version))
+            if action == "trace/setting":
+                plane.model_ready(model, version)  # checks the name
+                return 200, _EMPTY_OBJECT
+            raise NotFound(f"no such endpoint: {method} {path}")
+        if head == "repository" and method == "POST":
+            if rest[1:] == ["index"]:
+                body = await _read_small(receive)
+                ready_only = False
+                if body.strip():
+                    try:
+                        doc = orjson.loads(body)
+                    except orjson.JSONDecodeError as e:
+                        raise InvalidInput(f"malformed JSON in the index request: {e}") from None
+                    ready_only = bool(isinstance(doc, dict) and doc.get("ready"))
+                return 200, orjson.dumps(plane.repository_index(ready_only))
+            if len(rest) == 4 and rest[1] == "models" and rest[3] in ("load", "unload"):
+                await _read_small(receive)
+                (plane.load if rest[3] == "load" else plane.unload)(rest[2])
+                return 200, b""
+        if head in ("trace", "logging") and rest[1:] in ([], ["setting"]):
+            return 200, _EMPTY_OBJECT
+        if head in ("systemsharedmemory", "cudasharedmemory"):
+            if rest[-1] == "status":
+                return 200, b"[]"
+            if rest[-1] == "unregister":
+                return 200, b""
+            raise Unsupported(f"{head} is not supported: send tensors in the request body")
+        raise NotFound(f"no such endpoint: {method} {path}")
+
+
+def path_parts(path: str) -> list[str]:
+    return [p for p in path.split("/") if p]
+
+
+def _split_model(parts: list[str], path: str) -> tuple[str, str, str]:
+    """models/{m}[/versions/{v}][/action...] -> (m, v, action)."""
+    if not parts:
+        raise NotFound(f"no such endpoint: {path}")
+    model = parts[0]
+    version = ""
+    rest = parts[1:]
+    if len(rest) >= 2 and rest[0] == "versions":
+        version = rest[1]
+        if not version.isdigit():
+            raise InvalidInput(f"model version {version!r} in {path} is not a number")
+        rest = rest[2:]
+    return model, version, "/".join(rest)
+
+
+def _model_path(parts: list[str], action: str) -> tuple[str, str]:
+    if len(parts) < 3 or parts[0] != "v2" or parts[1] != "models":
+        raise NotFound(f"no such endpoint: /{'/'.join(parts)}")
+    model, version, act = _split_model(parts[2:], "/" + "/".join(parts))
+    if act != action:
+        raise NotFound(f"no such endpoint: /{'/'.join(parts)}")
+    return model, version
+
+
+def _get(method: str, path: str, fn: Callable[[], Any]) -> tuple[int, bytes]:
+    if method != "GET":
+        raise NotFound(f"no such endpoint: {method} {path}")
+    return 200, orjson.dumps(fn())
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+def _header_length(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise InvalidInput(
+            f"Inference-Header-Content-Length {value!r} is not an integer"
+        ) from None
+
+
+async def _read_small(receive: Receive, limit: int = 1 << 20) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _drain(receive: Receive) -> None:
+    """Consume and drop the rest of a body we refused, so the client can read our answer."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect" or not message.get("more_body", False):
+            return
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,168 @@
+"""The composition root: settings -> model runner -> batcher -> data plane -> transports.
+
+Called by `main`. Starts the HTTP, gRPC and metrics listeners first (live at once, ready only
+after the model is loaded and a warm-up inference succeeded), loads the model in a worker thread,
+then serves until SIGTERM/SIGINT. Drain: readiness turns false, the listeners stop accepting and
+let accepted requests finish (HTTP: uvicorn's graceful shutdown; gRPC: `stop(grace)`), the
+batcher runs everything still queued, then the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Generator
+
+import uvicorn
+
+from airt_worker.batching import BatchPolicy, DynamicBatcher
+from airt_worker.dataplane import DataPlane
+from airt_worker.grpc_service import build_server
+from airt_worker.metrics import MetricsApp, Nvml, WorkerCollector
+from airt_worker.rest import RestApp
+from airt_worker.runner import ModelLoadError, ModelRunner
+from airt_worker.settings import WorkerSettings
+
+log = logging.getLogger("airt_worker")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the composition root owns SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _http_server(app: object, host: str, port: int, drain_s: float, log_level: str) -> _Server:
+    config = uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        loop="none",
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_level=log_level,
+        timeout_graceful_shutdown=int(drain_s) or 1,
+        backlog=4096,
+        timeout_keep_alive=75,
+    )
+    return _Server(config)
+
+
+def _load(settings: WorkerSettings) -> ModelRunner:
+    t0 = time.monotonic()
+    runner = ModelRunner(settings)
+    if settings.warmup:
+        runner.warmup()
+    log.info(
+        "model %r v%s (%s) loaded on %s in %.1fs; inputs %s; outputs %s",
+        runner.spec.name,
+        runner.spec.version,
+        settings.format,
+        runner.device,
+        time.monotonic() - t0,
+        [(t.name, t.datatype, list(t.dims)) for t in runner.spec.inputs],
+        [(t.name, t.datatype, list(t.dims)) for t in runner.spec.outputs],
+    )
+    return runner
+
+
+async def serve(settings: WorkerSettings) -> int:
+    """Run the worker until a signal; return the process exit code."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    plane = DataPlane(settings.model_name, settings.model_version)
+    level = "warning" if settings.log_level in ("info", "debug") else settings.log_level
+    drain = settings.drain_timeout_seconds
+    http = _http_server(
+        RestApp(plane, settings.max_request_bytes, settings.response_compression_min_bytes),
+        settings.host,
+        settings.http_port,
+        drain,
+        level,
+    )
+    nvml = Nvml(settings.cuda_device_index) if settings.device == "cuda" else None
+    metrics = _http_server(
+        MetricsApp(WorkerCollector(plane, nvml)),
+        settings.metrics_host,
+        settings.metrics_port,
+        1.0,
+        level,
+    )
+    grpc_server = build_server(
+        plane, settings.host, settings.grpc_port, settings.grpc_max_message_bytes
+    )
+    await grpc_server.start()
+    http_task = asyncio.create_task(http.serve(), name="http")
+    metrics_task = asyncio.create_task(metrics.serve(), name="metrics")
+    log.info(
+        "listening: http %s:%d, grpc %s:%d, metrics %s:%d",
+        settings.host,
+        settings.http_port,
+        settings.host,
+        settings.grpc_port,
+        settings.metrics_host,
+        settings.metrics_port,
+    )
+
+    batcher: DynamicBatcher | None = None
+    load = loop.run_in_executor(None, _load, settings)
+    stop_wait = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([load, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if load.done():
+        try:
+            runner = load.result()
+        except ModelLoadError as e:
+            log.error("cannot serve the model: %s", e)
+            plane.mark_failed(str(e))
+            stop.set()
+            code = 1
+        except Exception as e:
+            log.exception("model load failed")
+            plane.mark_failed(f"model load failed: {e}")
+            stop.set()
+            code = 1
+        else:
+            b = settings.batching
+            policy = BatchPolicy(
+                max_batch_size=b.max_batch_size,
+                preferred_batch_sizes=tuple(b.preferred_batch_sizes),
+                max_queue_delay_ns=b.max_queue_delay_microseconds * 1000,
+                max_queue_size=b.max_queue_size,
+                default_timeout_ns=b.default_timeout_microseconds * 1000,
+            )
+            batcher = DynamicBatcher(
+                runner.execute, policy, settings.instance_count, on_batch=plane.on_batch
+            )
+            batcher.start()
+            plane.attach(runner.spec, batcher)
+            plane.mark_ready()
+            log.info("ready")
+    await stop_wait
+
+    # drain: not ready, stop accepting, finish what was accepted
+    log.info("draining (up to %.0fs)", drain)
+    plane.draining = True
+    http.should_exit = True
+    await asyncio.gather(grpc_server.stop(drain), http_task, return_exceptions=True)
+    if batcher is not None:
+        try:
+            await asyncio.wait_for(batcher.close(), drain)
+        except TimeoutError:
+            log.error("drain timeout: %d requests still pending", batcher.pending)
+            code = code or 1
+    metrics.should_exit = True
+    await asyncio.gather(metrics_task, return_exceptions=True)
+    if not load.done():
+        load.cancel()
+    log.info("stopped")
+    return code

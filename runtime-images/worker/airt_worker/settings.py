@@ -1,0 +1,248 @@
+"""Worker settings: one pydantic-settings model read from CLI args, `AIRT_*` env and a config file.
+
+Called by `main` (the `airt serve` entry point) before anything else is built. Precedence, most
+important first: command-line arguments, environment (`AIRT_MODEL_PATH`, nested fields with `__`,
+e.g. `AIRT_BATCHING__MAX_BATCH_SIZE`), the YAML or JSON config file the operator renders
+(`--config-file` / `AIRT_CONFIG_FILE`), then the defaults below. docs/worker-protocol.md lists
+every field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    CliSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from airt_worker.datatypes import NUMPY_DTYPES
+
+ModelFormat = Literal["torchscript", "torch-export"]
+
+
+class TensorConfig(BaseModel):
+    """One model input or output as the model config declares it (Triton's `input`/`output`)."""
+
+    name: str = Field(description="Tensor name clients use.")
+    datatype: str | None = Field(
+        default=None,
+        description="v2 datatype (FP32, INT64, BYTES, ...). Inferred from torch.export programs "
+        "and, for outputs, from the warm-up run; required for TorchScript inputs.",
+    )
+    dims: list[int] | None = Field(
+        default=None,
+        description="Shape without the batch dimension; -1 marks a variable dimension. Inferred "
+        "like `datatype`.",
+    )
+
+    @field_validator("datatype")
+    @classmethod
+    def _known_datatype(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        v = v.upper().removeprefix("TYPE_")
+        v = "BYTES" if v == "STRING" else v
+        if v not in NUMPY_DTYPES:
+            raise ValueError(f"unknown datatype {v!r}; expected one of {', '.join(NUMPY_DTYPES)}")
+        return v
+
+    @field_validator("dims")
+    @classmethod
+    def _valid_dims(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and any(d < -1 or d == 0 for d in v):
+            raise ValueError(f"dims {v}: each dimension is a positive size or -1 (variable)")
+        return v
+
+
+class BatchingConfig(BaseModel):
+    """Dynamic batching with Triton's semantics; `max_batch_size` 0 disables batching."""
+
+    max_batch_size: int = Field(
+        default=8, ge=0, description="Most rows (first dimension) in one model call; 0 = none."
+    )
+    preferred_batch_sizes: list[int] = Field(
+        default_factory=list, description="Batch sizes formed preferentially (each <= max)."
+    )
+    max_queue_delay_microseconds: int = Field(
+        default=0,
+        ge=0,
+        description="How long the oldest request may wait for a batch to fill; 0 = send what is "
+        "queued as soon as a model instance is free.",
+    )
+    max_queue_size: int = Field(
+        default=0, ge=0, description="Requests waiting beyond this are rejected at once; 0 = no cap."
+    )
+    default_timeout_microseconds: int = Field(
+        default=0,
+        ge=0,
+        description="Queue timeout of a request without its own `timeout` parameter; 0 = none.",
+    )
+
+    @model_validator(mode="after")
+    def _preferred_within_max(self) -> BatchingConfig:
+        bad = [p for p in self.preferred_batch_sizes if p < 1 or p > max(self.max_batch_size, 1)]
+        if bad:
+            raise ValueError(
+                f"preferred_batch_sizes {bad} must lie in 1..max_batch_size ({self.max_batch_size})"
+            )
+        return self
+
+
+class WorkerSettings(BaseSettings):
+    """Everything `airt serve` needs; see the module docstring for where values come from."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AIRT_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    config_file: Path | None = Field(
+        default=None, description="YAML or JSON file with any of these settings."
+    )
+    model_path: Path = Field(description="The model file: TorchScript (.pt) or torch.export (.pt2).")
+    model_name: str = Field(default="", description="Served name; default: the file's stem.")
+    model_version: str = Field(default="1", pattern=r"^[0-9]+$", description="Numeric version.")
+    model_format: ModelFormat | None = Field(
+        default=None, description="torchscript | torch-export; default: from the file suffix."
+    )
+    model_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-fA-F]{64}$",
+        description="Expected sha256 of the model file, verified before loading.",
+    )
+    inputs: list[TensorConfig] = Field(default_factory=list, description="Model inputs.")
+    outputs: list[TensorConfig] = Field(default_factory=list, description="Model outputs.")
+    device: Literal["cpu", "cuda"] = Field(default="cpu", description="Where the model runs.")
+    cuda_device_index: int = Field(default=0, ge=0, description="Which GPU when device=cuda.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        default="auto",
+        description="Precision of the model's floating-point weights and inputs; auto = as saved.",
+    )
+    threads: int = Field(
+        default=0, ge=0, description="torch intra-op threads; 0 = from the cgroup CPU limit."
+    )
+    instance_count: int = Field(
+        default=1, ge=1, description="Model instances: batches that may run at the same time."
+    )
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    warmup: bool = Field(default=True, description="Run a warm-up inference before ready.")
+    warmup_batch_size: int = Field(default=1, ge=1, description="Rows in the warm-up inference.")
+    host: str = Field(default="0.0.0.0", description="Address of the HTTP and gRPC listeners.")
+    http_port: int = Field(default=8000, ge=0, le=65535)
+    grpc_port: int = Field(default=8001, ge=0, le=65535)
+    metrics_host: str = Field(default="127.0.0.1", description="Metrics listen address.")
+    metrics_port: int = Field(default=8082, ge=0, le=65535)
+    max_request_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="Largest HTTP request body (after decompression) accepted; larger is 413.",
+    )
+    grpc_max_message_bytes: int = Field(
+        default=2**31 - 1, ge=1024, description="gRPC send and receive message limit."
+    )
+    response_compression_min_bytes: int = Field(
+        default=1024, ge=0, description="Smaller /infer responses are never compressed."
+    )
+    drain_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="On SIGTERM, how long accepted requests may take."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _derive(self) -> WorkerSettings:
+        if not self.model_name:
+            self.model_name = self.model_path.name.split(".")[0] or "model"
+        if self.model_format is None:
+            suffix = self.model_path.suffix.lower()
+            if suffix == ".pt2":
+                self.model_format = "torch-export"
+            elif suffix in {".pt", ".pth", ".ts", ".torchscript"}:
+                self.model_format = "torchscript"
+            else:
+                raise ValueError(
+                    f"model_format is not set and the suffix {suffix!r} of {self.model_path} does "
+                    "not tell: use .pt (torchscript) or .pt2 (torch-export), or set model_format"
+                )
+        if self.model_sha256 is not None:
+            self.model_sha256 = self.model_sha256.lower()
+        return self
+
+    @property
+    def format(self) -> ModelFormat:
+        assert self.model_format is not None  # set by _derive
+        return self.model_format
+
+    def effective_threads(self) -> int:
+        return self.threads or cgroup_cpu_limit()
+
+
+def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this container may use: the cgroup quota (v2 `cpu.max`, v1 cfs), else the affinity."""
+    available = len(os.sched_getaffinity(0))
+    quota: float | None = None
+    try:
+        fields = (root / "cpu.max").read_text().split()
+        if fields and fields[0] != "max":
+            quota = int(fields[0]) / int(fields[1])
+    except (OSError, ValueError, IndexError):
+        try:
+            q = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+            p = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+            if q > 0 and p > 0:
+                quota = q / p
+        except (OSError, ValueError):
+            quota = None
+    if quota is None:
+        return max(available, 1)
+    return max(1, min(available, math.ceil(quota)))
+
+
+def _config_file_from(argv: list[str]) -> Path | None:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config-file", "--config_file", dest="config_file", default=None)
+    known, _ = pre.parse_known_args(argv)
+    value = known.config_file or os.environ.get("AIRT_CONFIG_FILE")
+    return Path(value) if value else None
+
+
+def load_settings(argv: list[str]) -> WorkerSettings:
+    """Build the settings from `argv`, the environment and the config file; `--help` exits."""
+    config_file = _config_file_from(argv)
+    if config_file is not None and not config_file.is_file():
+        raise ValueError(f"config file {config_file} does not exist")
+
+    class _Settings(WorkerSettings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            if config_file is not None:
+                sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+            return tuple(sources)
+
+    cli: CliSettingsSource[Any] = CliSettingsSource(
+        _Settings,
+        cli_prog_name="airt serve",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        cli_parse_args=argv,
+    )
+    settings = _Settings(_cli_settings_source=cli)  # type: ignore[call-arg]
+    return WorkerSettings.model_validate(settings.model_dump())
