@@ -26,6 +26,7 @@ class InvalidCase:
     manifest: dict[str, Any]
     server_only: bool = False
     python_field: str | None = None
+    ssa_field: str | None = None
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -52,6 +53,7 @@ def load_cases() -> list[InvalidCase]:
             manifest=merge_patch(table["bases"][c["kind"]], c["patch"]),
             server_only=bool(c.get("server_only", False)),
             python_field=c.get("python_field"),
+            ssa_field=c.get("ssa_field"),
         )
         for c in table["cases"]
     ]
