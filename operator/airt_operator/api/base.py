@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Final, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
@@ -175,6 +175,35 @@ class ApiModel(BaseModel):
     cel_rules: ClassVar[tuple[CelRule, ...]] = ()
 
     @model_validator(mode="after")
+    def _check_lists(self) -> ApiModel:
+        """Mirror `x-kubernetes-list-type`: set items and map keys must be unique."""
+        for name, info in type(self).model_fields.items():
+            extra = info.json_schema_extra
+            value = getattr(self, name)
+            if not isinstance(extra, dict) or not isinstance(value, list):
+                continue
+            list_type = extra.get("x-kubernetes-list-type")
+            if list_type == "set":
+                keys: list[Any] = list(value)
+            elif list_type == "map":
+                map_keys = extra.get("x-kubernetes-list-map-keys")
+                if not isinstance(map_keys, list):
+                    raise TypeError(f"{name}: a map list declares x-kubernetes-list-map-keys")
+                keys = [tuple(item.to_wire().get(str(k)) for k in map_keys) for item in value]
+            else:
+                continue
+            seen: set[Any] = set()
+            for i, key in enumerate(keys):
+                if key in seen:
+                    raise PydanticCustomError(
+                        "cel_rule",
+                        "Duplicate value: {value}",
+                        {"value": repr(key), "field_path": f".{info.alias or name}[{i}]"},
+                    )
+                seen.add(key)
+        return self
+
+    @model_validator(mode="after")
     def _check_cel_rules(self) -> ApiModel:
         for rule in type(self).__dict__.get("cel_rules", ()):
             if rule.field is None:
@@ -202,7 +231,9 @@ class ApiModel(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-def _quantity_check(value: int | str) -> int | str:
+def _quantity_check(value: Any) -> int | str:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise PydanticCustomError("quantity_type", "a quantity is an integer or a string")
     if isinstance(value, int):
         if value < 0:
             raise ValueError("a quantity must not be negative")
@@ -214,7 +245,7 @@ def _quantity_check(value: int | str) -> int | str:
 # A Kubernetes resource quantity: an integer or a string such as "500m" or "4Gi" (int-or-string).
 Quantity = Annotated[
     int | str,
-    AfterValidator(_quantity_check),
+    PlainValidator(_quantity_check),
     WithJsonSchema(
         {
             "anyOf": [{"type": "integer"}, {"type": "string"}],

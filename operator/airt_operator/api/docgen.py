@@ -72,9 +72,6 @@ def _validation(node: Schema, required: bool) -> str:
         parts.append("keyed by " + ", ".join(node.get("x-kubernetes-list-map-keys", [])))
     for rule in node.get("x-kubernetes-validations", []):
         parts.append(f"rule: {rule['message']}")
-    if isinstance(items, dict):
-        for rule in items.get("x-kubernetes-validations", []):
-            parts.append(f"each: {rule['message']}")
     return "; ".join(parts)
 
 
