@@ -29,15 +29,27 @@ class SidecarServer(ThreadingHTTPServer):
         self.collector = collector
         super().__init__(address, _Handler)
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A scraper that hangs up mid-answer is not worth a traceback on stderr.
+        log.debug("connection from %s ended with an error", client_address, exc_info=True)
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: SidecarServer
     protocol_version = "HTTP/1.1"
+    # Idle keep-alive connections give their thread back after this many seconds.
+    timeout = 120
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
-            body = render(self.server.collector.collect())
+            try:
+                body = render(self.server.collector.collect())
+            except Exception:
+                # A bug here must not take the sidecar down; the log gets the details.
+                log.exception("rendering /metrics failed")
+                self._send(500, "text/plain; charset=utf-8", b"internal error: see sidecar log\n")
+                return
             encoding = None
             if "gzip" in self.headers.get("Accept-Encoding", ""):
                 body, encoding = gzip.compress(body), "gzip"

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 from sidecar_fakes import FakeWorker
 
 from airt_metrics.collector import WorkerCollector
@@ -82,6 +84,25 @@ def test_healthz_does_not_depend_on_the_worker() -> None:
     with sidecar("http://127.0.0.1:9/metrics") as base:
         assert get(f"{base}/healthz")[:3:2] == (200, b"ok\n")
         assert get(f"{base}/nope")[0] == 404
+
+
+def test_a_failing_collector_is_a_500_and_the_sidecar_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Broken(Collector):
+        def collect(self) -> Iterator[Metric]:
+            raise RuntimeError("bug")
+
+    server = SidecarServer(("127.0.0.1", 0), Broken())
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert get(f"{base}/metrics")[0] == 500
+        assert get(f"{base}/healthz")[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "rendering /metrics failed" in caplog.text
 
 
 def test_settings_from_the_downward_api(monkeypatch: pytest.MonkeyPatch) -> None:
