@@ -31,16 +31,15 @@ from airt_operator.api import (
     ModelDeployment,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
+    modeldeployment,
+    runtime,
 )
 from airt_operator.api import docgen as apidoc
-from airt_operator.api.base import DNS1035_LABEL, DNS1123_LABEL
 
 Schema = dict[str, Any]
 
-# Longest ModelDeployment name: children derive names from it (`<name>-<suffix>`), and a Service
-# name must be a DNS-1035 label of at most 63 characters.
-MODEL_DEPLOYMENT_NAME_MAX = 52
-RUNTIME_NAME_MAX = 63
+MODEL_DEPLOYMENT_NAME_MAX = modeldeployment.NAME_MAX_LENGTH
+RUNTIME_NAME_MAX = runtime.NAME_MAX_LENGTH
 
 KEY_ORDER = (
     "description", "type", "format", "enum", "default", "pattern", "minLength", "maxLength",
@@ -215,7 +214,7 @@ def model_deployment_crd() -> Schema:
     """The ModelDeployment CRD as a dict."""
     name = {
         "type": "string",
-        "pattern": DNS1035_LABEL,
+        "pattern": modeldeployment.NAME_PATTERN,
         "maxLength": MODEL_DEPLOYMENT_NAME_MAX,
     }
     columns = [
@@ -243,7 +242,7 @@ def model_deployment_crd() -> Schema:
 
 def inference_runtime_crd() -> Schema:
     """The InferenceRuntime CRD as a dict."""
-    name = {"type": "string", "pattern": DNS1123_LABEL, "maxLength": RUNTIME_NAME_MAX}
+    name = {"type": "string", "pattern": runtime.NAME_PATTERN, "maxLength": RUNTIME_NAME_MAX}
     columns = [
         _column("Accelerator", "string", ".spec.accelerator", "cpu or nvidia."),
         _column("Formats", "string", ".spec.formats", "Model formats it loads."),

@@ -38,7 +38,9 @@ def _load_cases() -> ModuleType:
     return module
 
 
-CASES = _load_cases().load_cases()
+_cases = _load_cases()
+CASES = _cases.load_cases()
+VALID = _cases.load_valid()
 EXAMPLES = sorted(
     p
     for p in (ROOT / "examples").rglob("*.yaml")
@@ -113,6 +115,18 @@ def test_invalid_manifest_refused_naming_the_field(
     proc = api.kubectl(*args, input=yaml.safe_dump(case.manifest), check=False)
     assert proc.returncode != 0, f"accepted: {proc.stdout}"
     assert _names_field(proc.stderr, field), proc.stderr
+
+
+@pytest.mark.parametrize("mode", ["apply", "server-side"])
+@pytest.mark.parametrize(("case_id", "manifest"), VALID, ids=[v[0] for v in VALID])
+def test_valid_edge_case_accepted(
+    api: Cluster, namespace: str, case_id: str, manifest: dict[str, Any], mode: str
+) -> None:
+    args = ["apply", "--dry-run=server", "--validate=strict", "-n", namespace, "-f", "-"]
+    if mode == "server-side":
+        args += ["--server-side", "--field-manager=airt-test"]
+    proc = api.kubectl(*args, input=yaml.safe_dump(manifest), check=False)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_explain_shows_descriptions(api: Cluster) -> None:

@@ -256,6 +256,19 @@ Quantity = Annotated[
 ]
 
 
+def check_object_name(name: str | None, pattern: str, max_length: int) -> None:
+    """Refuse a `metadata.name` the CRD refuses (its schema bounds the name of each kind)."""
+    if name is None:
+        return
+    if len(name) > max_length:
+        message = f"Too long: may not be more than {max_length} bytes"
+    elif not re.match(pattern, name):
+        message = f"should match '{pattern}'"
+    else:
+        return
+    raise PydanticCustomError("object_name", message, {"field_path": "metadata.name"})
+
+
 class ObjectMeta(BaseModel):
     """The parts of `metadata` airt reads; everything else the API server keeps is ignored."""
 

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
 from .base import (
     API_VERSION,
+    DNS1035_LABEL,
     DNS1123_LABEL,
     DNS1123_SUBDOMAIN,
     IMAGE,
@@ -34,9 +35,15 @@ from .base import (
     ObjectMeta,
     cel,
     cel_pattern,
+    check_object_name,
 )
 from .conditions import Condition
 from .resources import Resources
+
+# Children derive their names from the ModelDeployment's (`<name>-<suffix>`), and a Service name
+# must be a DNS-1035 label of at most 63 characters: leave 11 for suffixes.
+NAME_MAX_LENGTH = 52
+NAME_PATTERN = DNS1035_LABEL
 
 ModelFormat = Literal["torchscript", "torch-export"]
 MODEL_FORMATS: tuple[ModelFormat, ...] = ("torchscript", "torch-export")
@@ -418,3 +425,8 @@ class ModelDeployment(ApiModel):
     metadata: ObjectMeta = Field(default_factory=ObjectMeta, description="Standard metadata.")
     spec: ModelDeploymentSpec = Field(description="The desired state.")
     status: ModelDeploymentStatus | None = Field(default=None, description="The observed state.")
+
+    @model_validator(mode="after")
+    def _check_name(self) -> ModelDeployment:
+        check_object_name(self.metadata.name, NAME_PATTERN, NAME_MAX_LENGTH)
+        return self

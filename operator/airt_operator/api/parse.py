@@ -61,8 +61,8 @@ def _field_errors(exc: ValidationError, prefix: str) -> list[FieldError]:
     for err in exc.errors(include_url=False):
         path = format_path(err["loc"])
         ctx = err.get("ctx") or {}
-        if err["type"] == "cel_rule":
-            path += str(ctx.get("field_path", ""))
+        if "field_path" in ctx:
+            path += str(ctx["field_path"])
         if prefix:
             path = f"{prefix}.{path}" if path and not path.startswith("[") else prefix + path
         message = err["msg"]

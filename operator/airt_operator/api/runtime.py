@@ -18,12 +18,26 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
-from .base import API_VERSION, ENV_NAME, IMAGE, ApiModel, ObjectMeta, cel, cel_pattern
+from .base import (
+    API_VERSION,
+    DNS1123_LABEL,
+    ENV_NAME,
+    IMAGE,
+    ApiModel,
+    ObjectMeta,
+    cel,
+    cel_pattern,
+    check_object_name,
+)
 from .conditions import Condition
 from .modeldeployment import ModelFormat, UriScheme
 from .resources import ComputeResources
+
+# Runtime names go into label values (at most 63 characters) on the pods that use them.
+NAME_MAX_LENGTH = 63
+NAME_PATTERN = DNS1123_LABEL
 
 Accelerator = Literal["cpu", "nvidia"]
 Image = Annotated[str, StringConstraints(max_length=512, pattern=IMAGE)]
@@ -176,3 +190,8 @@ class InferenceRuntime(ApiModel):
     metadata: ObjectMeta = Field(default_factory=ObjectMeta, description="Standard metadata.")
     spec: InferenceRuntimeSpec = Field(description="The desired state.")
     status: InferenceRuntimeStatus | None = Field(default=None, description="The observed state.")
+
+    @model_validator(mode="after")
+    def _check_name(self) -> InferenceRuntime:
+        check_object_name(self.metadata.name, NAME_PATTERN, NAME_MAX_LENGTH)
+        return self

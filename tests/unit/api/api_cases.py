@@ -59,6 +59,12 @@ def load_cases() -> list[InvalidCase]:
     ]
 
 
+def load_valid() -> list[tuple[str, dict[str, Any]]]:
+    """(id, manifest) of every valid edge case, built like the invalid ones."""
+    table = yaml.safe_load(TABLE.read_text(encoding="utf-8"))
+    return [(c["id"], merge_patch(table["bases"][c["kind"]], c["patch"])) for c in table["valid"]]
+
+
 def load_bases() -> dict[str, dict[str, Any]]:
     """The valid base object of each kind."""
     bases: dict[str, dict[str, Any]] = yaml.safe_load(TABLE.read_text(encoding="utf-8"))["bases"]
