@@ -33,6 +33,8 @@ tools: ## Build the pinned control-plane binaries into ~/.cache/airt/bin/<key> (
 .PHONY: system-deps
 system-deps: ## Install Debian packages the tests use (Prometheus, Lua), unless present.
 	@if [ -x tools/install-prometheus.sh ]; then bash tools/install-prometheus.sh; fi
+	@command -v lua5.4 >/dev/null 2>&1 || { SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends lua5.4; }
 
 .PHONY: setup
 setup: env tools system-deps ## Everything above.
@@ -40,12 +42,15 @@ setup: env tools system-deps ## Everything above.
 ##@ Development
 
 .PHONY: generate
-generate: ## Regenerate the CRDs and docs/api.md from the pydantic models.
+generate: ## Regenerate the CRDs, docs/api.md and the chart's copies (CRDs, operator RBAC rules).
 	$(UV) run airt crds --out crds --api-doc docs/api.md
+	$(UV) run python -m airt_operator.rbac --out charts/airt/files/operator-rules.yaml
+	rm -f charts/airt/files/crds/*.yaml
+	cp crds/*.yaml charts/airt/files/crds/
 
 .PHONY: check-generated
 check-generated: generate ## Fail when generated files differ from what is committed.
-	@git diff --exit-code -- crds docs/api.md || { echo "generated files drifted: run make generate and commit"; exit 1; }
+	@git diff --exit-code -- crds docs/api.md charts/airt/files || { echo "generated files drifted: run make generate and commit"; exit 1; }
 
 .PHONY: fmt
 fmt: ## Format the code.

@@ -1,0 +1,122 @@
+{{/*
+Names, labels and images shared by every template. Names are truncated to 63 characters (the
+limit of a DNS label and of a label value) with any trailing "-" removed.
+*/}}
+
+{{/* The chart's name, or nameOverride. */}}
+{{- define "airt.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+The full name of the release's objects: fullnameOverride, else "<release>-<chart>" (only the
+release name when it already contains the chart's name).
+*/}}
+{{- define "airt.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "<fullname>-<suffix>", still at most 63 characters. Call with (list $ "suffix"). */}}
+{{- define "airt.suffixed" -}}
+{{- $top := index . 0 -}}
+{{- $suffix := index . 1 -}}
+{{- $base := include "airt.fullname" $top | trunc (int (sub 62 (len $suffix))) | trimSuffix "-" -}}
+{{- printf "%s-%s" $base $suffix -}}
+{{- end -}}
+
+{{/* "name-version" for the helm.sh/chart label. */}}
+{{- define "airt.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The labels a selector uses: never change them after the first install. */}}
+{{- define "airt.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "airt.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- end -}}
+
+{{/* The standard labels, on every object the chart creates. */}}
+{{- define "airt.labels" -}}
+helm.sh/chart: {{ include "airt.chart" . }}
+{{ include "airt.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: airt
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The operator's labels: the standard ones and its component. */}}
+{{- define "airt.operatorLabels" -}}
+{{ include "airt.labels" . }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{- define "airt.operatorSelectorLabels" -}}
+{{ include "airt.selectorLabels" . }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{/* The operator's ServiceAccount name. */}}
+{{- define "airt.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "airt.suffixed" (list . "operator")) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The ClusterKopfPeering the operator replicas join: peering.name, else the release's full name. */}}
+{{- define "airt.peeringName" -}}
+{{- default (include "airt.fullname" .) .Values.peering.name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+An image reference from {repository, tag, digest}: "repo@sha256:..." when a digest is set
+(the tag is then informational only and left out), else "repo:tag" with the chart's appVersion
+as the default tag. Call with (list $ .Values.images.operator).
+*/}}
+{{- define "airt.image" -}}
+{{- $top := index . 0 -}}
+{{- $img := index . 1 -}}
+{{- if $img.digest -}}
+{{- printf "%s@%s" $img.repository $img.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $img.repository (default $top.Chart.AppVersion $img.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Ownership metadata for objects that a post-install hook creates on the first install (custom
+resources whose CRD did not exist yet): the same annotations and label Helm writes, so the next
+`helm upgrade` adopts them as ordinary release objects.
+*/}}
+{{- define "airt.adoptable" -}}
+meta.helm.sh/release-name: {{ .Release.Name }}
+meta.helm.sh/release-namespace: {{ .Release.Namespace }}
+{{- end -}}
+
+{{/*
+Hook annotations for a custom resource of the given "group/version/Kind": none when the API
+server already serves the kind (an ordinary release object), else a post-install hook that
+runs after the CRDs of this release exist. Call with (list $ "airt.dev/v1alpha1/InferenceRuntime").
+*/}}
+{{- define "airt.crHook" -}}
+{{- $top := index . 0 -}}
+{{- $gvk := index . 1 -}}
+{{- if not ($top.Capabilities.APIVersions.Has $gvk) -}}
+helm.sh/hook: post-install
+helm.sh/hook-weight: "0"
+{{ include "airt.adoptable" $top }}
+{{- end -}}
+{{- end -}}
