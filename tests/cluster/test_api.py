@@ -180,6 +180,23 @@ def test_get_shows_printer_columns(api: Cluster, namespace: str, created: str) -
     assert created in api.kubectl("get", "airt", "-n", namespace).stdout
 
 
+def test_runtime_is_cluster_scoped_with_columns(api: Cluster) -> None:
+    name = f"api-test-{uuid.uuid4().hex[:8]}"
+    runtime = yaml.safe_load((ROOT / "examples" / "runtimes" / "torch-cpu.yaml").read_text())
+    runtime["metadata"]["name"] = name
+    runtime["spec"]["autoSelect"] = False  # never picked for other tests' models
+    api.kubectl("apply", "--server-side", "--field-manager=airt-test", "-f", "-",
+                input=yaml.safe_dump(runtime))  # fmt: skip
+    try:
+        out = api.kubectl("get", "irt", name).stdout.splitlines()
+        assert out[0].split() == ["NAME", "ACCELERATOR", "FORMATS", "PRIORITY", "READY", "AGE"]
+        assert out[1].split()[:2] == [name, "cpu"]
+        assert "torchscript" in out[1]
+        assert api.get_json(f"irt/{name}")["metadata"].get("namespace") is None
+    finally:
+        api.kubectl("delete", "irt", name, "--wait=false", check=False)
+
+
 def test_status_is_a_subresource(api: Cluster, namespace: str, created: str) -> None:
     # A status sent to the main resource is ignored: the operator alone writes status.
     patch = {"status": {"runtimeName": "forged"}}

@@ -11,7 +11,9 @@ Refinement of the design sketch: the MIG form and the whole-GPU form are kept ap
 `count` must stay 1 (CUDA shows a process one MIG device, so one worker uses one slice) and
 `minMemoryGiB` is refused (the profile fixes the slice's memory); `products` may still name the
 parent GPU. A product label of a MIG slice (`...-MIG-1g.5gb`, as the "single" MIG strategy
-labels nodes) is refused in `products`: ask for the slice with `mig` instead.
+labels nodes) is refused in `products`: ask for the slice with `mig` instead. `products` is an
+atomic list (not a set): it is an ordered preference, so whoever applies it owns the whole order,
+and a CEL rule (not the list type) refuses duplicates.
 """
 
 from __future__ import annotations
@@ -60,6 +62,13 @@ class ComputeResources(ApiModel):
     lambda g: g.mig is None or g.count == 1,
     field_path=".count",
 )
+@cel(
+    "self.all(p, self.exists_one(q, q == p))",
+    "GPU products must be unique",
+    lambda products: len(set(products)) == len(products),
+    field="products",
+    reason="FieldValueDuplicate",
+)
 @cel_pattern(
     GPU_PRODUCT,
     "must be a GPU product as the nvidia.com/gpu.product node label spells it, "
@@ -95,7 +104,7 @@ class GpuRequest(ApiModel):
         description="Acceptable GPU products in order of preference, as the nvidia.com/gpu.product "
         "node label spells them (e.g. NVIDIA-H100-80GB-HBM3, NVIDIA-A100-SXM4-40GB). Pods may land "
         "on any of them and prefer the earlier ones. Omitted: any GPU.",
-        json_schema_extra={"x-kubernetes-list-type": "set"},
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
     )
     min_memory_gib: int | None = Field(
         default=None,
