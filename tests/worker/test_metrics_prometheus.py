@@ -157,27 +157,23 @@ class Stack:
     def logs(self) -> str:
         return "\n".join(p.tail() for p in self.processes.values())
 
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        """The result vector of an instant query; fails on a PromQL error."""
-        url = f"http://127.0.0.1:{self.prometheus}/api/v1/query?" + urllib.parse.urlencode(
-            {"query": promql}
-        )
+    def api(self, path: str, **params: str) -> Any:
+        """The `data` of a Prometheus HTTP API answer; fails on an error such as bad PromQL."""
+        url = f"http://127.0.0.1:{self.prometheus}/api/v1/{path}?{urllib.parse.urlencode(params)}"
         try:
-            _, body = http_get(url)
+            doc = json.loads(http_get(url)[1])
         except urllib.error.HTTPError as err:
-            raise AssertionError(f"{promql!r}: {err.read().decode()}") from err
-        doc = json.loads(body)
+            raise AssertionError(f"{path} {params}: {err.read().decode()}") from err
         assert doc["status"] == "success", doc
-        result: list[dict[str, Any]] = doc["data"]["result"]
+        return doc["data"]
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """The result vector of an instant query."""
+        result: list[dict[str, Any]] = self.api("query", query=promql)["result"]
         return result
 
     def label_values(self, label: str, match: str) -> list[str]:
-        url = f"http://127.0.0.1:{self.prometheus}/api/v1/label/{label}/values?" + (
-            urllib.parse.urlencode({"match[]": match})
-        )
-        doc = json.loads(http_get(url)[1])
-        assert doc["status"] == "success", doc
-        values: list[str] = doc["data"]
+        values: list[str] = self.api(f"label/{label}/values", **{"match[]": match})
         return values
 
 
@@ -246,14 +242,7 @@ def start_sidecar(stack: Stack, name: str, port: int, worker_url: str, md: str) 
         name,
         [
             sys.executable,
-            "-m",
-            "airt_metrics",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--worker-url",
-            worker_url,
+            *f"-m airt_metrics --host 127.0.0.1 --port {port} --worker-url {worker_url}".split(),
         ],
         stack.tmp,
         env={
@@ -319,24 +308,12 @@ def start_worker(stack: Stack) -> None:
     stack.worker_http, stack.worker_metrics = free_port(), free_port()
     stack.processes["worker"] = spawn(
         "worker",
+        # No warm-up inference: the request counter then counts this test's requests only.
         [
             sys.executable,
-            "-m",
-            "airt_worker",
-            "--model-path",
-            str(model_path),
-            "--config-file",
-            str(config),
-            # No warm-up inference: the request counter then counts this test's requests only.
-            "--no-warmup",
-            "--host",
-            "127.0.0.1",
-            "--http-port",
-            str(stack.worker_http),
-            "--grpc-port",
-            str(free_port()),
-            "--metrics-port",
-            str(stack.worker_metrics),
+            *f"-m airt_worker --no-warmup --host 127.0.0.1 --model-path {model_path} "
+            f"--config-file {config} --http-port {stack.worker_http} --grpc-port {free_port()} "
+            f"--metrics-port {stack.worker_metrics}".split(),
         ],
         stack.tmp,
     )
@@ -490,8 +467,7 @@ def test_latency_percentile_queries_return_data(stack: Stack) -> None:
 
 def test_alert_rules_evaluate_against_real_series(stack: Stack) -> None:
     def rules() -> list[dict[str, Any]] | None:
-        doc = json.loads(http_get(f"http://127.0.0.1:{stack.prometheus}/api/v1/rules")[1])
-        found = [r for g in doc["data"]["groups"] for r in g["rules"]]
+        found = [r for g in stack.api("rules")["groups"] for r in g["rules"]]
         return (
             found
             if found
@@ -530,10 +506,9 @@ def test_killed_worker_sidecar_answers_worker_down(stack: Stack) -> None:
     assert value_of(stack.query(sidecar_up)) == 1
 
     def pending() -> list[dict[str, Any]] | None:
-        doc = json.loads(http_get(f"http://127.0.0.1:{stack.prometheus}/api/v1/alerts")[1])
         found = [
             a
-            for a in doc["data"]["alerts"]
+            for a in stack.api("alerts")["alerts"]
             if a["labels"]["alertname"] == "AirtModelWorkersAllDown"
             and a["labels"].get("modeldeployment") == MODELDEPLOYMENT
         ]
