@@ -55,6 +55,26 @@ def crds(
         typer.echo(f"wrote {path}")
 
 
+@operator_app.command("run")
+def operator_run(
+    standalone: bool = typer.Option(None, help="Run without kopf peering (one replica)."),
+    namespace: list[str] = typer.Option([], help="Watch only these namespaces (repeatable)."),
+    health_port: int = typer.Option(None, help="Port of /metrics and /healthz (default 8080)."),
+) -> None:
+    """Run the operator against the current kubeconfig (or in-cluster config)."""
+    from airt_operator.main import main
+    from airt_operator.settings import OperatorSettings
+
+    overrides: dict[str, object] = {}
+    if standalone is not None:
+        overrides["standalone"] = standalone
+    if namespace:
+        overrides["namespaces"] = namespace
+    if health_port is not None:
+        overrides["health_port"] = health_port
+    raise typer.Exit(main(OperatorSettings(**overrides)))  # type: ignore[arg-type]
+
+
 @dev_app.command("up")
 def dev_up(
     nodepool: Path = typer.Option(

@@ -1,0 +1,209 @@
+"""kopf handlers: thin translations from watch events to Reconciler.reconcile calls.
+
+Registered by the composition root (main.py) on a kopf OperatorRegistry. kopf's indices keep
+an in-memory copy of every object a reconcile needs (ModelDeployments, InferenceRuntimes,
+children, pods, GPU nodes), so reconciles read nothing from the API server.
+
+Triggers:
+- a ModelDeployment's spec changes (create/update/resume): reconcile with kopf's retry
+  semantics — TemporaryError to wait, PermanentError when the spec can never work;
+- a child or pod changes (drift, rollout progress, scheduling): reconcile its owner;
+- an InferenceRuntime changes: reconcile every ModelDeployment (resolution may change);
+- a slow timer as a safety net (it writes nothing when nothing changed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from airt_operator.kube.resources import (
+    CHILD_KINDS,
+    INFERENCE_RUNTIME,
+    MODEL_DEPLOYMENT,
+    POD,
+    SERVICE_MONITOR,
+)
+from airt_operator.reconciler import ReconcileOutcome, Reconciler, Result, Snapshot
+
+log = logging.getLogger("airt.operator")
+
+OWNER_LABEL = "airt.dev/modeldeployment"
+# ServiceMonitors are not watched: their CRD may be absent (kopf would wait on that index for
+# ever). The reconciler reads the one it needs when the CRD is present.
+WATCHED_CHILD_KINDS = tuple(k for k in CHILD_KINDS if k is not SERVICE_MONITOR)
+MANAGED = {"app.kubernetes.io/managed-by": "airt-operator"}
+MD = (MODEL_DEPLOYMENT.group, MODEL_DEPLOYMENT.version, MODEL_DEPLOYMENT.plural)
+IRT = (INFERENCE_RUNTIME.group, INFERENCE_RUNTIME.version, INFERENCE_RUNTIME.plural)
+
+
+class World:
+    """Reads kopf's indices into Snapshots. Indices arrive as handler kwargs; this keeps them."""
+
+    def __init__(self) -> None:
+        self.indices: dict[str, Any] = {}
+        self.service_monitor_crd = False
+
+    def update(self, kwargs: Mapping[str, Any]) -> None:
+        for k, v in kwargs.items():
+            if k.endswith("_idx"):
+                self.indices[k] = v
+
+    def _one(self, index: str, key: Any) -> Mapping[str, Any] | None:
+        store = self.indices.get(index, {}).get(key)
+        if not store:
+            return None
+        for item in store:
+            return item  # type: ignore[no-any-return]
+        return None
+
+    def _all(self, index: str, key: Any) -> list[Mapping[str, Any]]:
+        return list(self.indices.get(index, {}).get(key, []) or [])
+
+    def model_keys(self) -> list[tuple[str, str]]:
+        return list(self.indices.get("md_idx", {}).keys())
+
+    def snapshot(self, namespace: str, name: str) -> Snapshot | None:
+        body = self._one("md_idx", (namespace, name))
+        if body is None:
+            return None
+        children: dict[tuple[str, str], Mapping[str, Any]] = {}
+        for kind in WATCHED_CHILD_KINDS:
+            live = self._one(f"child_{kind.plural}_idx", (namespace, name))
+            if live is not None:
+                children[(kind.api_version, kind.kind)] = live
+        return Snapshot(
+            body=body,
+            runtimes=self._all("irt_idx", None),
+            children=children,
+            pods=self._all("pod_idx", (namespace, name)),
+            nodes=self._all("node_idx", None),
+            service_monitor_crd=self.service_monitor_crd,
+        )
+
+
+def _copy(body: kopf.Body) -> dict[str, Any]:
+    """A plain snapshot of a kopf body (bodies are live views that change under us)."""
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": dict(body.get("metadata", {})),
+        "spec": dict(body.get("spec", {})) if body.get("spec") is not None else None,
+        "status": dict(body.get("status", {})) if body.get("status") is not None else None,
+    }
+
+
+def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, world: World) -> None:
+    """Register every handler on `registry`, bound to this reconciler and world."""
+
+    async def run(namespace: str, name: str) -> ReconcileOutcome | None:
+        snap = world.snapshot(namespace, name)
+        if snap is None:
+            return None
+        return await reconciler.reconcile(snap)
+
+    async def run_quietly(namespace: str, name: str) -> None:
+        # Event-driven reconciles have no kopf retry: log, and the next event or timer retries.
+        outcome = await run(namespace, name)
+        if outcome and outcome.result in (Result.WAITING, Result.FAILED):
+            log.warning("reconcile of %s/%s: %s", namespace, name, outcome.message)
+
+    # --- indices: what a reconcile reads ---------------------------------------------------
+    kopf.index(*MD, id="md_idx", registry=registry)(
+        lambda namespace, name, body, **_: {(namespace, name): _copy(body)}
+    )
+    kopf.index(*IRT, id="irt_idx", registry=registry)(lambda body, **_: {None: _copy(body)})
+    kopf.index(*_sel(POD), id="pod_idx", labels={OWNER_LABEL: kopf.PRESENT}, registry=registry)(
+        lambda namespace, labels, body, **_: {(namespace, labels[OWNER_LABEL]): _copy(body)}
+    )
+    kopf.index("v1", "nodes", id="node_idx", registry=registry)(
+        lambda body, **_: {
+            None: {"metadata": dict(body["metadata"]), "status": dict(body.get("status", {}))}
+        }
+    )
+    for kind in WATCHED_CHILD_KINDS:
+        kopf.index(*_sel(kind), id=_child_index(kind), labels=MANAGED, registry=registry)(
+            _child_entry
+        )
+
+    # --- triggers --------------------------------------------------------------------------
+    @kopf.on.resume(*MD, registry=registry)
+    @kopf.on.create(*MD, registry=registry)
+    @kopf.on.update(*MD, field="spec", registry=registry)
+    async def model_spec_changed(**kwargs: Any) -> None:
+        world.update(kwargs)
+        namespace, name = kwargs["namespace"], kwargs["name"]
+        outcome = await run(namespace, name)
+        if outcome is None:
+            raise kopf.TemporaryError("not indexed yet", delay=1)
+        if outcome.result == Result.WAITING:
+            raise kopf.TemporaryError(outcome.message, delay=outcome.retry_after or 5)
+        if outcome.result in (Result.INVALID, Result.FAILED):
+            # The status already says why (a condition reason and an Event): do not hot-loop.
+            raise kopf.PermanentError(outcome.message)
+
+    @kopf.on.event(*MD, registry=registry)
+    async def model_event(**kwargs: Any) -> None:
+        world.update(kwargs)
+        namespace, name, type = kwargs["namespace"], kwargs["name"], kwargs.get("type")
+        if type == "DELETED":
+            reconciler.forget(namespace, name)
+            return
+        if type is not None:  # status changes by others (or HPA scaling via /scale)
+            await run_quietly(namespace, name)
+
+    @kopf.on.event(*IRT, registry=registry)
+    async def runtime_event(**kwargs: Any) -> None:
+        world.update(kwargs)
+        if kwargs.get("type") is None:
+            return
+        await asyncio.gather(*(run_quietly(ns, n) for ns, n in world.model_keys()))
+
+    async def owner_event(**kwargs: Any) -> None:
+        world.update(kwargs)
+        owner = kwargs["labels"].get(OWNER_LABEL)
+        if owner and kwargs.get("type") is not None:
+            await run_quietly(kwargs["namespace"], owner)
+
+    for kind in (*WATCHED_CHILD_KINDS, POD):
+        extra = {OWNER_LABEL: kopf.PRESENT} if kind is POD else MANAGED
+        kopf.on.event(
+            *_sel(kind), id=f"owner_event_{kind.plural}", labels=extra, registry=registry
+        )(owner_event)
+
+    @kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions", registry=registry)
+    async def crd_event(**kwargs: Any) -> None:
+        world.update(kwargs)
+        if kwargs["name"] == "servicemonitors.monitoring.coreos.com":
+            present = kwargs.get("type") != "DELETED"
+            if present != world.service_monitor_crd:
+                world.service_monitor_crd = present
+                await asyncio.gather(*(run_quietly(ns, n) for ns, n in world.model_keys()))
+
+    @kopf.timer(*MD, interval=reconciler_interval(reconciler), idle=30, registry=registry)
+    async def resync(**kwargs: Any) -> None:
+        world.update(kwargs)
+        await run_quietly(kwargs["namespace"], kwargs["name"])
+
+
+def reconciler_interval(reconciler: Reconciler) -> float:
+    return reconciler.resync_seconds
+
+
+def _sel(kind: Any) -> tuple[str, ...]:
+    return (kind.group, kind.version, kind.plural) if kind.group else (kind.version, kind.plural)
+
+
+def _child_index(kind: Any) -> str:
+    return f"child_{kind.plural}_idx"
+
+
+def _child_entry(**kwargs: Any) -> Any:
+    owner = kwargs["labels"].get(OWNER_LABEL)
+    if not owner:
+        return None
+    return {(kwargs["namespace"], owner): _copy(kwargs["body"])}

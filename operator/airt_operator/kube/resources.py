@@ -1,0 +1,77 @@
+"""The Kubernetes kinds the operator reads and writes, with their REST paths.
+
+Called by kube/client.py (to build URLs) and by the RBAC source of truth (rbac.py), so what the
+operator touches is declared once. A small table instead of API discovery: the set is fixed by
+what the renderer produces, and discovery would cost requests at every start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One resource kind: where it lives and what the operator does with it."""
+
+    group: str
+    version: str
+    kind: str
+    plural: str
+    namespaced: bool = True
+    verbs: tuple[str, ...] = ("get", "list", "watch", "create", "update", "patch", "delete")
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{name}"
+        if sub:
+            base += f"/{sub}"
+        return base
+
+
+WATCH = ("get", "list", "watch")
+
+MODEL_DEPLOYMENT = Kind("airt.dev", "v1alpha1", "ModelDeployment", "modeldeployments", verbs=WATCH)
+INFERENCE_RUNTIME = Kind(
+    "airt.dev", "v1alpha1", "InferenceRuntime", "inferenceruntimes", namespaced=False, verbs=WATCH
+)
+
+SERVICE_ACCOUNT = Kind("", "v1", "ServiceAccount", "serviceaccounts")
+ROLE = Kind("rbac.authorization.k8s.io", "v1", "Role", "roles")
+ROLE_BINDING = Kind("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings")
+DEPLOYMENT = Kind("apps", "v1", "Deployment", "deployments")
+SERVICE = Kind("", "v1", "Service", "services")
+NETWORK_POLICY = Kind("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies")
+PDB = Kind("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets")
+HPA = Kind("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers")
+SERVICE_MONITOR = Kind("monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors")
+POD = Kind("", "v1", "Pod", "pods", verbs=WATCH)
+EVENT = Kind("", "v1", "Event", "events", verbs=("create", "patch"))
+
+# Children, in the order they are applied (identity and RBAC before the pods that use them).
+CHILD_KINDS: tuple[Kind, ...] = (
+    SERVICE_ACCOUNT,
+    ROLE,
+    ROLE_BINDING,
+    SERVICE,
+    NETWORK_POLICY,
+    DEPLOYMENT,
+    PDB,
+    HPA,
+    SERVICE_MONITOR,
+)
+
+BY_KIND: dict[tuple[str, str], Kind] = {(k.api_version, k.kind): k for k in CHILD_KINDS}
+
+
+def kind_of(manifest: dict[str, object]) -> Kind:
+    """The table entry for a rendered manifest; a KeyError names a kind we never render."""
+    return BY_KIND[(str(manifest["apiVersion"]), str(manifest["kind"]))]

@@ -1,0 +1,155 @@
+"""Build the RenderContext from a parsed ModelDeployment, its resolved runtime and the settings.
+
+Called by the reconciler between resolve and render. Pure: it merges the model's own choices
+with the runtime's defaults and the operator's settings, derives the worker thread count from
+the CPU limit, and turns the GPU request into a placement.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+
+from airt_operator.api import ModelDeployment
+from airt_operator.reconcile.context import Access, Batching, GpuPlacement, RenderContext
+from airt_operator.reconcile.resolve import ResolvedRuntime
+
+_QUANTITY = re.compile(r"^([0-9.]+)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
+_STORAGE_PORTS = {"s3": (443,), "gs": (443,), "https": (443,), "hf": (443,), "oci": (443,)}
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """Operator-wide defaults the context needs (a slice of the operator's settings)."""
+
+    metrics_image: str = "ghcr.io/airt-dev/metrics:0.1.0"
+    fetcher_image: str = "ghcr.io/airt-dev/worker-cpu:0.1.0"
+    monitoring_namespace: str = "monitoring"
+    default_cpu: str = "1"
+    default_memory: str = "2Gi"
+    default_shm: str = "1Gi"
+    drain_seconds: int = 30
+
+
+def cpu_cores(quantity: str) -> float:
+    """A CPU quantity in cores ("500m" → 0.5, "2" → 2.0)."""
+    m = _QUANTITY.match(quantity)
+    if not m:
+        raise ValueError(f"not a CPU quantity: {quantity!r}")
+    value = float(m.group(1))
+    return value / 1000 if m.group(2) == "m" else value
+
+
+def threads_for(cpu_limit: str) -> int:
+    """Worker threads from the CPU limit (never the node's core count): ceil, at least 1."""
+    return max(1, math.ceil(cpu_cores(cpu_limit)))
+
+
+def _gpu(md: ModelDeployment) -> GpuPlacement | None:
+    gpu = md.spec.resources.gpu if md.spec.resources else None
+    if gpu is None:
+        return None
+    if gpu.mig:
+        return GpuPlacement(f"nvidia.com/mig-{gpu.mig}", gpu.count, tuple(gpu.products or ()))
+    min_mib = gpu.min_memory_gib * 1024 if gpu.min_memory_gib else None
+    return GpuPlacement("nvidia.com/gpu", gpu.count, tuple(gpu.products or ()), min_mib)
+
+
+def build_context(
+    md: ModelDeployment,
+    resolved: ResolvedRuntime,
+    settings: BuildSettings,
+    uid: str,
+    generation: int,
+    service_monitor: bool,
+) -> RenderContext:
+    spec = md.spec
+    rt = resolved.runtime.spec
+    name = md.metadata.name or ""
+    defaults = rt.defaults.resources if rt.defaults and rt.defaults.resources else None
+    res = spec.resources
+
+    def pick(attr: str, fallback: str) -> str:
+        own = getattr(res, attr, None) if res else None
+        dflt = getattr(defaults, attr, None) if defaults else None
+        return str(own or dflt or fallback)
+
+    cpu = pick("cpu", settings.default_cpu)
+    memory = pick("memory", settings.default_memory)
+    b = spec.batching
+    batching = (
+        Batching(
+            max_batch_size=b.max_batch_size,
+            max_queue_delay_us=b.max_queue_delay_microseconds or 0,
+            preferred_batch_sizes=tuple(b.preferred_batch_sizes or ()),
+            max_queue_size=b.max_queue_size or 0,
+            timeout_us=b.queue_timeout_microseconds or 0,
+        )
+        if b
+        else Batching()
+    )
+    acc = spec.access
+    access = Access(
+        same_namespace=not (acc and acc.namespaces) and not (acc and acc.all_namespaces),
+        namespaces=tuple(acc.namespaces or ()) if acc else (),
+        pod_labels=tuple(sorted((acc.pod_selector or {}).items())) if acc else (),
+        all_namespaces=bool(acc and acc.all_namespaces),
+    )
+    model = spec.model
+
+    def tensors(items: list[object] | None) -> str:
+        if not items:
+            return ""
+        return json.dumps(
+            [
+                {"name": t.name, "datatype": t.datatype, "dims": list(t.shape)}  # type: ignore[attr-defined]
+                for t in items
+            ]
+        )
+
+    a = spec.autoscaling
+    scheme = model.uri.split("://", 1)[0]
+    precision = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+    return RenderContext(
+        name=name,
+        namespace=md.metadata.namespace or "",
+        uid=uid,
+        generation=generation,
+        model_uri=model.uri,
+        model_format=model.format,
+        served_name=model.name or name,
+        model_version=str(model.version or 1),
+        model_sha256=model.sha256,
+        credentials_secret=model.credentials.name if model.credentials else None,
+        runtime_name=resolved.name,
+        worker_image=resolved.worker_image,
+        metrics_image=rt.images.metrics or settings.metrics_image,
+        fetcher_image=rt.images.model_fetch or settings.fetcher_image,
+        accelerator=rt.accelerator,
+        runtime_env=tuple((e.name, e.value) for e in (rt.defaults.env or []))
+        if rt.defaults
+        else (),
+        replicas=spec.replicas,
+        cpu_request=cpu,
+        cpu_limit=cpu,
+        memory_request=memory,
+        memory_limit=memory,
+        shm_size=pick("shm_size", settings.default_shm),
+        threads=threads_for(cpu),
+        dtype=precision.get(model.precision or "", "auto"),
+        instances=model.instances or 1,
+        inputs_json=tensors(list(model.inputs) if model.inputs else None),
+        outputs_json=tensors(list(model.outputs) if model.outputs else None),
+        gpu=_gpu(md),
+        batching=batching,
+        autoscaling_min=a.min_replicas if a else None,
+        autoscaling_max=a.max_replicas if a else None,
+        autoscaling_target_cpu=(a.target.cpu_utilization if a and a.target else None),
+        access=access,
+        monitoring_namespace=settings.monitoring_namespace,
+        service_monitor=service_monitor,
+        storage_egress_ports=_STORAGE_PORTS.get(scheme, ()),
+        drain_seconds=settings.drain_seconds,
+    )

@@ -1,0 +1,99 @@
+"""The typed render context: everything the templates need, resolved, in one frozen value.
+
+Built by reconcile/build.py from the parsed ModelDeployment, the resolved InferenceRuntime and
+the operator settings; read by reconcile/render.py. One value instead of many arguments keeps
+the renderer a pure function of its input and the templates free of logic about defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class GpuPlacement:
+    """How the pods ask for accelerators and where they may run."""
+
+    resource: str  # "nvidia.com/gpu" or "nvidia.com/mig-<profile>"
+    count: int
+    products: tuple[str, ...] = ()  # ordered preference
+    min_memory_mib: int | None = None
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who may call the model (NetworkPolicy ingress on 8000/8001)."""
+
+    same_namespace: bool = True
+    namespaces: tuple[str, ...] = ()
+    pod_labels: tuple[tuple[str, str], ...] = ()
+    all_namespaces: bool = False
+
+
+@dataclass(frozen=True)
+class Batching:
+    max_batch_size: int = 0
+    max_queue_delay_us: int = 0
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_size: int = 0
+    timeout_us: int = 0
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    """One ModelDeployment, resolved: the single input of rendering."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    # model
+    model_uri: str
+    model_format: str
+    served_name: str
+    model_version: str
+    model_sha256: str | None
+    credentials_secret: str | None
+    # runtime
+    runtime_name: str
+    worker_image: str
+    metrics_image: str
+    fetcher_image: str
+    accelerator: str
+    runtime_env: tuple[tuple[str, str], ...] = ()
+    # shape
+    replicas: int | None = 1  # None when an HPA owns the replica count
+    cpu_request: str = "1"
+    cpu_limit: str = "1"
+    memory_request: str = "2Gi"
+    memory_limit: str = "2Gi"
+    shm_size: str = "1Gi"
+    threads: int = 1
+    dtype: str = "auto"
+    instances: int = 1
+    inputs_json: str = ""
+    outputs_json: str = ""
+    gpu: GpuPlacement | None = None
+    batching: Batching = field(default_factory=Batching)
+    autoscaling_min: int | None = None
+    autoscaling_max: int | None = None
+    autoscaling_target_cpu: int | None = None
+    access: Access = field(default_factory=Access)
+    # cluster-level facts and settings
+    monitoring_namespace: str = "monitoring"
+    service_monitor: bool = False
+    storage_egress_ports: tuple[int, ...] = ()
+    drain_seconds: int = 30
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def remote_model(self) -> bool:
+        return not self.model_uri.startswith("pvc://")
+
+    @property
+    def child_name(self) -> str:
+        return self.name
+
+    @property
+    def selector(self) -> dict[str, str]:
+        return {"app.kubernetes.io/name": "airt-model", "airt.dev/modeldeployment": self.name}

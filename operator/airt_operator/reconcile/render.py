@@ -1,0 +1,149 @@
+"""Render a ModelDeployment's children: jinja2 templates in, validated plain dicts out.
+
+Called by the reconciler with a RenderContext (reconcile/context.py); pure and deterministic,
+so every example is rendered and checked in unit tests without a cluster. Templates write YAML
+whose every interpolated value passes through `tojson` (JSON is YAML), so no value from a spec
+can change the structure of a manifest.
+"""
+
+from __future__ import annotations
+
+import math
+from importlib import resources
+from typing import Any
+
+import jinja2
+import yaml
+
+from airt_operator.reconcile.context import RenderContext
+
+TEMPLATES = ("identity", "network", "deployment", "scaling", "monitoring")
+MANAGED_BY = "airt-operator"
+
+
+class RenderError(Exception):
+    """A rendered child is not a valid manifest: a bug, or a spec the templates cannot express."""
+
+
+def _labels(ctx: RenderContext) -> dict[str, str]:
+    return {
+        **dict(ctx.labels),
+        **ctx.selector,
+        "app.kubernetes.io/instance": ctx.name,
+        "app.kubernetes.io/component": "model-server",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "airt.dev/runtime": ctx.runtime_name,
+    }
+
+
+def _meta(ctx: RenderContext) -> str:
+    import json
+
+    return json.dumps(
+        {
+            "name": ctx.child_name,
+            "namespace": ctx.namespace,
+            "labels": _labels(ctx),
+            "ownerReferences": [
+                {
+                    "apiVersion": "airt.dev/v1alpha1",
+                    "kind": "ModelDeployment",
+                    "name": ctx.name,
+                    "uid": ctx.uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        }
+    )
+
+
+def _pod_labels(ctx: RenderContext) -> dict[str, str]:
+    return {**_labels(ctx), "airt.dev/model": ctx.served_name[:63].rstrip("-_.")}
+
+
+def _product_weight(index: int, total: int) -> int:
+    """Preferred-affinity weights in order of preference: 100 for the first, falling to >= 1."""
+    if total <= 1:
+        return 100
+    return max(1, 100 - math.floor(index * 99 / (total - 1)))
+
+
+def _pvc_parts(uri: str) -> tuple[str, str]:
+    rest = uri.removeprefix("pvc://")
+    claim, _, path = rest.partition("/")
+    return claim, path
+
+
+def _model_path(ctx: RenderContext) -> str:
+    if ctx.remote_model:
+        return "/models/model"
+    _, path = _pvc_parts(ctx.model_uri)
+    return f"/models/{path}".rstrip("/")
+
+
+def _worker_resources(ctx: RenderContext) -> dict[str, Any]:
+    requests: dict[str, Any] = {"cpu": ctx.cpu_request, "memory": ctx.memory_request}
+    limits: dict[str, Any] = {"cpu": ctx.cpu_limit, "memory": ctx.memory_limit}
+    if ctx.gpu:
+        # Extended resources must have request == limit; setting the limit implies it.
+        limits[ctx.gpu.resource] = str(ctx.gpu.count)
+        requests[ctx.gpu.resource] = str(ctx.gpu.count)
+    return {"requests": requests, "limits": limits}
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("airt_operator", "templates"),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # YAML, not HTML; values are escaped by tojson
+        keep_trailing_newline=True,
+    )
+    env.policies["json.dumps_kwargs"] = {"sort_keys": False}
+    env.globals.update(
+        meta=_meta,
+        pod_labels=_pod_labels,
+        product_weight=_product_weight,
+        model_path=_model_path,
+        worker_resources=_worker_resources,
+        pvc_claim=lambda ctx: _pvc_parts(ctx.model_uri)[0],
+        dict=dict,
+    )
+    return env
+
+
+_ENV = _environment()
+
+
+def _validate(obj: Any, template: str) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise RenderError(f"template {template} produced {type(obj).__name__}, not a manifest")
+    for key in ("apiVersion", "kind", "metadata"):
+        if key not in obj:
+            raise RenderError(f"template {template} produced a manifest without {key}")
+    meta = obj["metadata"]
+    if not meta.get("name") or len(meta["name"]) > 253:
+        raise RenderError(f"template {template}: invalid metadata.name {meta.get('name')!r}")
+    for k, v in meta.get("labels", {}).items():
+        if len(v) > 63:
+            raise RenderError(f"template {template}: label {k} value longer than 63 characters")
+    return obj
+
+
+def render(ctx: RenderContext) -> list[dict[str, Any]]:
+    """Every child manifest of one ModelDeployment, in apply order."""
+    out: list[dict[str, Any]] = []
+    for name in TEMPLATES:
+        text = _ENV.get_template(f"{name}.yaml.j2").render(ctx=ctx)
+        try:
+            docs = list(yaml.safe_load_all(text))
+        except yaml.YAMLError as exc:
+            raise RenderError(f"template {name} rendered invalid YAML: {exc}") from exc
+        out.extend(_validate(d, name) for d in docs if d is not None)
+    return out
+
+
+def template_names() -> list[str]:
+    """The template files shipped in the package (for packaging checks)."""
+    files = resources.files("airt_operator") / "templates"
+    return sorted(p.name for p in files.iterdir() if p.name.endswith(".j2"))

@@ -1,0 +1,254 @@
+"""One reconcile of one ModelDeployment: parse → resolve → render → apply → observe → status.
+
+Called by the kopf handlers (handlers.py) with a Snapshot of what kopf's watches hold, so a
+reconcile reads nothing from the API server: it writes only what differs (children that are
+missing, changed or drifted; a status that changed; an Event per condition transition). Domain
+outcomes are returned as a ReconcileOutcome; the handlers map them to kopf's TemporaryError /
+PermanentError once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from airt_operator.api import (
+    ApiValidationError,
+    Condition,
+    ConditionType,
+    InferenceRuntime,
+    Reason,
+    parse_inference_runtime,
+    parse_model_deployment,
+)
+from airt_operator.kube.client import Kube, KubeError
+from airt_operator.kube.resources import CHILD_KINDS, SERVICE_MONITOR, Kind, kind_of
+from airt_operator.metrics import OperatorMetrics
+from airt_operator.reconcile.build import BuildSettings, build_context
+from airt_operator.reconcile.diff import needs_apply, with_hash
+from airt_operator.reconcile.observe import (
+    Observation,
+    failed_resolution,
+    merge_conditions,
+    observe,
+    resolved_conditions,
+    status_fields,
+)
+from airt_operator.reconcile.render import RenderError, render
+from airt_operator.reconcile.resolve import ResolutionFailure, resolve
+
+log = logging.getLogger("airt.operator")
+
+
+class Result(StrEnum):
+    APPLIED = "applied"
+    UNCHANGED = "unchanged"
+    WAITING = "waiting"
+    FAILED = "failed"
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True)
+class ReconcileOutcome:
+    result: Result
+    message: str = ""
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the watches show for one ModelDeployment (and the cluster facts it needs)."""
+
+    body: Mapping[str, Any]
+    runtimes: Sequence[Mapping[str, Any]]
+    children: Mapping[tuple[str, str], Mapping[str, Any]]  # (apiVersion, kind) -> live object
+    pods: Sequence[Mapping[str, Any]]
+    nodes: Sequence[Mapping[str, Any]]
+    service_monitor_crd: bool
+
+
+def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in body.items()}
+
+
+def _conditions_of(body: Mapping[str, Any]) -> list[Condition]:
+    out = []
+    for raw in (body.get("status") or {}).get("conditions") or []:
+        try:
+            out.append(Condition.model_validate(dict(raw)))
+        except ValueError:
+            continue  # a condition someone else wrote badly: we rewrite ours
+    return out
+
+
+def _wire(conds: Sequence[Condition]) -> list[dict[str, Any]]:
+    return [c.model_dump(by_alias=True, exclude_none=True, mode="json") for c in conds]
+
+
+@dataclass
+class Reconciler:
+    """Holds the client, settings and per-object locks; stateless between reconciles otherwise."""
+
+    kube: Kube
+    metrics: OperatorMetrics
+    settings: BuildSettings
+    resync_seconds: float = 300.0
+    _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+
+    def lock(self, namespace: str, name: str) -> asyncio.Lock:
+        return self._locks.setdefault((namespace, name), asyncio.Lock())
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._locks.pop((namespace, name), None)
+        self.metrics.forget(namespace, name)
+
+    async def reconcile(self, snap: Snapshot) -> ReconcileOutcome:
+        meta = snap.body["metadata"]
+        async with self.lock(meta["namespace"], meta["name"]):
+            start = time.monotonic()
+            try:
+                outcome = await self._reconcile(snap)
+            except KubeError as exc:
+                outcome = ReconcileOutcome(
+                    Result.WAITING if exc.retryable else Result.FAILED, str(exc), 5.0
+                )
+            self.metrics.reconciles.labels(result=outcome.result.value).inc()
+            self.metrics.reconcile_duration.observe(time.monotonic() - start)
+            return outcome
+
+    async def _reconcile(self, snap: Snapshot) -> ReconcileOutcome:
+        body = snap.body
+        meta = body["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        generation = int(meta.get("generation", 0))
+        old = _conditions_of(body)
+        try:
+            md = parse_model_deployment(
+                {"metadata": {"name": name, "namespace": ns}, "spec": dict(body.get("spec") or {})}
+            )
+        except ApiValidationError as exc:
+            # The API server's schema should have refused it; an older CRD may not have.
+            cond = resolved_conditions(Reason.INVALID_SPEC, str(exc), ok=False)
+            await self._write_status(snap, generation, old, failed_resolution(cond), {})
+            return ReconcileOutcome(Result.INVALID, str(exc))
+        runtimes: list[InferenceRuntime] = []
+        for raw in snap.runtimes:
+            try:
+                runtimes.append(parse_inference_runtime(_plain(raw)))
+            except ApiValidationError as exc:
+                log.warning("skipping invalid InferenceRuntime: %s", exc)
+        try:
+            resolved = resolve(md, runtimes)
+        except ResolutionFailure as failure:
+            cond = resolved_conditions(failure.reason, failure.message, ok=False)
+            await self._write_status(snap, generation, old, failed_resolution(cond), {})
+            return ReconcileOutcome(Result.INVALID, failure.message)
+        ctx = build_context(
+            md,
+            resolved,
+            self.settings,
+            uid=meta["uid"],
+            generation=generation,
+            service_monitor=self._wants_service_monitor(md.spec.monitoring, snap),
+        )
+        try:
+            desired = [with_hash(m) for m in render(ctx)]
+        except RenderError as exc:
+            cond = resolved_conditions(Reason.INVALID_SPEC, str(exc), ok=False)
+            await self._write_status(snap, generation, old, failed_resolution(cond), {})
+            return ReconcileOutcome(Result.INVALID, str(exc))
+        wrote = await self._apply_children(desired, snap)
+        resolved_cond = resolved_conditions(resolved.reason, resolved.message, ok=True)
+        deployment = snap.children.get(("apps/v1", "Deployment"))
+        obs = Observation(deployment, snap.pods, snap.nodes)
+        conds = observe(ctx, obs, resolved_cond)
+        status_wrote = await self._write_status(
+            snap, generation, old, conds, status_fields(ctx, obs)
+        )
+        return ReconcileOutcome(Result.APPLIED if wrote or status_wrote else Result.UNCHANGED)
+
+    @staticmethod
+    def _wants_service_monitor(monitoring: Any, snap: Snapshot) -> bool:
+        mode = monitoring.service_monitor if monitoring else "auto"
+        return mode != "disabled" and snap.service_monitor_crd
+
+    async def _apply_children(self, desired: list[dict[str, Any]], snap: Snapshot) -> bool:
+        wrote = False
+        wanted: set[tuple[str, str]] = set()
+        for manifest in desired:
+            key = (manifest["apiVersion"], manifest["kind"])
+            wanted.add(key)
+            live = snap.children.get(key)
+            if manifest["kind"] == SERVICE_MONITOR.kind:  # not watched: read it
+                live = await self.kube.get(SERVICE_MONITOR, *_ns_name(snap))
+            if needs_apply(manifest, dict(live) if live is not None else None):
+                await self.kube.apply(manifest)
+                self.metrics.children_applied.labels(kind=manifest["kind"]).inc()
+                wrote = True
+        # Children no longer wanted (a PDB after scaling to one replica, an HPA after
+        # autoscaling was removed) are deleted; ownerReferences cover only the owner's deletion.
+        meta = snap.body["metadata"]
+        for kind in CHILD_KINDS:
+            key = (kind.api_version, kind.kind)
+            if key in wanted:
+                continue
+            present = key in snap.children
+            if kind is SERVICE_MONITOR and snap.service_monitor_crd:
+                present = await self.kube.get(kind, *_ns_name(snap)) is not None
+            if present:
+                await self.kube.delete(kind, meta["namespace"], meta["name"])
+                wrote = True
+        return wrote
+
+    async def _write_status(
+        self,
+        snap: Snapshot,
+        generation: int,
+        old: list[Condition],
+        new: list[Condition],
+        fields: dict[str, Any],
+    ) -> bool:
+        meta = snap.body["metadata"]
+        merged = merge_conditions(old, new)
+        for c in merged:
+            c.observed_generation = generation
+        status: dict[str, Any] = {"observedGeneration": generation, **fields}
+        status["conditions"] = _wire(merged)
+        self.metrics.set_conditions(
+            meta["namespace"], meta["name"], [{"type": c.type, "status": c.status} for c in merged]
+        )
+        current = dict(snap.body.get("status") or {})
+        if all(current.get(k) == v for k, v in status.items()):
+            return False
+        await self.kube.patch_status(meta["namespace"], meta["name"], status)
+        before = {c.type: c for c in old}
+        for c in merged:
+            prev = before.get(c.type)
+            if prev is None or prev.status != c.status or prev.reason != c.reason:
+                warn = (c.type == ConditionType.DEGRADED.value and c.status == "True") or (
+                    c.type != ConditionType.DEGRADED.value and c.status == "False"
+                )
+                if c.type == ConditionType.PROGRESSING.value:
+                    warn = c.reason == Reason.PROGRESS_DEADLINE_EXCEEDED.value
+                await self.kube.event(
+                    _plain(snap.body),
+                    "Warning" if warn else "Normal",
+                    c.reason,
+                    f"{c.type}={c.status}: {c.message}",
+                )
+        return True
+
+
+def _ns_name(snap: Snapshot) -> tuple[str, str]:
+    meta = snap.body["metadata"]
+    return meta["namespace"], meta["name"]
+
+
+def child_key(manifest: Mapping[str, Any]) -> tuple[str, str]:
+    kind: Kind = kind_of(dict(manifest))
+    return (kind.api_version, kind.kind)

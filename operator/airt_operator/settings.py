@@ -1,0 +1,36 @@
+"""The operator's settings, from the environment (prefix AIRT_OPERATOR_) and `airt operator run`.
+
+Read once by the composition root (main.py) and passed down explicitly.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OperatorSettings(BaseSettings):
+    """Everything the operator process can be told."""
+
+    model_config = SettingsConfigDict(env_prefix="AIRT_OPERATOR_", extra="ignore")
+
+    namespaces: list[str] = Field(
+        default_factory=list, description="Namespaces to watch; all (cluster-wide) when empty."
+    )
+    monitoring_namespace: str = Field(
+        default="monitoring", description="The namespace allowed to scrape port 8002."
+    )
+    metrics_image: str = Field(
+        default="ghcr.io/airt-dev/metrics:0.1.0", description="Default metrics sidecar image."
+    )
+    fetcher_image: str = Field(
+        default="ghcr.io/airt-dev/worker-cpu:0.1.0", description="Default model-fetch image."
+    )
+    drain_seconds: int = Field(default=30, ge=0, le=3600, description="Worker drain budget.")
+    standalone: bool = Field(default=False, description="Run without kopf peering.")
+    peering_name: str = Field(default="airt", description="The ClusterKopfPeering to join.")
+    health_port: int = Field(default=8080, description="Port of /metrics and /healthz.")
+    resync_seconds: float = Field(
+        default=300.0, gt=0, description="Safety-net re-check of every ModelDeployment."
+    )
+    log_format: str = Field(default="json", pattern="^(json|plain)$")
