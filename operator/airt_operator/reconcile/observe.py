@@ -46,28 +46,45 @@ def _quantity_int(value: Any) -> int:
 
 
 def gpu_fit(gpu: GpuPlacement, nodes: Iterable[Mapping[str, Any]]) -> str | None:
-    """None when some node could ever hold one replica; else why none can."""
-    best = 0
-    candidates = 0
-    for node in nodes:
-        labels = node.get("metadata", {}).get("labels", {})
-        product = labels.get("nvidia.com/gpu.product")
-        if gpu.products and product not in gpu.products:
-            continue
-        if gpu.min_memory_mib and _quantity_int(labels.get("nvidia.com/gpu.memory", 0)) < (
-            gpu.min_memory_mib
-        ):
-            continue
-        alloc = _quantity_int(node.get("status", {}).get("allocatable", {}).get(gpu.resource, 0))
-        if alloc:
-            candidates += 1
-        best = max(best, alloc)
+    """None when some node could ever hold one replica; else why none can, step by step."""
+    where = f"of product {' or '.join(gpu.products)}" if gpu.products else "with GPUs"
+    by_product = [
+        n
+        for n in nodes
+        if not gpu.products
+        or n.get("metadata", {}).get("labels", {}).get("nvidia.com/gpu.product") in gpu.products
+    ]
+    if gpu.products and not by_product:
+        return f"no node {where} exists in the cluster"
+    if gpu.min_memory_mib:
+        big_enough = [
+            n
+            for n in by_product
+            if _quantity_int(
+                n.get("metadata", {}).get("labels", {}).get("nvidia.com/gpu.memory", 0)
+            )
+            >= gpu.min_memory_mib
+        ]
+        if not big_enough:
+            return (
+                f"no node {where} has GPUs with at least {gpu.min_memory_mib} MiB "
+                "(label nvidia.com/gpu.memory)"
+            )
+        by_product = big_enough
+    best = max(
+        (
+            _quantity_int(n.get("status", {}).get("allocatable", {}).get(gpu.resource, 0))
+            for n in by_product
+        ),
+        default=0,
+    )
     if best >= gpu.count:
         return None
-    where = f"of product {' or '.join(gpu.products)}" if gpu.products else "with GPUs"
-    if not candidates:
+    if best == 0:
         return f"no node {where} offers {gpu.resource}"
-    return f"the largest node {where} offers {best} {gpu.resource}, the model asks for {gpu.count}"
+    return (
+        f"the largest node {where} offers {best} {gpu.resource}; one replica asks for {gpu.count}"
+    )
 
 
 def _cond(type_: ConditionType, status: ConditionStatus, reason: Reason, msg: str) -> Condition:
