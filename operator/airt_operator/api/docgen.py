@@ -31,8 +31,17 @@ API server, which is the same as leaving the field out.
 """
 
 
+def _angles(text: str) -> str:
+    """Angle brackets outside code spans escaped, so `<bucket>` is not taken for an HTML tag."""
+    parts = text.split("`")
+    for i in range(0, len(parts), 2):
+        parts[i] = parts[i].replace("<", "&lt;").replace(">", "&gt;")
+    return "`".join(parts)
+
+
 def _esc(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """Text for one table cell: one line, pipes escaped, angle brackets escaped."""
+    return _angles(text.replace("|", "\\|").replace("\n", " "))
 
 
 def _type(node: Schema) -> str:
@@ -116,7 +125,8 @@ def _sections(path: str, node: Schema, out: list[str]) -> None:
         out.append("\nCEL rules on this object:\n")
         for rule in rules:
             where = f" (reported at `{path}{rule['fieldPath']}`)" if "fieldPath" in rule else ""
-            out.append(f"- `{_esc(rule['rule'])}` — {rule['message']}{where}")
+            text = _angles(rule["message"])
+            out.append(f"- `{rule['rule']}` — {text}{where}")
     out.append("")
     for child_path, child in children:
         _sections(child_path, child, out)
