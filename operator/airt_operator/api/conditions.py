@@ -12,11 +12,11 @@ only reports a rollout and never makes a model un-Ready by itself (see `ready_fr
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_serializer, field_validator
 
 from .base import ApiModel
 
@@ -121,6 +121,18 @@ class Condition(ApiModel):
         description="The metadata.generation the condition was computed from.",
         ge=0,
     )
+
+    @field_validator("last_transition_time")
+    @classmethod
+    def _whole_seconds_utc(cls, value: datetime) -> datetime:
+        """Kubernetes keeps whole seconds in UTC; so do we, so a written time reads back equal."""
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC).replace(microsecond=0)
+
+    @field_serializer("last_transition_time")
+    def _rfc3339(self, value: datetime) -> str:
+        return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def find_condition(conditions: Iterable[Condition], type_: str) -> Condition | None:

@@ -257,3 +257,11 @@ def test_ready_is_the_conjunction() -> None:
     assert ready_from(partial) == (ConditionStatus.FALSE, "Scheduled")
     assert ready_from(ok[1:]) == (ConditionStatus.UNKNOWN, "RuntimeResolved")
     assert Reason.NO_MATCHING_GPU_NODES == "NoMatchingGPUNodes"
+
+
+def test_condition_time_is_whole_seconds_utc_on_the_wire() -> None:
+    local = datetime(2026, 1, 1, 12, 30, 15, 987654, tzinfo=UTC)
+    cond = _cond("Ready", "True", local)
+    wire = cond.to_wire()
+    assert wire["lastTransitionTime"] == "2026-01-01T12:30:15Z"
+    assert Condition.model_validate(wire) == cond
