@@ -1,0 +1,116 @@
+"""Worker processes for the worker tier: `python -m airt_worker` on free localhost ports.
+
+Used by conftest's fixtures and by tests that need a worker of their own (drain, queue limits).
+Readiness is polled with a deadline; `stop` sends SIGTERM and waits for the exit code.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+ROOT = Path(__file__).resolve().parents[2]
+START_DEADLINE_S = 120.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Worker:
+    """One running worker process and its addresses."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    log_path: Path
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def http(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def base(self) -> str:
+        return f"http://{self.http}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            body: bytes = r.read()
+            return body.decode()
+
+    def metric(self, name: str) -> float:
+        """Sum of every sample of `name` (exact name, any labels)."""
+        total = 0.0
+        for line in self.metrics().splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def wait_ready(self, deadline_s: float = START_DEADLINE_S) -> None:
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker {self.name} exited early:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(f"{self.base}/v2/health/ready", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"worker {self.name} not ready in {deadline_s}s:\n{self.log()}")
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+
+def spawn(name: str, model: Path, log_dir: Path, *args: str, config: Path | None = None) -> Worker:
+    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "airt_worker",
+        "--model-path",
+        str(model),
+        "--http-port",
+        str(http_port),
+        "--grpc-port",
+        str(grpc_port),
+        "--metrics-port",
+        str(metrics_port),
+        "--host",
+        "127.0.0.1",
+        "--threads",
+        "1",
+        *(["--config-file", str(config)] if config else []),
+        *args,
+    ]
+    log_path = log_dir / f"{name}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    return Worker(name, proc, http_port, grpc_port, metrics_port, log_path, argv)
