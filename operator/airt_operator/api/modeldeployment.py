@@ -15,6 +15,10 @@ Refinements of the design sketch, and why:
   narrowed by `podSelector`; the two forms are exclusive.
 - `monitoring.serviceMonitor` is `auto|enabled|disabled` (not on/off, which YAML 1.1 reads as
   booleans).
+- `replicas` is the scale subresource's spec path. With `autoscaling`, the HorizontalPodAutoscaler
+  owns it: leave `replicas` out of Git (or ignore it in Argo CD) so GitOps does not fight it.
+- `resources.cpu` and `memory` are both request and limit (Guaranteed QoS for the worker, and a
+  CPU limit the worker sizes its threads from); per-field requests/limits can come later.
 - Optional fields are omitted, not nullable: the API server prunes an explicit null, which is the
   same as leaving the field out, and matches pydantic's None.
 """
