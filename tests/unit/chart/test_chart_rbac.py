@@ -14,7 +14,13 @@ import yaml
 from chart_helpers import CHART, ROOT, Render, one
 
 from airt_operator import rbac
-from airt_operator.kube.resources import CHILD_KINDS, EVENT, INFERENCE_RUNTIME, MODEL_DEPLOYMENT, POD
+from airt_operator.kube.resources import (
+    CHILD_KINDS,
+    EVENT,
+    INFERENCE_RUNTIME,
+    MODEL_DEPLOYMENT,
+    POD,
+)
 
 RULES_FILE = CHART / "files" / "operator-rules.yaml"
 

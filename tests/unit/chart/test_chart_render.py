@@ -132,7 +132,9 @@ def test_crds_are_the_generated_ones_with_keep(render: Render) -> None:
         for doc in yaml.safe_load_all(path.read_text()):
             if doc:
                 generated[doc["metadata"]["name"]] = doc
-    assert set(crds) == set(generated) == {"modeldeployments.airt.dev", "inferenceruntimes.airt.dev"}
+    assert (
+        set(crds) == set(generated) == {"modeldeployments.airt.dev", "inferenceruntimes.airt.dev"}
+    )
     for name, crd in crds.items():
         assert crd["spec"] == generated[name]["spec"], name
         assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
@@ -154,7 +156,10 @@ def test_chart_crd_copies_match_crds_dir() -> None:
 def test_kopf_peering_crds_are_in_the_chart_crds_dir() -> None:
     docs = [d for d in yaml.safe_load_all((CHART / "crds" / "kopf-peering.yaml").read_text()) if d]
     scopes = {d["metadata"]["name"]: d["spec"]["scope"] for d in docs}
-    assert scopes == {"clusterkopfpeerings.kopf.dev": "Cluster", "kopfpeerings.kopf.dev": "Namespaced"}
+    assert scopes == {
+        "clusterkopfpeerings.kopf.dev": "Cluster",
+        "kopfpeerings.kopf.dev": "Namespaced",
+    }
     for doc in docs:
         (version,) = doc["spec"]["versions"]
         assert version["name"] == "v1" and version["served"] and version["storage"]
@@ -187,7 +192,9 @@ def test_runtimes_follow_values_and_wait_for_their_crd(render: Render) -> None:
 
 
 def test_values_schema_field_names_follow_the_inference_runtime_crd() -> None:
-    crd = yaml.safe_load((ROOT / "crds" / "airt.dev_inferenceruntimes.yaml").read_text().split("---", 1)[1])
+    crd = yaml.safe_load(
+        (ROOT / "crds" / "airt.dev_inferenceruntimes.yaml").read_text().split("---", 1)[1]
+    )
     spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     import json
 
@@ -216,7 +223,9 @@ def test_values_schema_field_names_follow_the_inference_runtime_crd() -> None:
         (("--set", "replicaCount=0"), "replicaCount"),
     ],
 )
-def test_conflicting_or_unknown_values_fail(helm: Path, args: tuple[str, ...], message: str) -> None:
+def test_conflicting_or_unknown_values_fail(
+    helm: Path, args: tuple[str, ...], message: str
+) -> None:
     served = () if "crds.enabled=false" in args[1] else ("airt.dev/v1alpha1/InferenceRuntime",)
     proc = helm_template(helm, *args, served=served)
     assert proc.returncode != 0

@@ -1,0 +1,115 @@
+"""The runtime images' Dockerfiles follow the project's rules, checked without building them.
+
+Multi-stage; every base pinned by digest; a numeric non-root user; no build tools in the final
+stage; the operator image without torch and the worker images without kopf; the
+org.opencontainers.image.* labels; and an entry point that is the CLI command the tests run
+(test_images_entrypoints.py runs each one). The worker images keep ENTRYPOINT ["airt"] so that
+the operator's rendered pods can pass ["serve"], ["metrics"] or ["fetch", ...] as args.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from dockerfiles import Dockerfile, parse
+
+ROOT = Path(__file__).resolve().parents[3]
+IMAGES = ROOT / "runtime-images"
+
+# Dockerfile → (the command it runs, the pyproject extra it installs)
+EXPECTED: dict[str, tuple[list[str], str]] = {
+    "operator/Dockerfile": (["airt", "operator", "run"], "operator"),
+    "worker/Dockerfile.cpu": (["airt", "serve"], "worker"),
+    "worker/Dockerfile.cuda": (["airt", "serve"], "worker"),
+    "metrics/Dockerfile": (["airt", "metrics"], "metrics"),
+}
+REQUIRED_LABELS = (
+    "org.opencontainers.image.title",
+    "org.opencontainers.image.description",
+    "org.opencontainers.image.source",
+    "org.opencontainers.image.licenses",
+    "org.opencontainers.image.version",
+    "org.opencontainers.image.revision",
+)
+PINNED = re.compile(r"^[a-z0-9./_-]+(:[\w.-]+)?@sha256:[0-9a-f]{64}$")
+BUILD_TOOLS = re.compile(
+    r"\b(gcc|g\+\+|cc|make|build-essential|cmake|apt-get\s+install|apk\s+add|pip\s+install|"
+    r"uv\s+(pip|sync)|curl|wget|git)\b"
+)
+
+
+@pytest.fixture(params=sorted(EXPECTED), ids=lambda p: p)
+def dockerfile(request: pytest.FixtureRequest) -> tuple[str, Dockerfile]:
+    name: str = request.param
+    return name, parse(IMAGES / name)
+
+
+def test_every_image_has_a_dockerfile() -> None:
+    for name in EXPECTED:
+        assert (IMAGES / name).is_file(), name
+
+
+def test_multi_stage_with_every_base_pinned_by_digest(dockerfile: tuple[str, Dockerfile]) -> None:
+    _, df = dockerfile
+    assert len(df.stages) >= 2, "multi-stage: build, then a clean final stage"
+    aliases = {s.alias for s in df.stages if s.alias}
+    for stage in df.stages:
+        assert stage.base in aliases or PINNED.match(stage.base), f"unpinned base {stage.base}"
+    assert df.final.alias is None or df.final.alias not in {"build", "builder"}
+
+
+def test_final_stage_runs_as_numeric_non_root(dockerfile: tuple[str, Dockerfile]) -> None:
+    _, df = dockerfile
+    users = df.final.all("USER")
+    assert users, "the final stage must set USER"
+    user, _, group = users[-1].partition(":")
+    assert user.isdigit() and int(user) != 0, users[-1]
+    assert not group or (group.isdigit() and int(group) != 0), users[-1]
+
+
+def test_final_stage_has_no_build_tools(dockerfile: tuple[str, Dockerfile]) -> None:
+    _, df = dockerfile
+    for args in df.final.all("RUN"):
+        # The one allowed RUN removes pip and setuptools from the final image.
+        cleaned = args.replace("pip uninstall", "")
+        assert not BUILD_TOOLS.search(cleaned), f"build tool in the final stage: {args}"
+    for args in df.final.all("COPY"):
+        assert "--from=" in args, f"the final stage copies only from the build stage: {args}"
+        assert "uv" not in args.split()[-2:][0].split("/"), args
+    assert not df.final.all("ADD")
+
+
+def test_oci_labels(dockerfile: tuple[str, Dockerfile]) -> None:
+    _, df = dockerfile
+    labels = df.final.labels()
+    missing = [k for k in REQUIRED_LABELS if not labels.get(k)]
+    assert not missing, missing
+    assert labels["org.opencontainers.image.licenses"] == "Apache-2.0"
+
+
+def test_entrypoint_is_the_cli_command(dockerfile: tuple[str, Dockerfile]) -> None:
+    name, df = dockerfile
+    command, _ = EXPECTED[name]
+    assert df.final.exec_form("ENTRYPOINT") == ["airt"]
+    assert df.final.exec_form("ENTRYPOINT") + df.final.exec_form("CMD") == command
+
+
+def test_installs_only_its_own_extra(dockerfile: tuple[str, Dockerfile]) -> None:
+    name, df = dockerfile
+    _, extra = EXPECTED[name]
+    build_runs = " ".join(a for s in df.stages[:-1] for a in s.all("RUN"))
+    extras = set(re.findall(r"--extra\s+(\w+)", build_runs))
+    assert extras == {extra}, extras
+    assert "--frozen" in build_runs, "install from uv.lock"
+
+
+def test_operator_image_has_no_torch_and_workers_no_kopf() -> None:
+    operator = parse(IMAGES / "operator/Dockerfile")
+    runs = " ".join(a for s in operator.stages for a in s.all("RUN"))
+    assert "torch" not in runs.replace('import torch"', "")
+    assert '! /opt/venv/bin/python -c "import torch"' in runs  # the build fails if torch slips in
+    for name in ("worker/Dockerfile.cpu", "worker/Dockerfile.cuda"):
+        runs = " ".join(a for s in parse(IMAGES / name).stages for a in s.all("RUN"))
+        assert '! /opt/venv/bin/python -c "import kopf"' in runs, name
