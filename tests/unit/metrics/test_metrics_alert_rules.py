@@ -80,6 +80,12 @@ def test_each_alert_fires_on_its_condition(tmp_path: Path) -> None:
             'type="Ready",status="True"}',
             "1x10",
         ),
+        # Scraped without honorLabels: the operator's namespace took the `namespace` label.
+        (
+            'airt_modeldeployment_condition{namespace="airt-system",exported_namespace="team-b",'
+            'name="third",type="Ready",status="Unknown"}',
+            "1x10",
+        ),
         # simple: one of two pods down; other: every pod down.
         (f'airt_worker_up{{{MD},pod="simple-0"}}', "0x10"),
         (f'airt_worker_up{{{MD},pod="simple-1"}}', "1x10"),
@@ -99,7 +105,11 @@ def test_each_alert_fires_on_its_condition(tmp_path: Path) -> None:
     ]
     at = "8m"
     tests = [
-        firing(exprs["AirtModelDeploymentNotReady"], at, ['namespace="team-a",name="simple"']),
+        firing(
+            exprs["AirtModelDeploymentNotReady"],
+            at,
+            ['namespace="team-a",name="simple"', 'namespace="team-b",name="third"'],
+        ),
         firing(exprs["AirtModelWorkersAllDown"], at, [OTHER]),
         firing(
             exprs["AirtModelWorkerDown"],

@@ -24,9 +24,9 @@ KNOWN_VARIABLES = {"$datasource", "$namespace", "$modeldeployment", "$model", "$
 # PromQL words that look like metric names to the regex below.
 PROMQL_WORDS = {
     "sum", "avg", "min", "max", "count", "by", "without", "rate", "increase", "histogram_quantile",
-    "le", "bool", "and", "or", "unless", "on", "ignoring", "group_left", "group_right", "offset",
-    "namespace", "modeldeployment", "model", "pod", "gpu_uuid", "reason", "type", "status", "name",
-    "version", "e6",
+    "label_replace", "le", "bool", "and", "or", "unless", "on", "ignoring", "group_left",
+    "group_right", "offset", "namespace", "exported_namespace", "modeldeployment", "model", "pod",
+    "gpu_uuid", "reason", "type", "status", "name", "version", "e6",
 }  # fmt: skip
 
 
