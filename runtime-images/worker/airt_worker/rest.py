@@ -121,13 +121,13 @@ class RestApp:
         else:
             out_headers = [
                 (b"content-type", b"application/octet-stream"),
-                (b"inference-header-content-length", str(json_len).encode()),
+                (b"Inference-Header-Content-Length", str(json_len).encode()),
             ]
         if len(payload) >= self.compress_min_bytes:
             enc = choose_response_encoding(headers.get("accept-encoding", ""))
             if enc is not None:
                 payload = compress(payload, enc)
-                out_headers.append((b"content-encoding", enc.encode()))
+                out_headers.append((b"Content-Encoding", enc.encode()))
         await _respond(send, 200, payload, out_headers)
 
     async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes:

@@ -138,7 +138,12 @@ class ModelRunner:
         inferred: list[tuple[str | int, str | None, tuple[int, ...] | None]],
     ) -> list[TensorSpec]:
         configured = self._settings.outputs
-        if not inferred or any(dt is None or dims is None for _, dt, dims in inferred):
+        complete = bool(configured) and all(
+            c.datatype is not None and c.dims is not None for c in configured
+        )
+        if complete and not inferred:  # fully configured: no probe run needed
+            inferred = [(c.name, c.datatype, tuple(c.dims or ())) for c in configured]
+        elif not inferred or any(dt is None or dims is None for _, dt, dims in inferred):
             inferred = self._probe_outputs(spec, configured)
         if configured and len(configured) != len(inferred):
             raise ModelLoadError(
@@ -174,7 +179,7 @@ class ModelRunner:
                 runs.append(self._raw_outputs(self.sample_inputs(spec, rows, size)))
             except Exception as e:
                 raise ModelLoadError(
-                    f"could not infer the outputs by a probe run on zeros ({e}); "
+                    f"could not infer the outputs by a probe run on zeros ({short(e)}); "
                     "set outputs[].name, datatype and dims"
                 ) from e
         first = runs[0]
@@ -246,10 +251,12 @@ class ModelRunner:
     def _from_model(self, out: list[tuple[str | int, Any]]) -> list[Array]:
         values = dict(out)
         arrays: list[Array] = []
-        for key, spec in zip(self._output_keys, self.spec.outputs, strict=True):
-            if key not in values:
+        for i, (key, spec) in enumerate(zip(self._output_keys, self.spec.outputs, strict=True)):
+            v = values.get(key)
+            if v is None:
+                v = values.get(i)  # configured names over a tuple-returning model: by position
+            if v is None:
                 raise ModelFailure(f"the model did not return output {key!r}")
-            v = values[key]
             if isinstance(v, list):
                 arrays.append(np.array([s.encode() for s in v], dtype=np.object_))
                 continue
@@ -276,9 +283,11 @@ class ModelRunner:
             _fail(batch, e)
         except Exception as e:  # a model error: retry alone so only the culprit fails
             if len(batch) == 1:
-                _fail(batch, ModelFailure(f"model execution failed: {e}"))
+                _fail(batch, ModelFailure(f"model execution failed: {short(e)}"))
                 return
-            log.warning("batch of %d failed (%s); retrying its requests one by one", len(batch), e)
+            log.warning(
+                "batch of %d failed (%s); retrying its requests one by one", len(batch), short(e)
+            )
             for item in batch:
                 self.execute(instance, [item])
 
@@ -339,6 +348,12 @@ class ModelRunner:
             self.execute(0, [item])
             if item.error is not None:
                 raise ModelLoadError(f"warm-up inference with {rows} rows failed: {item.error}")
+
+
+def short(e: BaseException) -> str:
+    """The last line of an exception's text (TorchScript errors carry whole tracebacks)."""
+    lines = [line for line in str(e).strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(e).__name__
 
 
 def _fail(batch: list[Pending], e: InferenceError) -> None:

@@ -149,16 +149,17 @@ async def serve(settings: WorkerSettings) -> int:
             log.info("ready")
     await stop_wait
 
-    # drain: not ready, stop accepting, finish what was accepted
+    # drain: not ready, stop accepting, finish what was accepted (the batcher flushes its queue
+    # at once instead of waiting for fuller batches), then stop the listeners
     log.info("draining (up to %.0fs)", drain)
     plane.draining = True
     http.should_exit = True
-    await asyncio.gather(grpc_server.stop(drain), http_task, return_exceptions=True)
+    closing = [grpc_server.stop(drain), http_task]
     if batcher is not None:
-        try:
-            await asyncio.wait_for(batcher.close(), drain)
-        except TimeoutError:
-            log.error("drain timeout: %d requests still pending", batcher.pending)
+        closing.append(asyncio.wait_for(batcher.close(), drain))
+    for result in await asyncio.gather(*closing, return_exceptions=True):
+        if isinstance(result, TimeoutError):
+            log.error("drain timeout: %d requests still pending", batcher.pending if batcher else 0)
             code = code or 1
     metrics.should_exit = True
     await asyncio.gather(metrics_task, return_exceptions=True)

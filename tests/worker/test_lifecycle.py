@@ -1,0 +1,188 @@
+"""Process lifecycle: queue limit, SIGTERM drain, sha256 and warm-up gates, --help, metrics port."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http.aio as aiohttpclient
+from tritonclient.utils import InferenceServerException
+from workerproc import ROOT, Worker, spawn
+
+QUEUE = 8
+
+
+async def wait_for(predicate: Any, what: str, deadline_s: float = 60) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(predicate):
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def x(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((1, 64), np.float32)
+
+
+async def test_queue_full_then_drain_on_sigterm(models: Path, tmp_path: Path, reference: Any) -> None:
+    """Requests wait in the queue (long max delay); a full queue rejects at once over HTTP (503)
+    and gRPC (UNAVAILABLE); SIGTERM then answers every accepted request and exits 0."""
+    sha = hashlib.sha256((models / "mlp.pt2").read_bytes()).hexdigest()
+    worker = spawn(
+        "queue",
+        models / "mlp.pt2",
+        tmp_path,
+        "--model-sha256",
+        sha,
+        "--batching.max-batch-size",
+        "64",
+        "--batching.max-queue-delay-microseconds",
+        str(120_000_000),
+        "--batching.max-queue-size",
+        str(QUEUE),
+    )
+    try:
+        await asyncio.to_thread(worker.wait_ready)
+        clients = [aiohttpclient.InferenceServerClient(worker.http) for _ in range(QUEUE + 1)]
+
+        async def infer(i: int) -> np.ndarray:
+            inp = aiohttpclient.InferInput("features", [1, 64], "FP32")
+            inp.set_data_from_numpy(x(i))
+            result = await clients[i].infer("mlp", [inp])
+            out: np.ndarray = result.as_numpy("logits")
+            return out
+
+        accepted = [asyncio.ensure_future(infer(i)) for i in range(QUEUE)]
+        await wait_for(
+            lambda: worker.metric("nv_inference_pending_request_count") == QUEUE, "a full queue"
+        )
+        with pytest.raises(InferenceServerException) as info:
+            await infer(QUEUE)
+        assert info.value.status() == "503"
+        assert "exceeds maximum queue size" in str(info.value)
+        grpc_client = grpcclient.InferenceServerClient(worker.grpc)
+        inp = grpcclient.InferInput("features", [1, 64], "FP32")
+        inp.set_data_from_numpy(x(0))
+        with pytest.raises(InferenceServerException) as ginfo:
+            grpc_client.infer("mlp", [inp])
+        assert ginfo.value.status() == "StatusCode.UNAVAILABLE"
+        grpc_client.close()
+        # the rejections did not wait for the queue: it is still full
+        assert worker.metric("nv_inference_pending_request_count") == QUEUE
+        assert not any(f.done() for f in accepted)
+        rejected = worker.metric("nv_inference_request_failure")
+        assert rejected == 2
+
+        worker.proc.send_signal(signal.SIGTERM)
+        results = await asyncio.wait_for(asyncio.gather(*accepted), 60)
+        await asyncio.gather(*(c.close() for c in clients))
+        module = reference("mlp.pt2")
+        for i, got in enumerate(results):
+            want = module(__import__("torch").from_numpy(x(i)))["logits"].detach().numpy()
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        code = await asyncio.to_thread(worker.proc.wait, 60)
+        assert code == 0, worker.log()
+        assert "draining" in worker.log()
+    finally:
+        worker.stop()
+
+
+def run_worker(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "airt_worker", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+def test_help() -> None:
+    done = run_worker(["--help"])
+    assert done.returncode == 0
+    assert "--model-path" in done.stdout and "--batching.max-batch-size" in done.stdout
+
+
+def test_bad_settings_exit_2() -> None:
+    done = run_worker(["--model-path", "model.onnx"])
+    assert done.returncode == 2
+    assert "model_format" in done.stderr
+
+
+def test_sha256_mismatch_refuses_to_load(models: Path) -> None:
+    done = run_worker(
+        ["--model-path", str(models / "mlp.pt"), "--model-sha256", "0" * 64]
+        + ["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
+    )
+    assert done.returncode == 1
+    assert "sha256 mismatch" in done.stderr
+
+
+def test_failed_warmup_never_ready(models: Path) -> None:
+    done = run_worker(
+        [
+            "--model-path",
+            str(models / "mlp.pt"),
+            "--inputs",
+            '[{"name": "features", "datatype": "FP32", "dims": [32]}]',
+            "--outputs",
+            '[{"name": "logits", "datatype": "FP32", "dims": [10]},'
+            ' {"name": "probabilities", "datatype": "FP32", "dims": [10]}]',
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+        ]
+    )
+    assert done.returncode == 1
+    assert "warm-up inference" in done.stderr
+    assert "ready" not in done.stderr.replace("already", "")
+
+
+def test_metrics_names_and_port(workers: dict[str, Worker]) -> None:
+    w = workers["mlp"]
+    text = w.metrics()
+    assert "_created" not in text
+    assert not [line for line in text.splitlines() if line.startswith("nv_inference") and "_total" in line]
+    for name in [
+        "nv_inference_request_success",
+        "nv_inference_request_failure",
+        "nv_inference_count",
+        "nv_inference_exec_count",
+        "nv_inference_request_duration_us",
+        "nv_inference_queue_duration_us",
+        "nv_inference_compute_input_duration_us",
+        "nv_inference_compute_infer_duration_us",
+        "nv_inference_compute_output_duration_us",
+        "nv_inference_pending_request_count",
+    ]:
+        assert f"# TYPE {name} " in text
+        assert f'{name}{{model="mlp",version="1"' in text
+    assert 'nv_inference_request_failure{model="mlp",version="1",reason="REJECTED"}' in text
+    assert "airt_gpu_telemetry_available 0" in text
+    assert 'airt_batch_size_bucket{model="mlp",version="1",le="+Inf"}' in text
+    assert not [line for line in text.splitlines() if line.startswith("nv_gpu_")]  # CPU model
+    # bound to 127.0.0.1 only: another local address of this host is refused
+    own = [a for a in socket.gethostbyname_ex(socket.gethostname())[2] if not a.startswith("127.")]
+    if own:
+        with pytest.raises(OSError):
+            socket.create_connection((own[0], w.metrics_port), timeout=2).close()
+
+
+def test_grpc_server_stays_up(workers: dict[str, Worker]) -> None:
+    with grpc.insecure_channel(workers["mlp"].grpc) as channel:
+        grpc.channel_ready_future(channel).result(timeout=30)
