@@ -44,7 +44,9 @@ def workers(models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             "2000",
             config=models / "mlp.yaml",
         ),
-        "halves": spawn("halves", models / "halves.pt2", logs, *limits, config=models / "halves.yaml"),
+        "halves": spawn(
+            "halves", models / "halves.pt2", logs, *limits, config=models / "halves.yaml"
+        ),
         "strings": spawn(
             "strings", models / "strings.pt", logs, *limits, config=models / "strings.yaml"
         ),
@@ -56,9 +58,7 @@ def workers(models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     finally:
         codes = {name: w.stop() for name, w in started.items()}
     bad = {n: c for n, c in codes.items() if c != 0}
-    assert not bad, f"workers exited uncleanly: {bad}\n" + "\n".join(
-        started[n].log() for n in bad
-    )
+    assert not bad, f"workers exited uncleanly: {bad}\n" + "\n".join(started[n].log() for n in bad)
 
 
 @pytest.fixture(scope="session")

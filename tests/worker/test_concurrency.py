@@ -1,4 +1,4 @@
-"""64 concurrent batch-1 clients: each gets its own correct answer, and the batcher forms batches."""
+"""64 concurrent batch-1 clients: each gets its own correct answer; the batcher forms batches."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""BYTES, FP16 and BF16 over HTTP (binary and JSON where allowed) and gRPC, against in-process runs."""
+"""BYTES, FP16 and BF16 over HTTP (binary, and JSON where allowed) and gRPC, versus in-process."""
 
 from __future__ import annotations
 

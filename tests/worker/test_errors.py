@@ -14,16 +14,18 @@ import grpc
 import numpy as np
 import orjson
 import pytest
-from multidict import CIMultiDict
 import tritonclient.grpc as grpcclient
 import tritonclient.http.aio as aiohttpclient
+from multidict import CIMultiDict
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from workerproc import Worker
 
 X = np.arange(64, dtype=np.float32).reshape(1, 64) / 64
 
 
-def infer_body(x: np.ndarray = X, datatype: str = "FP32", size: int | None = None) -> tuple[bytes, int]:
+def infer_body(
+    x: np.ndarray = X, datatype: str = "FP32", size: int | None = None
+) -> tuple[bytes, int]:
     raw = x.tobytes()
     header = orjson.dumps(
         {
@@ -93,40 +95,138 @@ def _bad_cases() -> list[tuple[str, str, bytes, dict[str, str], int, str]]:
         ("unknown model", "/v2/models/nope/infer", good, _headers(n), 404, "unknown model 'nope'"),
         ("wrong shape", "/v2/models/mlp/infer", wrong_shape, _headers(n_ws), 400, "shape [1, 32]"),
         ("wrong dtype", "/v2/models/mlp/infer", wrong_dtype, _headers(n_wd), 400, "FP64"),
-        ("wrong byte size", "/v2/models/mlp/infer", wrong_size, _headers(len(header)), 400,
-         "got 100 bytes of data, expected 256"),
+        (
+            "wrong byte size",
+            "/v2/models/mlp/infer",
+            wrong_size,
+            _headers(len(header)),
+            400,
+            "got 100 bytes of data, expected 256",
+        ),
         ("malformed JSON", "/v2/models/mlp/infer", b'{"inputs": [', {}, 400, "malformed JSON"),
-        ("header length too big", "/v2/models/mlp/infer", good, _headers(len(good) + 1), 400,
-         "Inference-Header-Content-Length"),
-        ("header length negative", "/v2/models/mlp/infer", good, _headers(-1), 400,
-         "Inference-Header-Content-Length -1"),
-        ("header length not a number", "/v2/models/mlp/infer", good,
-         {"Inference-Header-Content-Length": "ten"}, 400, "not an integer"),
+        (
+            "header length too big",
+            "/v2/models/mlp/infer",
+            good,
+            _headers(len(good) + 1),
+            400,
+            "Inference-Header-Content-Length",
+        ),
+        (
+            "header length negative",
+            "/v2/models/mlp/infer",
+            good,
+            _headers(-1),
+            400,
+            "Inference-Header-Content-Length -1",
+        ),
+        (
+            "header length not a number",
+            "/v2/models/mlp/infer",
+            good,
+            {"Inference-Header-Content-Length": "ten"},
+            400,
+            "not an integer",
+        ),
         ("oversized body", "/v2/models/mlp/infer", big, {}, 413, "exceeds the limit"),
-        ("unknown encoding", "/v2/models/mlp/infer", good, {**_headers(n), "Content-Encoding": "br"},
-         415, "unsupported Content-Encoding 'br'"),
-        ("corrupt gzip", "/v2/models/mlp/infer", b"not gzip", {"Content-Encoding": "gzip"}, 400,
-         "not valid gzip"),
-        ("gzip bomb", "/v2/models/mlp/infer", gzip.compress(bytes(4 << 20)),
-         {"Content-Encoding": "gzip"}, 413, "inflates beyond"),
-        ("missing input", "/v2/models/mlp/infer", b'{"inputs": [{"name": "other", "datatype":'
-         b' "FP32", "shape": [1], "data": [1]}]}', {}, 400, "missing input 'features'"),
-        ("unknown output", "/v2/models/mlp/infer",
-         orjson.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 64],
-                                   "data": [0.0] * 64}], "outputs": [{"name": "nope"}]}), {}, 400,
-         "unexpected inference output 'nope'"),
-        ("batch too large", "/v2/models/mlp/infer",
-         orjson.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [65, 64],
-                                   "data": [0.0] * 65 * 64}]}), {}, 400, "batch size 65"),
-        ("unknown datatype", "/v2/models/mlp/infer",
-         orjson.dumps({"inputs": [{"name": "features", "datatype": "FP8", "shape": [1, 64],
-                                   "data": [0.0] * 64}]}), {}, 400, "unknown datatype 'FP8'"),
+        (
+            "unknown encoding",
+            "/v2/models/mlp/infer",
+            good,
+            {**_headers(n), "Content-Encoding": "br"},
+            415,
+            "unsupported Content-Encoding 'br'",
+        ),
+        (
+            "corrupt gzip",
+            "/v2/models/mlp/infer",
+            b"not gzip",
+            {"Content-Encoding": "gzip"},
+            400,
+            "not valid gzip",
+        ),
+        (
+            "gzip bomb",
+            "/v2/models/mlp/infer",
+            gzip.compress(bytes(4 << 20)),
+            {"Content-Encoding": "gzip"},
+            413,
+            "inflates beyond",
+        ),
+        (
+            "missing input",
+            "/v2/models/mlp/infer",
+            b'{"inputs": [{"name": "other", "datatype": "FP32", "shape": [1], "data": [1]}]}',
+            {},
+            400,
+            "missing input 'features'",
+        ),
+        (
+            "unknown output",
+            "/v2/models/mlp/infer",
+            orjson.dumps(
+                {
+                    "inputs": [
+                        {
+                            "name": "features",
+                            "datatype": "FP32",
+                            "shape": [1, 64],
+                            "data": [0.0] * 64,
+                        }
+                    ],
+                    "outputs": [{"name": "nope"}],
+                }
+            ),
+            {},
+            400,
+            "unexpected inference output 'nope'",
+        ),
+        (
+            "batch too large",
+            "/v2/models/mlp/infer",
+            orjson.dumps(
+                {
+                    "inputs": [
+                        {
+                            "name": "features",
+                            "datatype": "FP32",
+                            "shape": [65, 64],
+                            "data": [0.0] * 65 * 64,
+                        }
+                    ]
+                }
+            ),
+            {},
+            400,
+            "batch size 65",
+        ),
+        (
+            "unknown datatype",
+            "/v2/models/mlp/infer",
+            orjson.dumps(
+                {
+                    "inputs": [
+                        {
+                            "name": "features",
+                            "datatype": "FP8",
+                            "shape": [1, 64],
+                            "data": [0.0] * 64,
+                        }
+                    ]
+                }
+            ),
+            {},
+            400,
+            "unknown datatype 'FP8'",
+        ),
         ("unknown endpoint", "/v2/nothing", b"", {}, 404, "no such endpoint"),
     ]
 
 
 @pytest.mark.parametrize("case", _bad_cases(), ids=lambda c: c[0])
-async def test_http_bad_input(mlp: Worker, case: tuple[str, str, bytes, dict[str, str], int, str]) -> None:
+async def test_http_bad_input(
+    mlp: Worker, case: tuple[str, str, bytes, dict[str, str], int, str]
+) -> None:
     _, path, body, headers, status, message = case
     got_status, got_headers, payload = await post(mlp, path, body, headers)
     assert got_status == status, payload
@@ -144,13 +244,18 @@ def _stub(worker: Worker) -> tuple[grpc.Channel, Any]:
 
 
 def _request(
-    model: str = "mlp", shape: tuple[int, ...] = (1, 64), datatype: str = "FP32", raw: bytes | None = None
+    model: str = "mlp",
+    shape: tuple[int, ...] = (1, 64),
+    datatype: str = "FP32",
+    raw: bytes | None = None,
 ) -> Any:
     tensor = service_pb2.ModelInferRequest.InferInputTensor(
         name="features", datatype=datatype, shape=list(shape)
     )
     data = X.tobytes() if raw is None else raw
-    return service_pb2.ModelInferRequest(model_name=model, inputs=[tensor], raw_input_contents=[data])
+    return service_pb2.ModelInferRequest(
+        model_name=model, inputs=[tensor], raw_input_contents=[data]
+    )
 
 
 @pytest.mark.parametrize(
@@ -158,16 +263,36 @@ def _request(
     [
         ("unknown model", {"model": "nope"}, grpc.StatusCode.NOT_FOUND, "unknown model 'nope'"),
         ("unknown version", {}, grpc.StatusCode.NOT_FOUND, "unknown version '7'"),
-        ("wrong shape", {"shape": (1, 32), "raw": bytes(128)}, grpc.StatusCode.INVALID_ARGUMENT,
-         "shape [1, 32]"),
-        ("wrong dtype", {"datatype": "FP64", "raw": bytes(512)}, grpc.StatusCode.INVALID_ARGUMENT,
-         "datatype FP64"),
-        ("wrong byte size", {"raw": bytes(100)}, grpc.StatusCode.INVALID_ARGUMENT,
-         "got 100 bytes of data, expected 256"),
-        ("unknown datatype", {"datatype": "FP8"}, grpc.StatusCode.INVALID_ARGUMENT,
-         "unknown datatype 'FP8'"),
-        ("oversized message", {"shape": (1, 1 << 20), "raw": bytes(4 << 20)},
-         grpc.StatusCode.RESOURCE_EXHAUSTED, "larger than max"),
+        (
+            "wrong shape",
+            {"shape": (1, 32), "raw": bytes(128)},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "shape [1, 32]",
+        ),
+        (
+            "wrong dtype",
+            {"datatype": "FP64", "raw": bytes(512)},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "datatype FP64",
+        ),
+        (
+            "wrong byte size",
+            {"raw": bytes(100)},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "got 100 bytes of data, expected 256",
+        ),
+        (
+            "unknown datatype",
+            {"datatype": "FP8"},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "unknown datatype 'FP8'",
+        ),
+        (
+            "oversized message",
+            {"shape": (1, 1 << 20), "raw": bytes(4 << 20)},
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "larger than max",
+        ),
     ],
 )
 def test_grpc_bad_input(
@@ -200,7 +325,12 @@ async def test_bad_requests_never_fail_good_ones_in_a_batch(mlp: Worker) -> None
     good, n = infer_body()
     bad, n_bad = infer_body(np.zeros((1, 32), np.float32))
     calls = [
-        post(mlp, "/v2/models/mlp/infer", bad if i % 4 == 0 else good, _headers(n_bad if i % 4 == 0 else n))
+        post(
+            mlp,
+            "/v2/models/mlp/infer",
+            bad if i % 4 == 0 else good,
+            _headers(n_bad if i % 4 == 0 else n),
+        )
         for i in range(32)
     ]
     results = await asyncio.gather(*calls)

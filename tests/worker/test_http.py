@@ -1,4 +1,4 @@
-"""tritonclient.http (sync and aio) against a real worker: every core endpoint and infer variants."""
+"""tritonclient.http (sync and aio) against a real worker: every core endpoint, infer variants."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pytest
 import torch
 import tritonclient.http as httpclient
 import tritonclient.http.aio as aiohttpclient
-
 from workerproc import Worker
 
 
@@ -66,7 +65,9 @@ def test_config_and_repository(client: Any) -> None:
 
 @pytest.mark.parametrize("binary_in", [True, False])
 @pytest.mark.parametrize("binary_out", [True, False])
-def test_infer_binary_and_json(client: Any, reference: Any, binary_in: bool, binary_out: bool) -> None:
+def test_infer_binary_and_json(
+    client: Any, reference: Any, binary_in: bool, binary_out: bool
+) -> None:
     x = features(3, seed=1)
     inp = httpclient.InferInput("features", list(x.shape), "FP32")
     inp.set_data_from_numpy(x, binary_data=binary_in)

@@ -36,7 +36,9 @@ def x(seed: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((1, 64), np.float32)
 
 
-async def test_queue_full_then_drain_on_sigterm(models: Path, tmp_path: Path, reference: Any) -> None:
+async def test_queue_full_then_drain_on_sigterm(
+    models: Path, tmp_path: Path, reference: Any
+) -> None:
     """Requests wait in the queue (long max delay); a full queue rejects at once over HTTP (503)
     and gRPC (UNAVAILABLE); SIGTERM then answers every accepted request and exits 0."""
     sha = hashlib.sha256((models / "mlp.pt2").read_bytes()).hexdigest()
@@ -123,8 +125,10 @@ def test_bad_settings_exit_2() -> None:
 
 def test_sha256_mismatch_refuses_to_load(models: Path) -> None:
     done = run_worker(
-        ["--model-path", str(models / "mlp.pt"), "--model-sha256", "0" * 64]
-        + ["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
+        [
+            *["--model-path", str(models / "mlp.pt"), "--model-sha256", "0" * 64],
+            *["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"],
+        ]
     )
     assert done.returncode == 1
     assert "sha256 mismatch" in done.stderr
@@ -157,7 +161,9 @@ def test_metrics_names_and_port(workers: dict[str, Worker]) -> None:
     w = workers["mlp"]
     text = w.metrics()
     assert "_created" not in text
-    assert not [line for line in text.splitlines() if line.startswith("nv_inference") and "_total" in line]
+    assert not [
+        line for line in text.splitlines() if line.startswith("nv_inference") and "_total" in line
+    ]
     for name in [
         "nv_inference_request_success",
         "nv_inference_request_failure",

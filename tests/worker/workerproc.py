@@ -16,7 +16,6 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[2]
 START_DEADLINE_S = 120.0
 

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import functools
 import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from airt_worker.errors import InferenceError, Unavailable
+from airt_worker.errors import InferenceError, UnavailableError
 
 
 @dataclass(slots=True, eq=False)
@@ -148,10 +150,10 @@ class DynamicBatcher:
     async def submit(self, item: Pending) -> list[Any]:
         """Queue `item` and wait for its outputs; raises the item's InferenceError."""
         if self._closing:
-            raise Unavailable("the worker is shutting down and accepts no new requests")
+            raise UnavailableError("the worker is shutting down and accepts no new requests")
         limit = self._policy.max_queue_size
         if limit and len(self._queue) >= limit:
-            raise Unavailable(
+            raise UnavailableError(
                 f"exceeds maximum queue size: {len(self._queue)} requests already queued "
                 f"(max_queue_size {limit})"
             )
@@ -174,15 +176,13 @@ class DynamicBatcher:
             self._discard(item)
             raise self._timeout_error(item) from None
 
-    def _timeout_error(self, item: Pending) -> Unavailable:
+    def _timeout_error(self, item: Pending) -> UnavailableError:
         waited = (time.monotonic_ns() - item.enqueued_ns) // 1000
-        return Unavailable(f"request timeout expired: waited {waited} us in the queue")
+        return UnavailableError(f"request timeout expired: waited {waited} us in the queue")
 
     def _discard(self, item: Pending) -> None:
-        try:
+        with contextlib.suppress(ValueError):
             self._queue.remove(item)
-        except ValueError:
-            pass
         if item.future is not None and not item.future.done():
             item.future.cancel()
         self._maybe_idle()
@@ -194,10 +194,8 @@ class DynamicBatcher:
         await self._idle.wait()
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         self._executor.shutdown(wait=True)
 
     def _maybe_idle(self) -> None:
@@ -215,9 +213,9 @@ class DynamicBatcher:
                 item.batch_size = len(batch)
             loop = asyncio.get_running_loop()
             done = loop.run_in_executor(self._executor, self._execute, instance, batch)
-            done.add_done_callback(lambda f, b=batch, i=instance: self._finish(f, b, i))
+            done.add_done_callback(functools.partial(self._finish, batch, instance))
 
-    def _finish(self, f: asyncio.Future[None], batch: list[Pending], instance: int) -> None:
+    def _finish(self, batch: list[Pending], instance: int, f: asyncio.Future[None]) -> None:
         self._free.put_nowait(instance)
         self._in_flight -= len(batch)
         exc = f.exception() if not f.cancelled() else None
@@ -252,12 +250,10 @@ class DynamicBatcher:
             if picks is not None:
                 return self._take(picks)
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     self._wake.wait(), (oldest + policy.max_queue_delay_ns - now) / 1e9
                 )
-            except TimeoutError:
-                pass
 
     def _take(self, picks: list[int]) -> list[Pending]:
         if picks == list(range(len(picks))):
@@ -275,7 +271,8 @@ class DynamicBatcher:
             return
         now = time.monotonic_ns()
         if all(
-            (p.future is None or not p.future.done()) and not (p.deadline_ns and p.deadline_ns <= now)
+            (p.future is None or not p.future.done())
+            and not (p.deadline_ns and p.deadline_ns <= now)
             for p in self._queue
         ):
             return

@@ -15,7 +15,13 @@ from typing import Any
 from airt_worker import __version__
 from airt_worker.batching import DynamicBatcher, Pending
 from airt_worker.datatypes import Array
-from airt_worker.errors import InferenceError, InvalidInput, NotFound, Unavailable, Unsupported
+from airt_worker.errors import (
+    InferenceError,
+    InvalidInputError,
+    NotFoundError,
+    UnavailableError,
+    UnsupportedError,
+)
 from airt_worker.messages import InferRequest, InferResponse, Tensor
 from airt_worker.modelspec import ModelSpec
 from airt_worker.stats import ModelStats
@@ -86,31 +92,31 @@ class DataPlane:
     def load(self, name: str) -> None:
         """The one model is loaded at start; loading it again is a no-op, others are unknown."""
         if name != self.name:
-            raise NotFound(
+            raise NotFoundError(
                 f"model {name!r} is not in this worker's repository (it serves {self.name!r})"
             )
         if self.state != "READY":
-            raise Unavailable(f"model {name!r} is {self.state.lower()}: {self.reason}")
+            raise UnavailableError(f"model {name!r} is {self.state.lower()}: {self.reason}")
 
     def unload(self, name: str) -> None:
         self._check_model(name, "")
-        raise Unsupported(
+        raise UnsupportedError(
             "this worker serves exactly one model, fixed at start; scale its ModelDeployment "
             "to zero replicas instead of unloading it"
         )
 
     def _check_model(self, name: str, version: str) -> None:
         if name != self.name:
-            raise NotFound(f"unknown model {name!r}: this worker serves {self.name!r}")
+            raise NotFoundError(f"unknown model {name!r}: this worker serves {self.name!r}")
         if version and version != self.version:
-            raise NotFound(
+            raise NotFoundError(
                 f"unknown version {version!r} of model {name!r}: served version is {self.version}"
             )
 
     def _loaded(self, name: str, version: str) -> ModelSpec:
         self._check_model(name, version)
         if self.spec is None:
-            raise Unavailable(f"model {name!r} is {self.state.lower()}: {self.reason}")
+            raise UnavailableError(f"model {name!r} is {self.state.lower()}: {self.reason}")
         return self.spec
 
     # ------------------------------------------------------------------------- inference
@@ -120,7 +126,7 @@ class DataPlane:
         self._check_model(req.model_name, req.model_version)
         spec, batcher = self.spec, self.batcher
         if spec is None or batcher is None or self.state != "READY":
-            raise Unavailable(f"model {self.name!r} is not ready: {self.reason or self.state}")
+            raise UnavailableError(f"model {self.name!r} is not ready: {self.reason or self.state}")
         try:
             arrays, rows, key = validate(spec, req)
             item = Pending(arrays, rows, key, t0, _deadline(req, t0))
@@ -168,67 +174,73 @@ def _deadline(req: InferRequest, t0: int) -> int:
     if timeout is None:
         return 0
     if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
-        raise InvalidInput(f"parameter 'timeout' must be a non-negative integer (µs), not {timeout!r}")
+        raise InvalidInputError(
+            f"parameter 'timeout' must be a non-negative integer (µs), not {timeout!r}"
+        )
     return t0 + timeout * 1000 if timeout else 0
 
 
 def validate(spec: ModelSpec, req: InferRequest) -> tuple[list[Array], int, tuple[Any, ...]]:
-    """Check `req` against `spec`; return its input arrays in spec order, its rows, its shape key."""
+    """Check `req` against `spec`.
+
+    Returns its input arrays in spec order, its batch rows and its shape key (non-batch dims).
+    """
     mb = spec.max_batch_size
     by_name: dict[str, Tensor] = {}
     for t in req.inputs:
         if t.name in by_name:
-            raise InvalidInput(f"input {t.name!r} appears more than once")
+            raise InvalidInputError(f"input {t.name!r} appears more than once")
         by_name[t.name] = t
     arrays: list[Array] = []
     key: list[tuple[int, ...]] = []
     rows = 0
     for s in spec.inputs:
-        t = by_name.get(s.name)
-        if t is None:
-            raise InvalidInput(
+        given = by_name.get(s.name)
+        if given is None:
+            raise InvalidInputError(
                 f"missing input {s.name!r}: model {spec.name!r} expects "
                 f"{', '.join(repr(x.name) for x in spec.inputs)}"
             )
-        if t.datatype != s.datatype:
-            raise InvalidInput(
-                f"input {s.name!r}: datatype {t.datatype} does not match the model's {s.datatype}"
+        if given.datatype != s.datatype:
+            raise InvalidInputError(
+                f"input {s.name!r}: datatype {given.datatype} does not match "
+                f"the model's {s.datatype}"
             )
-        shape = t.shape
+        shape = given.shape
         expected = s.full_shape(mb)
         if len(shape) != len(expected):
-            raise InvalidInput(
+            raise InvalidInputError(
                 f"input {s.name!r}: shape {list(shape)} has {len(shape)} dimensions, the model "
                 f"expects {len(expected)} ({expected}, -1 = any)"
             )
         dims = shape[1:] if mb > 0 else shape
         if any(d != e and e != -1 for d, e in zip(dims, s.dims, strict=True)):
-            raise InvalidInput(
+            raise InvalidInputError(
                 f"input {s.name!r}: shape {list(shape)} does not match the model's {expected} "
                 "(-1 = any)"
             )
         if mb > 0:
             r = shape[0]
             if r < 1 or r > mb:
-                raise InvalidInput(
+                raise InvalidInputError(
                     f"input {s.name!r}: batch size {r} is outside 1..{mb} (max_batch_size)"
                 )
             if rows and r != rows:
-                raise InvalidInput(
+                raise InvalidInputError(
                     f"input {s.name!r}: batch size {r} differs from the other inputs' {rows}"
                 )
             rows = r
-        arrays.append(t.data)
+        arrays.append(given.data)
         key.append(dims)
     if len(by_name) != len(spec.inputs):
         known = {s.name for s in spec.inputs}
         extra = sorted(set(by_name) - known)
-        raise InvalidInput(f"unexpected input(s) {extra} for model {spec.name!r}")
+        raise InvalidInputError(f"unexpected input(s) {extra} for model {spec.name!r}")
     if req.outputs is not None:
         names = {s.name for s in spec.outputs}
         for name in req.outputs:
             if name not in names:
-                raise InvalidInput(
+                raise InvalidInputError(
                     f"unexpected inference output {name!r} for model {spec.name!r}; it has "
                     f"{', '.join(sorted(names))}"
                 )

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from airt_worker.errors import InvalidInput
+from airt_worker.errors import InvalidInputError
 
 Array = npt.NDArray[Any]
 
@@ -66,9 +66,9 @@ _U32 = struct.Struct("<I")
 
 
 def check_datatype(datatype: str, where: str) -> None:
-    """Raise InvalidInput unless `datatype` is a v2 datatype name."""
+    """Raise InvalidInputError unless `datatype` is a v2 datatype name."""
     if datatype not in NUMPY_DTYPES:
-        raise InvalidInput(
+        raise InvalidInputError(
             f"{where}: unknown datatype {datatype!r}; expected one of {', '.join(NUMPY_DTYPES)}"
         )
 
@@ -78,7 +78,7 @@ def element_count(shape: tuple[int, ...] | list[int], where: str) -> int:
     n = 1
     for d in shape:
         if d < 0:
-            raise InvalidInput(f"{where}: shape {list(shape)} has a negative dimension")
+            raise InvalidInputError(f"{where}: shape {list(shape)} has a negative dimension")
         n *= d
     return n
 
@@ -91,19 +91,19 @@ def decode_bytes_elements(raw: bytes | memoryview, count: int, where: str) -> Ar
     end = len(buf)
     for i in range(count):
         if pos + 4 > end:
-            raise InvalidInput(
+            raise InvalidInputError(
                 f"{where}: BYTES data ends after {i} of {count} elements (truncated length prefix)"
             )
         (n,) = _U32.unpack_from(buf, pos)
         pos += 4
         if pos + n > end:
-            raise InvalidInput(
+            raise InvalidInputError(
                 f"{where}: BYTES element {i} claims {n} bytes but only {end - pos} remain"
             )
         out[i] = bytes(buf[pos : pos + n])
         pos += n
     if pos != end:
-        raise InvalidInput(
+        raise InvalidInputError(
             f"{where}: BYTES data has {end - pos} trailing bytes after {count} elements"
         )
     return out
@@ -119,9 +119,7 @@ def encode_bytes_elements(arr: Array) -> bytes:
     return b"".join(parts)
 
 
-def from_raw(
-    raw: bytes | memoryview, datatype: str, shape: tuple[int, ...], where: str
-) -> Array:
+def from_raw(raw: bytes | memoryview, datatype: str, shape: tuple[int, ...], where: str) -> Array:
     """Decode one tensor's raw little-endian bytes into a numpy array of `shape`, checking size."""
     count = element_count(shape, where)
     if datatype == "BYTES":
@@ -129,7 +127,7 @@ def from_raw(
     dtype = NUMPY_DTYPES[datatype]
     expected = count * dtype.itemsize
     if len(raw) != expected:
-        raise InvalidInput(
+        raise InvalidInputError(
             f"{where}: got {len(raw)} bytes of data, expected {expected} "
             f"for shape {list(shape)} of {datatype}"
         )
@@ -146,7 +144,7 @@ def to_raw(arr: Array, datatype: str) -> bytes:
 def from_json_data(data: Any, datatype: str, shape: tuple[int, ...], where: str) -> Array:
     """Decode JSON `data` (flat or nested, row-major) into a numpy array of `shape`."""
     if datatype in BINARY_ONLY:
-        raise InvalidInput(f"{where}: {datatype} data must be sent as binary, not JSON")
+        raise InvalidInputError(f"{where}: {datatype} data must be sent as binary, not JSON")
     count = element_count(shape, where)
     try:
         if datatype == "BYTES":
@@ -158,9 +156,9 @@ def from_json_data(data: Any, datatype: str, shape: tuple[int, ...], where: str)
         else:
             flat = np.asarray(data, dtype=NUMPY_DTYPES[datatype]).reshape(-1)
     except (ValueError, TypeError, OverflowError) as e:
-        raise InvalidInput(f"{where}: data is not a valid {datatype} array: {e}") from None
+        raise InvalidInputError(f"{where}: data is not a valid {datatype} array: {e}") from None
     if flat.size != count:
-        raise InvalidInput(
+        raise InvalidInputError(
             f"{where}: got {flat.size} data elements, expected {count} for shape {list(shape)}"
         )
     return flat.reshape(shape)
@@ -185,13 +183,15 @@ def _flatten(data: Any) -> list[Any]:
 def _as_bytes(x: Any, where: str) -> bytes:
     if isinstance(x, bytes):
         return x
-    raise InvalidInput(f"{where}: BYTES elements in JSON must be strings, got {type(x).__name__}")
+    raise InvalidInputError(
+        f"{where}: BYTES elements in JSON must be strings, got {type(x).__name__}"
+    )
 
 
 def to_json_data(arr: Array, datatype: str) -> list[Any]:
     """Flatten an output array into a JSON-serialisable row-major list."""
     if datatype in BINARY_ONLY:
-        raise InvalidInput(f"{datatype} outputs can only be returned as binary data")
+        raise InvalidInputError(f"{datatype} outputs can only be returned as binary data")
     if datatype == "BYTES":
         return [
             x.decode("utf-8", errors="replace") if isinstance(x, bytes) else str(x)

@@ -18,29 +18,29 @@ class InferenceError(Exception):
         self.message = message
 
 
-class InvalidInput(InferenceError):
+class InvalidInputError(InferenceError):
     """The request can never succeed as sent (HTTP 400, gRPC INVALID_ARGUMENT)."""
 
 
-class NotFound(InferenceError):
+class NotFoundError(InferenceError):
     """Unknown model, version or tensor name (HTTP 404, gRPC NOT_FOUND)."""
 
 
-class Unavailable(InferenceError):
+class UnavailableError(InferenceError):
     """Try again later: queue full, timed out in queue, not ready, draining (503, UNAVAILABLE)."""
 
     reason = "REJECTED"
 
 
-class Unsupported(InferenceError):
+class UnsupportedError(InferenceError):
     """A protocol feature this worker does not implement (HTTP 501, gRPC UNIMPLEMENTED)."""
 
 
-class PayloadTooLarge(InferenceError):
+class PayloadTooLargeError(InferenceError):
     """The request body exceeds the configured limit (HTTP 413, gRPC RESOURCE_EXHAUSTED)."""
 
 
-class ModelFailure(InferenceError):
+class ModelError(InferenceError):
     """The model itself raised while running a batch (HTTP 500, gRPC INTERNAL)."""
 
     reason = "BACKEND"

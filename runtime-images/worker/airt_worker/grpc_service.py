@@ -7,6 +7,9 @@ accepted raw or as typed `contents`. Domain errors map to status codes once, in 
 ModelStreamInfer reports per-request failures inside the stream and keeps going.
 """
 
+# The servicer's method names are the RPC names the generated stubs dispatch to.
+# ruff: noqa: N802
+
 from __future__ import annotations
 
 import asyncio
@@ -24,12 +27,12 @@ from airt_worker.dataplane import DataPlane
 from airt_worker.datatypes import NUMPY_DTYPES, check_datatype, element_count, from_raw, to_raw
 from airt_worker.errors import (
     InferenceError,
-    InvalidInput,
-    ModelFailure,
-    NotFound,
-    PayloadTooLarge,
-    Unavailable,
-    Unsupported,
+    InvalidInputError,
+    ModelError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnavailableError,
+    UnsupportedError,
 )
 from airt_worker.messages import InferRequest, InferResponse, Tensor
 
@@ -37,12 +40,12 @@ log = logging.getLogger(__name__)
 
 #: The one mapping from domain errors to gRPC status codes.
 CODES: dict[type[InferenceError], grpc.StatusCode] = {
-    InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
-    NotFound: grpc.StatusCode.NOT_FOUND,
-    Unavailable: grpc.StatusCode.UNAVAILABLE,
-    Unsupported: grpc.StatusCode.UNIMPLEMENTED,
-    PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    ModelFailure: grpc.StatusCode.INTERNAL,
+    InvalidInputError: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFoundError: grpc.StatusCode.NOT_FOUND,
+    UnavailableError: grpc.StatusCode.UNAVAILABLE,
+    UnsupportedError: grpc.StatusCode.UNIMPLEMENTED,
+    PayloadTooLargeError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ModelError: grpc.StatusCode.INTERNAL,
 }
 
 # typed `contents` field per datatype (tritonclient never sends these; other clients may)
@@ -67,7 +70,7 @@ T = TypeVar("T")
 def code_of(e: InferenceError) -> grpc.StatusCode:
     for cls in type(e).__mro__:
         if cls in CODES:
-            return CODES[cls]  # type: ignore[index]
+            return CODES[cls]
     return grpc.StatusCode.INTERNAL
 
 
@@ -80,7 +83,7 @@ def decode_request(msg: Any, received_ns: int) -> InferRequest:
     """ModelInferRequest -> InferRequest (tensors checked against their declared shape)."""
     raw = msg.raw_input_contents
     if raw and len(raw) != len(msg.inputs):
-        raise InvalidInput(
+        raise InvalidInputError(
             f"raw_input_contents has {len(raw)} entries but there are {len(msg.inputs)} inputs"
         )
     inputs: list[Tensor] = []
@@ -91,17 +94,19 @@ def decode_request(msg: Any, received_ns: int) -> InferRequest:
         has_contents = inp.HasField("contents")
         if raw:
             if has_contents:
-                raise InvalidInput(f"{where}: send raw_input_contents or contents, not both")
+                raise InvalidInputError(f"{where}: send raw_input_contents or contents, not both")
             data = from_raw(raw[i], inp.datatype, shape, where)
         elif has_contents:
             data = _from_contents(inp, shape, where)
         else:
-            raise InvalidInput(f"{where} has no data (neither raw_input_contents nor contents)")
+            raise InvalidInputError(
+                f"{where} has no data (neither raw_input_contents nor contents)"
+            )
         inputs.append(Tensor(inp.name, inp.datatype, shape, data))
     params = {k: _param_value(v) for k, v in msg.parameters.items()}
     for out in msg.outputs:
         if "classification" in out.parameters:
-            raise Unsupported("the classification extension is not supported")
+            raise UnsupportedError("the classification extension is not supported")
     outputs = [o.name for o in msg.outputs] if msg.outputs else None
     request = InferRequest(msg.model_name, msg.model_version, msg.id, inputs, outputs, params)
     request.received_ns = received_ns
@@ -111,12 +116,13 @@ def decode_request(msg: Any, received_ns: int) -> InferRequest:
 def _from_contents(inp: Any, shape: tuple[int, ...], where: str) -> Any:
     field = _CONTENTS.get(inp.datatype)
     if field is None:
-        raise InvalidInput(f"{where}: {inp.datatype} must be sent in raw_input_contents")
+        raise InvalidInputError(f"{where}: {inp.datatype} must be sent in raw_input_contents")
     values = getattr(inp.contents, field)
     count = element_count(shape, where)
     if len(values) != count:
-        raise InvalidInput(
-            f"{where}: contents has {len(values)} elements, expected {count} for shape {list(shape)}"
+        raise InvalidInputError(
+            f"{where}: contents has {len(values)} elements, "
+            f"expected {count} for shape {list(shape)}"
         )
     if inp.datatype == "BYTES":
         return np.array(list(values), dtype=np.object_).reshape(shape)
@@ -167,7 +173,9 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         return service_pb2.ServerReadyResponse(ready=self.plane.ready())
 
     async def ModelReady(self, request: Any, context: Any) -> Any:
-        ready = await self._sync(context, lambda: self.plane.model_ready(request.name, request.version))
+        ready = await self._sync(
+            context, lambda: self.plane.model_ready(request.name, request.version)
+        )
         return service_pb2.ModelReadyResponse(ready=ready)
 
     async def ServerMetadata(self, request: Any, context: Any) -> Any:
@@ -187,12 +195,16 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         )
 
     async def ModelConfig(self, request: Any, context: Any) -> Any:
-        cfg = await self._sync(context, lambda: self.plane.model_config(request.name, request.version))
+        cfg = await self._sync(
+            context, lambda: self.plane.model_config(request.name, request.version)
+        )
         config = json_format.ParseDict(cfg, model_config_pb2.ModelConfig())
         return service_pb2.ModelConfigResponse(config=config)
 
     async def ModelStatistics(self, request: Any, context: Any) -> Any:
-        doc = await self._sync(context, lambda: self.plane.statistics(request.name, request.version))
+        doc = await self._sync(
+            context, lambda: self.plane.statistics(request.name, request.version)
+        )
         return json_format.ParseDict(doc, service_pb2.ModelStatisticsResponse())
 
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:
@@ -255,9 +267,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         return service_pb2.SystemSharedMemoryStatusResponse()
 
     async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "system shared memory is not supported"
-        )
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "system shared memory is not supported")
 
     async def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
         return service_pb2.SystemSharedMemoryUnregisterResponse()

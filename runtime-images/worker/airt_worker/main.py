@@ -7,7 +7,6 @@ the model cannot be served, 2 for bad settings.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 

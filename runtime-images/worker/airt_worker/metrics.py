@@ -3,8 +3,9 @@
 Built by the composition root (`server`); the metrics sidecar scrapes
 `http://127.0.0.1:<metrics_port>/metrics` and re-exposes it. The collector writes every family
 out explicitly in the Prometheus text format (prometheus_client's Counter and its exposition would
-rename series to `*_total` and add `*_created`, breaking Triton dashboards). Model figures come from the data plane's statistics at scrape time; GPU figures are
-read through NVML by this process — the one that holds the GPU — when the model runs on CUDA.
+rename series to `*_total` and add `*_created`, breaking Triton dashboards). Model figures come
+from the data plane's statistics at scrape time; GPU figures are read through NVML by this
+process — the one that holds the GPU — when the model runs on CUDA.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
 
 from airt_worker.dataplane import DataPlane
 from airt_worker.rest import Receive, Scope, Send
@@ -90,18 +90,48 @@ class Nvml:
             return
         n, h, labels = self._nvml, self._handle, {"gpu_uuid": self._uuid}
         readings: list[tuple[str, str, str, Any, float]] = [
-            ("nv_gpu_utilization", "GPU utilization rate [0.0 - 1.0)", "gauge",
-             lambda: n.nvmlDeviceGetUtilizationRates(h).gpu, 0.01),
-            ("nv_gpu_memory_total_bytes", "GPU total memory, in bytes", "gauge",
-             lambda: n.nvmlDeviceGetMemoryInfo(h).total, 1.0),
-            ("nv_gpu_memory_used_bytes", "GPU used memory, in bytes", "gauge",
-             lambda: n.nvmlDeviceGetMemoryInfo(h).used, 1.0),
-            ("nv_gpu_power_usage", "GPU power usage in watts", "gauge",
-             lambda: n.nvmlDeviceGetPowerUsage(h), 0.001),
-            ("nv_gpu_power_limit", "GPU power management limit in watts", "gauge",
-             lambda: n.nvmlDeviceGetPowerManagementLimit(h), 0.001),
-            ("nv_energy_consumption", "GPU energy consumption in joules since the driver loaded",
-             "counter", lambda: n.nvmlDeviceGetTotalEnergyConsumption(h), 0.001),
+            (
+                "nv_gpu_utilization",
+                "GPU utilization rate [0.0 - 1.0)",
+                "gauge",
+                lambda: n.nvmlDeviceGetUtilizationRates(h).gpu,
+                0.01,
+            ),
+            (
+                "nv_gpu_memory_total_bytes",
+                "GPU total memory, in bytes",
+                "gauge",
+                lambda: n.nvmlDeviceGetMemoryInfo(h).total,
+                1.0,
+            ),
+            (
+                "nv_gpu_memory_used_bytes",
+                "GPU used memory, in bytes",
+                "gauge",
+                lambda: n.nvmlDeviceGetMemoryInfo(h).used,
+                1.0,
+            ),
+            (
+                "nv_gpu_power_usage",
+                "GPU power usage in watts",
+                "gauge",
+                lambda: n.nvmlDeviceGetPowerUsage(h),
+                0.001,
+            ),
+            (
+                "nv_gpu_power_limit",
+                "GPU power management limit in watts",
+                "gauge",
+                lambda: n.nvmlDeviceGetPowerManagementLimit(h),
+                0.001,
+            ),
+            (
+                "nv_energy_consumption",
+                "GPU energy consumption in joules since the driver loaded",
+                "counter",
+                lambda: n.nvmlDeviceGetTotalEnergyConsumption(h),
+                0.001,
+            ),
         ]
         for name, doc, typ, read, scale in readings:
             try:
@@ -134,10 +164,12 @@ class CpuReader:
         except (OSError, ValueError, IndexError):
             return
         mem_total = info.get("MemTotal", 0)
-        yield Family("nv_cpu_utilization", "CPU utilization rate [0.0 - 1.0]", "gauge").add({}, util)
-        yield Family(
-            "nv_cpu_memory_total_bytes", "CPU total memory (RAM), in bytes", "gauge"
-        ).add({}, mem_total)
+        yield Family("nv_cpu_utilization", "CPU utilization rate [0.0 - 1.0]", "gauge").add(
+            {}, util
+        )
+        yield Family("nv_cpu_memory_total_bytes", "CPU total memory (RAM), in bytes", "gauge").add(
+            {}, mem_total
+        )
         yield Family("nv_cpu_memory_used_bytes", "CPU used memory (RAM), in bytes", "gauge").add(
             {}, mem_total - info.get("MemAvailable", 0)
         )
@@ -212,7 +244,9 @@ class WorkerCollector:
             "Instantaneous number of pending requests awaiting execution per-model",
             "gauge",
         ).add(lv, batcher.pending if batcher is not None else 0)
-        hist = Family("airt_batch_size", "Rows per model execution (dynamic batch size)", "histogram")
+        hist = Family(
+            "airt_batch_size", "Rows per model execution (dynamic batch size)", "histogram"
+        )
         for bound in BATCH_BUCKETS:
             count = sum(n for rows, n in s.batch_rows.items() if rows <= bound)
             hist.add({**lv, "le": str(bound)}, count, "_bucket")

@@ -21,15 +21,15 @@ import orjson
 from airt_worker.dataplane import DataPlane
 from airt_worker.errors import (
     InferenceError,
-    InvalidInput,
-    ModelFailure,
-    NotFound,
-    PayloadTooLarge,
-    Unavailable,
-    Unsupported,
+    InvalidInputError,
+    ModelError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnavailableError,
+    UnsupportedError,
 )
 from airt_worker.rest_codec import (
-    UnsupportedEncoding,
+    UnsupportedEncodingError,
     choose_response_encoding,
     compress,
     decode_request,
@@ -46,13 +46,13 @@ Send = Callable[[Message], Awaitable[None]]
 
 #: The one mapping from domain errors to HTTP statuses (Triton's choices).
 STATUS: dict[type[InferenceError], int] = {
-    InvalidInput: 400,
-    NotFound: 404,
-    Unavailable: 503,
-    Unsupported: 501,
-    PayloadTooLarge: 413,
-    UnsupportedEncoding: 415,
-    ModelFailure: 500,
+    InvalidInputError: 400,
+    NotFoundError: 404,
+    UnavailableError: 503,
+    UnsupportedError: 501,
+    PayloadTooLargeError: 413,
+    UnsupportedEncodingError: 415,
+    ModelError: 500,
 }
 
 _JSON = [(b"content-type", b"application/json")]
@@ -62,7 +62,7 @@ _EMPTY_OBJECT = b"{}"
 def status_of(e: InferenceError) -> int:
     for cls in type(e).__mro__:
         if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
+            return STATUS[cls]
     return 500
 
 
@@ -135,7 +135,7 @@ class RestApp:
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _drain(receive)
-            raise PayloadTooLarge(
+            raise PayloadTooLargeError(
                 f"request body of {declared} bytes exceeds the limit of {limit} bytes "
                 "(max_request_bytes)"
             )
@@ -144,14 +144,14 @@ class RestApp:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise InvalidInput("the client disconnected before sending the whole body")
+                raise InvalidInputError("the client disconnected before sending the whole body")
             chunk: bytes = message.get("body", b"")
             if chunk:
                 size += len(chunk)
                 if size > limit:
                     if message.get("more_body", False):
                         await _drain(receive)
-                    raise PayloadTooLarge(
+                    raise PayloadTooLargeError(
                         f"request body exceeds the limit of {limit} bytes (max_request_bytes)"
                     )
                 chunks.append(chunk)
@@ -167,17 +167,21 @@ class RestApp:
         plane = self.plane
         parts = path_parts(path)
         if not parts or parts[0] != "v2":
-            raise NotFound(f"no such endpoint: {method} {path}")
+            raise NotFoundError(f"no such endpoint: {method} {path}")
         rest = parts[1:]
         if not rest:
             return _get(method, path, lambda: plane.server_metadata())
         head = rest[0]
         if head == "health" and len(rest) == 2 and method == "GET":
-            ok = plane.live() if rest[1] == "live" else plane.ready() if rest[1] == "ready" else None
+            ok = (
+                plane.live() if rest[1] == "live" else plane.ready() if rest[1] == "ready" else None
+            )
             if ok is None:
-                raise NotFound(f"no such endpoint: {method} {path}")
+                raise NotFoundError(f"no such endpoint: {method} {path}")
             if not ok:
-                raise Unavailable("the server is not ready" if rest[1] == "ready" else "not live")
+                raise UnavailableError(
+                    "the server is not ready" if rest[1] == "ready" else "not live"
+                )
             return 200, b""
         if head == "models":
             if rest[1:] == ["stats"]:
@@ -187,9 +191,11 @@ class RestApp:
                 return _get(method, path, lambda: plane.model_metadata(model, version))
             if action == "ready":
                 if method != "GET":
-                    raise NotFound(f"no such endpoint: {method} {path}")
+                    raise NotFoundError(f"no such endpoint: {method} {path}")
                 if not plane.model_ready(model, version):
-                    raise Unavailable(f"model {model!r} is not ready: {plane.reason or 'draining'}")
+                    raise UnavailableError(
+                        f"model {model!r} is not ready: {plane.reason or 'draining'}"
+                    )
                 return 200, b""
             if action == "config":
                 return _get(method, path, lambda: plane.model_config(model, version))
@@ -198,7 +204,7 @@ class RestApp:
             if action == "trace/setting":
                 plane.model_ready(model, version)  # checks the name
                 return 200, _EMPTY_OBJECT
-            raise NotFound(f"no such endpoint: {method} {path}")
+            raise NotFoundError(f"no such endpoint: {method} {path}")
         if head == "repository" and method == "POST":
             if rest[1:] == ["index"]:
                 body = await _read_small(receive)
@@ -207,7 +213,9 @@ class RestApp:
                     try:
                         doc = orjson.loads(body)
                     except orjson.JSONDecodeError as e:
-                        raise InvalidInput(f"malformed JSON in the index request: {e}") from None
+                        raise InvalidInputError(
+                            f"malformed JSON in the index request: {e}"
+                        ) from None
                     ready_only = bool(isinstance(doc, dict) and doc.get("ready"))
                 return 200, orjson.dumps(plane.repository_index(ready_only))
             if len(rest) == 4 and rest[1] == "models" and rest[3] in ("load", "unload"):
@@ -221,8 +229,8 @@ class RestApp:
                 return 200, b"[]"
             if rest[-1] == "unregister":
                 return 200, b""
-            raise Unsupported(f"{head} is not supported: send tensors in the request body")
-        raise NotFound(f"no such endpoint: {method} {path}")
+            raise UnsupportedError(f"{head} is not supported: send tensors in the request body")
+        raise NotFoundError(f"no such endpoint: {method} {path}")
 
 
 def path_parts(path: str) -> list[str]:
@@ -232,30 +240,30 @@ def path_parts(path: str) -> list[str]:
 def _split_model(parts: list[str], path: str) -> tuple[str, str, str]:
     """models/{m}[/versions/{v}][/action...] -> (m, v, action)."""
     if not parts:
-        raise NotFound(f"no such endpoint: {path}")
+        raise NotFoundError(f"no such endpoint: {path}")
     model = parts[0]
     version = ""
     rest = parts[1:]
     if len(rest) >= 2 and rest[0] == "versions":
         version = rest[1]
         if not version.isdigit():
-            raise InvalidInput(f"model version {version!r} in {path} is not a number")
+            raise InvalidInputError(f"model version {version!r} in {path} is not a number")
         rest = rest[2:]
     return model, version, "/".join(rest)
 
 
 def _model_path(parts: list[str], action: str) -> tuple[str, str]:
     if len(parts) < 3 or parts[0] != "v2" or parts[1] != "models":
-        raise NotFound(f"no such endpoint: /{'/'.join(parts)}")
+        raise NotFoundError(f"no such endpoint: /{'/'.join(parts)}")
     model, version, act = _split_model(parts[2:], "/" + "/".join(parts))
     if act != action:
-        raise NotFound(f"no such endpoint: /{'/'.join(parts)}")
+        raise NotFoundError(f"no such endpoint: /{'/'.join(parts)}")
     return model, version
 
 
 def _get(method: str, path: str, fn: Callable[[], Any]) -> tuple[int, bytes]:
     if method != "GET":
-        raise NotFound(f"no such endpoint: {method} {path}")
+        raise NotFoundError(f"no such endpoint: {method} {path}")
     return 200, orjson.dumps(fn())
 
 
@@ -269,7 +277,7 @@ def _header_length(value: str | None) -> int | None:
     try:
         return int(value.strip())
     except ValueError:
-        raise InvalidInput(
+        raise InvalidInputError(
             f"Inference-Header-Content-Length {value!r} is not an integer"
         ) from None
 
@@ -284,7 +292,7 @@ async def _read_small(receive: Receive, limit: int = 1 << 20) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+            raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
         chunks.append(chunk)
         if not message.get("more_body", False):
             break

@@ -17,11 +17,16 @@ import numpy as np
 import orjson
 
 from airt_worker.datatypes import BINARY_ONLY, check_datatype, from_json_data, from_raw, to_raw
-from airt_worker.errors import InferenceError, InvalidInput, PayloadTooLarge, Unsupported
+from airt_worker.errors import (
+    InferenceError,
+    InvalidInputError,
+    PayloadTooLargeError,
+    UnsupportedError,
+)
 from airt_worker.messages import InferRequest, InferResponse, Tensor
 
 
-class UnsupportedEncoding(InferenceError):
+class UnsupportedEncodingError(InferenceError):
     """A Content-Encoding other than gzip, deflate or identity (HTTP 415)."""
 
 
@@ -43,20 +48,20 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
     elif enc == "deflate":
         wbits = zlib.MAX_WBITS
     else:
-        raise UnsupportedEncoding(
+        raise UnsupportedEncodingError(
             f"unsupported Content-Encoding {encoding!r}: send gzip, deflate or an uncompressed body"
         )
     d = zlib.decompressobj(wbits)
     try:
         out = d.decompress(body, limit + 1)
     except zlib.error as e:
-        raise InvalidInput(f"request body is not valid {enc} data: {e}") from None
+        raise InvalidInputError(f"request body is not valid {enc} data: {e}") from None
     if len(out) > limit:
-        raise PayloadTooLarge(
+        raise PayloadTooLargeError(
             f"request body inflates beyond the limit of {limit} bytes (max_request_bytes)"
         )
     if not d.eof:
-        raise InvalidInput(f"request body is truncated {enc} data")
+        raise InvalidInputError(f"request body is truncated {enc} data")
     return out
 
 
@@ -88,11 +93,12 @@ def decode_request(
 ) -> tuple[InferRequest, OutputChoice]:
     """Parse an /infer body into a request plus the client's output format choice."""
     n = len(body)
+    header: bytes | memoryview
     if header_length is None:
         header, binary = body, memoryview(b"")
     else:
         if header_length < 0 or header_length > n:
-            raise InvalidInput(
+            raise InvalidInputError(
                 f"Inference-Header-Content-Length {header_length} is outside the body length "
                 f"[0, {n}]"
             )
@@ -101,41 +107,41 @@ def decode_request(
     try:
         doc = orjson.loads(header)
     except orjson.JSONDecodeError as e:
-        raise InvalidInput(f"malformed JSON in the inference request: {e}") from None
+        raise InvalidInputError(f"malformed JSON in the inference request: {e}") from None
     if not isinstance(doc, dict):
-        raise InvalidInput("the inference request must be a JSON object")
+        raise InvalidInputError("the inference request must be a JSON object")
     params = _params(doc.get("parameters"), "request")
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
-        raise InvalidInput("the inference request needs a non-empty 'inputs' list")
+        raise InvalidInputError("the inference request needs a non-empty 'inputs' list")
     inputs: list[Tensor] = []
     offset = 0
     for i, item in enumerate(raw_inputs):
         if not isinstance(item, dict):
-            raise InvalidInput(f"inputs[{i}] must be an object")
+            raise InvalidInputError(f"inputs[{i}] must be an object")
         name = item.get("name")
         if not isinstance(name, str):
-            raise InvalidInput(f"inputs[{i}] needs a string 'name'")
+            raise InvalidInputError(f"inputs[{i}] needs a string 'name'")
         where = f"input {name!r}"
         datatype = item.get("datatype")
         if not isinstance(datatype, str):
-            raise InvalidInput(f"{where} needs a string 'datatype'")
+            raise InvalidInputError(f"{where} needs a string 'datatype'")
         check_datatype(datatype, where)
         shape_list = item.get("shape")
         if not isinstance(shape_list, list) or not all(
             isinstance(d, int) and not isinstance(d, bool) for d in shape_list
         ):
-            raise InvalidInput(f"{where} needs 'shape', a list of integers")
+            raise InvalidInputError(f"{where} needs 'shape', a list of integers")
         shape = tuple(shape_list)
         if any(d < 0 for d in shape):
-            raise InvalidInput(f"{where}: shape {shape_list} has a negative dimension")
+            raise InvalidInputError(f"{where}: shape {shape_list} has a negative dimension")
         iparams = _params(item.get("parameters"), where)
         size = iparams.get("binary_data_size")
         if size is not None:
             if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-                raise InvalidInput(f"{where}: binary_data_size must be a non-negative integer")
+                raise InvalidInputError(f"{where}: binary_data_size must be a non-negative integer")
             if offset + size > len(binary):
-                raise InvalidInput(
+                raise InvalidInputError(
                     f"{where}: binary_data_size {size} at offset {offset} runs past the "
                     f"{len(binary)} bytes of binary data after the JSON header"
                 )
@@ -144,37 +150,37 @@ def decode_request(
         elif "data" in item:
             data = from_json_data(item["data"], datatype, shape, where)
         else:
-            raise InvalidInput(f"{where} has neither 'data' nor parameters.binary_data_size")
+            raise InvalidInputError(f"{where} has neither 'data' nor parameters.binary_data_size")
         inputs.append(Tensor(name, datatype, shape, data))
     if offset != len(binary):
-        raise InvalidInput(
+        raise InvalidInputError(
             f"{len(binary)} bytes of binary data follow the JSON header but the inputs' "
             f"binary_data_size add up to {offset}"
         )
     default_binary = params.get("binary_data_output", False)
     if not isinstance(default_binary, bool):
-        raise InvalidInput("parameter 'binary_data_output' must be a boolean")
+        raise InvalidInputError("parameter 'binary_data_output' must be a boolean")
     per_output: dict[str, bool | None] = {}
     names: list[str] | None = None
     raw_outputs = doc.get("outputs")
     if raw_outputs is not None:
         if not isinstance(raw_outputs, list):
-            raise InvalidInput("'outputs' must be a list")
+            raise InvalidInputError("'outputs' must be a list")
         names = []
         for i, item in enumerate(raw_outputs):
             if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-                raise InvalidInput(f"outputs[{i}] needs a string 'name'")
+                raise InvalidInputError(f"outputs[{i}] needs a string 'name'")
             oparams = _params(item.get("parameters"), f"output {item['name']!r}")
             if oparams.get("classification"):
-                raise Unsupported("the classification extension is not supported")
+                raise UnsupportedError("the classification extension is not supported")
             b = oparams.get("binary_data")
             if b is not None and not isinstance(b, bool):
-                raise InvalidInput(f"output {item['name']!r}: binary_data must be a boolean")
+                raise InvalidInputError(f"output {item['name']!r}: binary_data must be a boolean")
             names.append(item["name"])
             per_output[item["name"]] = b
     rid = doc.get("id", "")
     if not isinstance(rid, str):
-        raise InvalidInput("'id' must be a string")
+        raise InvalidInputError("'id' must be a string")
     request = InferRequest(model, version, rid, inputs, names, params)
     return request, OutputChoice(per_output, default_binary)
 
@@ -183,7 +189,7 @@ def _params(value: Any, where: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise InvalidInput(f"{where}: 'parameters' must be an object")
+        raise InvalidInputError(f"{where}: 'parameters' must be an object")
     return value
 
 

@@ -24,7 +24,7 @@ import torch
 
 from airt_worker.batching import Pending
 from airt_worker.datatypes import FROM_TORCH, NUMPY_DTYPES, TORCH_DTYPES, Array
-from airt_worker.errors import InferenceError, ModelFailure
+from airt_worker.errors import InferenceError, ModelError
 from airt_worker.modelspec import ModelSpec, TensorSpec
 from airt_worker.settings import TensorConfig, WorkerSettings
 
@@ -82,7 +82,10 @@ class ModelRunner:
         self.module: Any = None
         self.spec: ModelSpec = self._load(path)
         if self.device.type == "cuda":
-            self._streams = [torch.cuda.Stream(self.device) for _ in range(settings.instance_count)]
+            self._streams = [
+                torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]
+                for _ in range(settings.instance_count)
+            ]
 
     # ----------------------------------------------------------------------- loading and spec
 
@@ -91,7 +94,9 @@ class ModelRunner:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             if s.format == "torchscript":
-                module = torch.jit.load(str(path), map_location=self.device)
+                module = torch.jit.load(  # type: ignore[no-untyped-call]
+                    str(path), map_location=self.device
+                )
                 module.eval()
                 names, list_inputs = _script_inputs(module)
                 inferred_in: dict[str, tuple[str | None, tuple[int, ...] | None]] = {
@@ -156,7 +161,9 @@ class ModelRunner:
             if cfg is not None and isinstance(key, str):  # dict outputs: match by name if possible
                 match = [c for c in configured if c.name == key]
                 cfg = match[0] if match else cfg
-            name = cfg.name if cfg is not None else (key if isinstance(key, str) else f"output__{i}")
+            name = (
+                cfg.name if cfg is not None else (key if isinstance(key, str) else f"output__{i}")
+            )
             datatype = (cfg.datatype if cfg is not None else None) or dt
             out_dims = cfg.dims if cfg is not None and cfg.dims is not None else dims
             if datatype is None or out_dims is None:
@@ -189,10 +196,7 @@ class ModelRunner:
                 result.append((key, "BYTES", (1,) if mb > 0 else (-1,)))
                 continue
             shapes = [dict(r)[key].shape for r in runs]
-            dims = [
-                d if all(s[j] == d for s in shapes) else -1
-                for j, d in enumerate(shapes[0])
-            ]
+            dims = [d if all(s[j] == d for s in shapes) else -1 for j, d in enumerate(shapes[0])]
             if mb > 0:
                 dims = dims[1:]
             dt = FROM_TORCH.get(value.dtype)
@@ -227,7 +231,7 @@ class ModelRunner:
                 ]
                 continue
             if arr.dtype == np.object_:
-                raise ModelFailure(f"input {self.spec.inputs[i].name!r}: BYTES needs List[str]")
+                raise ModelError(f"input {self.spec.inputs[i].name!r}: BYTES needs List[str]")
             t = torch.from_numpy(arr)
             if self.spec.inputs[i].datatype == "BF16":
                 t = t.view(torch.bfloat16)
@@ -256,7 +260,7 @@ class ModelRunner:
             if v is None:
                 v = values.get(i)  # configured names over a tuple-returning model: by position
             if v is None:
-                raise ModelFailure(f"the model did not return output {key!r}")
+                raise ModelError(f"the model did not return output {key!r}")
             if isinstance(v, list):
                 arrays.append(np.array([s.encode() for s in v], dtype=np.object_))
                 continue
@@ -283,7 +287,7 @@ class ModelRunner:
             _fail(batch, e)
         except Exception as e:  # a model error: retry alone so only the culprit fails
             if len(batch) == 1:
-                _fail(batch, ModelFailure(f"model execution failed: {short(e)}"))
+                _fail(batch, ModelError(f"model execution failed: {short(e)}"))
                 return
             log.warning(
                 "batch of %d failed (%s); retrying its requests one by one", len(batch), short(e)
@@ -326,7 +330,7 @@ class ModelRunner:
         for o, s in zip(outputs, self.spec.outputs, strict=True):
             o = _shape_output(o, s, total, mb)
             if o.ndim == 0 or o.shape[0] != total:
-                raise ModelFailure(
+                raise ModelError(
                     f"output {s.name!r} has shape {list(o.shape)}, not {total} batch rows"
                 )
             per_row.append(o)
@@ -379,7 +383,7 @@ def _normalise(out: Any) -> list[tuple[str | int, Any]]:
         return [(0, out)]
     if isinstance(out, (tuple, list)):
         return list(enumerate(out))
-    raise ModelFailure(f"the model returned {type(out).__name__}, not tensors")
+    raise ModelError(f"the model returned {type(out).__name__}, not tensors")
 
 
 def _fields(spec: ModelSpec) -> dict[str, Any]:
@@ -395,7 +399,9 @@ def _script_inputs(module: Any) -> tuple[list[str], list[bool]]:
     kinds = [str(a.type) for a in args]
     for n, k in zip(names, kinds, strict=True):
         if k not in {"Tensor", "List[str]"}:
-            raise ModelLoadError(f"forward argument {n!r} has type {k}; supported: Tensor, List[str]")
+            raise ModelLoadError(
+                f"forward argument {n!r} has type {k}; supported: Tensor, List[str]"
+            )
     return names, [k == "List[str]" for k in kinds]
 
 
@@ -418,9 +424,7 @@ def _export_signature(
     keys: list[str | int] = list(range(len(out_vals)))
     if out_spec is not None and out_spec.type is dict:
         keys = [str(k) for k in out_spec.context]
-    outputs = [
-        (k, *_describe(v, mb, f"output {k!r}")) for k, v in zip(keys, out_vals, strict=True)
-    ]
+    outputs = [(k, *_describe(v, mb, f"output {k!r}")) for k, v in zip(keys, out_vals, strict=True)]
     return user_inputs, inputs, outputs
 
 

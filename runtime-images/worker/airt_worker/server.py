@@ -15,6 +15,7 @@ import logging
 import signal
 import time
 from collections.abc import Generator
+from typing import Any
 
 import uvicorn
 
@@ -116,7 +117,8 @@ async def serve(settings: WorkerSettings) -> int:
     batcher: DynamicBatcher | None = None
     load = loop.run_in_executor(None, _load, settings)
     stop_wait = asyncio.ensure_future(stop.wait())
-    await asyncio.wait([load, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+    waiters: list[asyncio.Future[Any]] = [load, stop_wait]
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     code = 0
     if load.done():
         try:

@@ -79,7 +79,9 @@ class BatchingConfig(BaseModel):
         "queued as soon as a model instance is free.",
     )
     max_queue_size: int = Field(
-        default=0, ge=0, description="Requests waiting beyond this are rejected at once; 0 = no cap."
+        default=0,
+        ge=0,
+        description="Requests waiting beyond this are rejected at once; 0 = no cap.",
     )
     default_timeout_microseconds: int = Field(
         default=0,
@@ -110,7 +112,9 @@ class WorkerSettings(BaseSettings):
     config_file: Path | None = Field(
         default=None, description="YAML or JSON file with any of these settings."
     )
-    model_path: Path = Field(description="The model file: TorchScript (.pt) or torch.export (.pt2).")
+    model_path: Path = Field(
+        description="The model file: TorchScript (.pt) or torch.export (.pt2)."
+    )
     model_name: str = Field(default="", description="Served name; default: the file's stem.")
     model_version: str = Field(default="1", pattern=r"^[0-9]+$", description="Numeric version.")
     model_format: ModelFormat | None = Field(
@@ -244,5 +248,5 @@ def load_settings(argv: list[str]) -> WorkerSettings:
         cli_implicit_flags=True,
         cli_parse_args=argv,
     )
-    settings = _Settings(_cli_settings_source=cli)  # type: ignore[call-arg]
+    settings = _Settings(_cli_settings_source=cli)
     return WorkerSettings.model_validate(settings.model_dump())
