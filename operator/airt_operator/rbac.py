@@ -68,6 +68,19 @@ def _kind_rule(kind: Kind, why: str, extra_verbs: Sequence[str] = ()) -> Rule:
     return Rule((kind.group,), (kind.plural,), _verbs((*kind.verbs, *extra_verbs)), why)
 
 
+# Read-only kinds the handlers index that are not in kube/resources.py's Kind table (yet):
+# nodes, for GPU placement (Scheduled=False when no node can ever take the pods).
+# tests/unit/chart/test_chart_rbac.py checks every resource the kopf handlers watch against
+# these rules, so a new watch without a rule fails there rather than as a 403 in a cluster.
+EXTRA_READ_RULES: tuple[Rule, ...] = (
+    Rule(
+        ("",),
+        ("nodes",),
+        _verbs(("get", "list", "watch")),
+        "index nodes for GPU placement (which nodes could ever take a model's pods)",
+    ),
+)
+
 # What kopf does on its own, whichever handlers the operator registers.
 KOPF_RULES: tuple[Rule, ...] = (
     Rule(
@@ -142,6 +155,7 @@ def rules() -> list[Rule]:
         )
     out.append(_kind_rule(POD, "observe the serving pods (Scheduled, crash loops)"))
     out.append(_kind_rule(EVENT, "record Events on ModelDeployments (operator and kopf)"))
+    out.extend(EXTRA_READ_RULES)
     out.extend(KOPF_RULES)
     return out
 

@@ -106,3 +106,42 @@ def test_chart_cluster_role_is_exactly_the_generated_rules(render: Render) -> No
 def test_rbac_create_false_renders_no_cluster_role(render: Render) -> None:
     objects = render("--set", "rbac.create=false")
     assert not [o for o in objects if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+
+
+def _registered_selectors() -> dict[str, set[tuple[str, str]]]:
+    """(group, plural) of every resource the operator's kopf handlers use, by handler family."""
+    from unittest.mock import MagicMock
+
+    import kopf
+
+    from airt_operator.handlers import World, register
+
+    registry = kopf.OperatorRegistry()
+    register(registry, MagicMock(), World())
+    families = {
+        "watching": registry._watching,  # on.event
+        "indexing": registry._indexing,  # kopf.index
+        "changing": registry._changing,  # on.create/update/resume/delete
+        "spawning": registry._spawning,  # timers and daemons
+    }
+    out: dict[str, set[tuple[str, str]]] = {}
+    for family, sub in families.items():
+        out[family] = set()
+        for handler in sub.get_all_handlers():
+            selector = handler.selector
+            assert selector is not None and selector.any_name, handler.id
+            out[family].add((selector.group or "", selector.any_name))
+    return out
+
+
+def test_every_resource_the_kopf_handlers_use_is_granted() -> None:
+    """The handlers, not only the Kind table: a watch without a rule would be a 403 at run time."""
+    families = _registered_selectors()
+    assert families["watching"] and families["indexing"]
+    for family, resources in families.items():
+        for group, plural in sorted(resources):
+            for verb in ("get", "list", "watch"):
+                assert _allowed(group, plural, verb), (family, group, plural, verb)
+    # Change handlers and timers make kopf write its bookkeeping on the object (metadata only).
+    for group, plural in families["changing"] | families["spawning"]:
+        assert _allowed(group, plural, "patch"), (group, plural)
