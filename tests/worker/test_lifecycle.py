@@ -181,6 +181,10 @@ def test_metrics_names_and_port(workers: dict[str, Worker]) -> None:
     assert 'nv_inference_request_failure{model="mlp",version="1",reason="REJECTED"}' in text
     assert "airt_gpu_telemetry_available 0" in text
     assert 'airt_batch_size_bucket{model="mlp",version="1",le="+Inf"}' in text
+    assert 'airt_request_duration_seconds_bucket{model="mlp",version="1",le="0.001"}' in text
+    assert w.metric("airt_request_duration_seconds_count") >= w.metric(
+        "nv_inference_request_success"
+    )
     assert not [line for line in text.splitlines() if line.startswith("nv_gpu_")]  # CPU model
     # bound to 127.0.0.1 only: another local address of this host is refused
     own = [a for a in socket.gethostbyname_ex(socket.gethostname())[2] if not a.startswith("127.")]

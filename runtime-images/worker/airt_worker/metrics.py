@@ -19,6 +19,7 @@ from typing import Any
 
 from airt_worker.dataplane import DataPlane
 from airt_worker.rest import Receive, Scope, Send
+from airt_worker.stats import DURATION_BUCKETS_S
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +255,20 @@ class WorkerCollector:
         hist.add(lv, s.inference_count, "_sum")
         hist.add(lv, s.execution_count, "_count")
         yield hist
+        latency = Family(
+            "airt_request_duration_seconds",
+            "End-to-end inference request duration, arrival to response, in seconds",
+            "histogram",
+        )
+        seen = 0
+        for upper, n in zip(DURATION_BUCKETS_S, s.duration_buckets, strict=False):
+            seen += n
+            latency.add({**lv, "le": repr(upper)}, seen, "_bucket")
+        total = s.success.count + s.fail.count
+        latency.add({**lv, "le": "+Inf"}, total, "_bucket")
+        latency.add(lv, (s.success.ns + s.fail.ns) / 1e9, "_sum")
+        latency.add(lv, total, "_count")
+        yield latency
         gpu_ok = self.nvml is not None and self.nvml.available
         yield Family(
             "airt_gpu_telemetry_available",

@@ -7,10 +7,31 @@ nanoseconds; `last_inference` is wall-clock milliseconds since the epoch as Trit
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+
+#: Upper bounds (seconds) of the request-duration histogram buckets.
+DURATION_BUCKETS_S = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+_BUCKET_NS = tuple(int(b * 1e9) for b in DURATION_BUCKETS_S)
 
 
 @dataclass(slots=True)
@@ -54,11 +75,18 @@ class ModelStats:
     #: rows per executed batch -> number of such batches (for the batch-size histogram)
     batch_rows: Counter[int] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
+    #: per-bucket (non-cumulative) counts of request durations, success and failure alike;
+    #: the last slot counts requests slower than the largest bound
+    duration_buckets: list[int] = field(default_factory=lambda: [0] * (len(_BUCKET_NS) + 1))
+
+    def _observe(self, total_ns: int) -> None:
+        self.duration_buckets[bisect.bisect_left(_BUCKET_NS, total_ns)] += 1
 
     def record_success(
         self, total_ns: int, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int
     ) -> None:
         self.success.add(total_ns)
+        self._observe(total_ns)
         self.queue.add(queue_ns)
         self.compute_input.add(input_ns)
         self.compute_infer.add(infer_ns)
@@ -67,6 +95,7 @@ class ModelStats:
 
     def record_failure(self, total_ns: int, reason: str) -> None:
         self.fail.add(total_ns)
+        self._observe(total_ns)
         self.failures[reason] += 1
         self.last_inference_ms = time.time_ns() // 1_000_000
 
