@@ -77,7 +77,7 @@ class FakeModel:
             p.compute_infer_ns = 1
 
 
-async def queued(batcher: DynamicBatcher, n: int) -> None:
+async def until_queued(batcher: DynamicBatcher, n: int) -> None:
     """Let submitted tasks run until `n` requests sit in the queue (no clock involved)."""
     for _ in range(10_000):
         if batcher.queued >= n:
@@ -99,7 +99,7 @@ async def test_requests_queued_while_busy_form_one_batch() -> None:
     first = asyncio.ensure_future(batcher.submit(item(1)))
     await asyncio.to_thread(model.started.wait, 30)  # instance busy with [1]
     rest = [asyncio.ensure_future(batcher.submit(item(i))) for i in range(2, 7)]
-    await queued(batcher, 5)
+    await until_queued(batcher, 5)
     model.gate.set()
     assert await first == [10]
     assert await asyncio.gather(*rest) == [[i * 10] for i in range(2, 7)]
@@ -115,7 +115,7 @@ async def test_one_bad_request_does_not_fail_its_batch() -> None:
     await asyncio.to_thread(model.started.wait, 30)
     good = asyncio.ensure_future(batcher.submit(item(1)))
     bad = asyncio.ensure_future(batcher.submit(item("bad")))
-    await queued(batcher, 2)
+    await until_queued(batcher, 2)
     model.gate.set()
     await blocker
     assert await good == [10]
@@ -133,7 +133,7 @@ async def test_full_queue_rejects_immediately() -> None:
     running = asyncio.ensure_future(batcher.submit(item(0)))
     await asyncio.to_thread(model.started.wait, 30)
     queued = [asyncio.ensure_future(batcher.submit(item(i))) for i in (1, 2)]
-    await queued(batcher, 2)
+    await until_queued(batcher, 2)
     with pytest.raises(UnavailableError, match="exceeds maximum queue size"):
         await batcher.submit(item(3))
     assert batcher.pending == 3
@@ -181,7 +181,7 @@ async def test_close_flushes_queue_then_refuses() -> None:
     batcher = DynamicBatcher(model.execute, policy, instances=1)
     batcher.start()
     waiting = [asyncio.ensure_future(batcher.submit(item(i))) for i in range(3)]
-    await queued(batcher, 3)
+    await until_queued(batcher, 3)
     await batcher.close()
     assert await asyncio.gather(*waiting) == [[0], [10], [20]]
     with pytest.raises(UnavailableError, match="shutting down"):
