@@ -47,6 +47,7 @@ class Release:
         self.ns = f"airt-e2e-{suffix}"
         self.fullname = f"{self.name}-airt"
         self.sa = f"{self.fullname}-operator"
+        self.install_output = ""
         self.values = tmp / "values.yaml"
         self.values.write_text(
             yaml.safe_dump(
@@ -116,11 +117,16 @@ def release(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
     finally:
         rel.helm("uninstall", rel.name, "-n", rel.ns, "--wait", "--timeout", "60s", check=False)
         cluster.kubectl("delete", "namespace", rel.ns, "--wait=false", check=False)
+        # Hand the kept CRDs back to kubectl's field manager, as the cluster tier applies them,
+        # so that its next `kubectl apply --server-side -f crds/` meets no conflict with helm.
+        cluster.kubectl(
+            "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"), check=False
+        )
 
 
 @pytest.fixture(scope="module")
 def installed(release: Release) -> Release:
-    release.helm(
+    release.install_output = release.helm(
         "install",
         release.name,
         str(CHART),
@@ -131,7 +137,7 @@ def installed(release: Release) -> Release:
         "--wait",
         "--timeout",
         "120s",
-    )
+    ).stdout
     return release
 
 
@@ -153,6 +159,8 @@ def test_helm_install_succeeds(cluster: Cluster, installed: Release) -> None:
     rel = installed
     status = json.loads(rel.helm("status", rel.name, "-n", rel.ns, "-o", "json").stdout)
     assert status["info"]["status"] == "deployed"
+    notes = rel.install_output
+    assert f"rollout status deployment/{rel.sa}" in notes and "kubectl wait" in notes, notes
     deployment = cluster.get_json("deployment", rel.sa, "-n", rel.ns)
     assert deployment["spec"]["replicas"] == 2
     assert deployment["status"].get("readyReplicas") == 2  # admitted under `restricted`

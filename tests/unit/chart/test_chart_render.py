@@ -262,11 +262,3 @@ def test_network_policy_allows_metrics_from_monitoring_only(render: Render) -> N
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "prom"}}}
     ]
     assert not by_kind(render("--set", "networkPolicy.enabled=false"), "NetworkPolicy")
-
-
-def test_notes_explain_a_first_install(helm: Path) -> None:
-    proc = helm_template(helm, "--show-only", "templates/NOTES.txt", served=())
-    # helm template does not render NOTES.txt; check the source instead.
-    assert proc.returncode != 0 or "helm upgrade" in proc.stdout
-    notes = (CHART / "templates" / "NOTES.txt").read_text()
-    assert "--reuse-values" in notes and "kubectl wait" in notes
