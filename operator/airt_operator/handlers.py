@@ -86,15 +86,23 @@ class World:
         )
 
 
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _copy(body: kopf.Body) -> dict[str, Any]:
-    """A plain snapshot of a kopf body (bodies are live views that change under us)."""
-    return {
-        "apiVersion": body.get("apiVersion"),
-        "kind": body.get("kind"),
-        "metadata": dict(body.get("metadata", {})),
-        "spec": dict(body.get("spec", {})) if body.get("spec") is not None else None,
-        "status": dict(body.get("status", {})) if body.get("status") is not None else None,
-    }
+    """A deep plain copy of a kopf body (bodies are live views that change under us).
+
+    Every top-level field is kept: ServiceAccounts, Roles and RoleBindings carry theirs outside
+    `spec` (automountServiceAccountToken, rules, roleRef, subjects).
+    """
+    out: dict[str, Any] = _plain(body)
+    out.get("metadata", {}).pop("managedFields", None)  # large, and never compared
+    return out
 
 
 def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, world: World) -> None:

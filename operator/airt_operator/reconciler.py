@@ -187,6 +187,13 @@ class Reconciler:
             if manifest["kind"] == SERVICE_MONITOR.kind:  # not watched: read it
                 live = await self.kube.get(SERVICE_MONITOR, *_ns_name(snap))
             if needs_apply(manifest, dict(live) if live is not None else None):
+                log.info(
+                    "applying %s %s/%s (%s)",
+                    manifest["kind"],
+                    manifest["metadata"]["namespace"],
+                    manifest["metadata"]["name"],
+                    "drifted or changed" if live is not None else "missing",
+                )
                 await self.kube.apply(manifest)
                 self.metrics.children_applied.labels(kind=manifest["kind"]).inc()
                 wrote = True

@@ -33,3 +33,13 @@ def wait_for(
                 f"timed out after {timeout_s:g} s waiting for {what}; last: {last!r}"
             )
         time.sleep(interval_s)
+
+
+def observe_for(seconds: float) -> None:
+    """Let a measurement window pass (e.g. counting writes in steady state).
+
+    Not a wait for a condition: the point is to watch what happens during the window.
+    """
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 1.0))

@@ -23,6 +23,7 @@ from airt_operator.kube.resources import EVENT, MODEL_DEPLOYMENT, Kind, kind_of
 from airt_operator.metrics import OperatorMetrics
 
 FIELD_MANAGER = "airt-operator"
+USER_AGENT = "airt-operator/0.1.0"
 
 
 class KubeError(Exception):
@@ -57,7 +58,9 @@ class Kube:
             config.load_incluster_config()  # type: ignore[no-untyped-call]
         except config.ConfigException:
             await config.load_kube_config()
-        return cls(client.ApiClient(), metrics)
+        api = client.ApiClient()
+        api.user_agent = USER_AGENT  # what the API server's audit log attributes writes to
+        return cls(api, metrics)
 
     async def close(self) -> None:
         await self.api.close()

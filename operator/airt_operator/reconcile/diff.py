@@ -19,12 +19,13 @@ from typing import Any
 _MERGE_KEYS = ("name", "containerPort", "port", "type", "mountPath", "key", "topologyKey")
 
 
-def _key_of(item: Any) -> tuple[str, Any] | None:
+def _key_of(item: Any) -> tuple[str, Any, Any] | None:
     if not isinstance(item, dict):
         return None
     for k in _MERGE_KEYS:
         if k in item:
-            return (k, item[k])
+            # Ports are keyed by (port, protocol) in Kubernetes: 53/UDP and 53/TCP are two items.
+            return (k, item[k], item.get("protocol"))
     return None
 
 

@@ -1,0 +1,65 @@
+"""Objects the examples assume exist in a namespace: the model volume and the S3 credentials.
+
+Called by `make dev` (tools/dev.sh) and by the cluster and e2e tiers before they apply the
+examples. The PersistentVolume is pre-bound to its claim (claimRef + volumeName), so binding
+needs no provisioner — kwok clusters have none.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from airt_operator.dev.cluster import Cluster
+
+MODEL_CLAIM = "airt-models"
+S3_SECRET = "airt-examples-s3"
+
+
+def model_volume(namespace: str) -> list[dict[str, Any]]:
+    pv_name = f"airt-models-{namespace}"[:253]
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": pv_name, "labels": {"airt.dev/dev-fixture": "true"}},
+            "spec": {
+                "capacity": {"storage": "10Gi"},
+                "accessModes": ["ReadOnlyMany"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "airt-local",
+                "hostPath": {"path": "/var/lib/airt/models"},
+                "claimRef": {"namespace": namespace, "name": MODEL_CLAIM},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": MODEL_CLAIM, "namespace": namespace},
+            "spec": {
+                "accessModes": ["ReadOnlyMany"],
+                "storageClassName": "airt-local",
+                "volumeName": pv_name,
+                "resources": {"requests": {"storage": "10Gi"}},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": S3_SECRET, "namespace": namespace},
+            "type": "Opaque",
+            "stringData": {"AWS_ACCESS_KEY_ID": "example", "AWS_SECRET_ACCESS_KEY": "example"},
+        },
+    ]
+
+
+def ensure_fixtures(cluster: Cluster, namespace: str) -> None:
+    """Create the model volume, its claim and the example credentials (idempotent)."""
+    cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--field-manager=airt-dev",
+        "-f",
+        "-",
+        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": model_volume(namespace)}),
+    )
