@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import time
 import warnings
@@ -105,6 +106,9 @@ class ModelRunner:
                 }
                 inferred_out: list[tuple[str | int, str | None, tuple[int, ...] | None]] = []
             else:
+                # torch.export.load falls back to torch.load(weights_only=False) — a full
+                # unpickle — for some archive entries; never for a model file we serve.
+                os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
                 try:
                     program = torch.export.load(str(path))
                 except Exception as e:
