@@ -262,3 +262,20 @@ def test_network_policy_allows_metrics_from_monitoring_only(render: Render) -> N
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "prom"}}}
     ]
     assert not by_kind(render("--set", "networkPolicy.enabled=false"), "NetworkPolicy")
+
+
+def test_operator_env_names_are_operator_settings(render: Render) -> None:
+    """Every AIRT_OPERATOR_* the chart sets is a field of OperatorSettings (no silent typos)."""
+    from airt_operator.settings import OperatorSettings
+
+    prefix = "AIRT_OPERATOR_"
+    fields = {name.upper() for name in OperatorSettings.model_fields}
+    container = one(render(), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    names = [e["name"] for e in container["env"] if e["name"].startswith(prefix)]
+    assert names
+    unknown = [n for n in names if n.removeprefix(prefix) not in fields]
+    assert not unknown, f"OperatorSettings has no field for {unknown}"
+    # The values pass the settings' own validation.
+    env = {e["name"]: e["value"] for e in container["env"] if e["name"].startswith(prefix)}
+    settings = OperatorSettings(**{k.removeprefix(prefix).lower(): v for k, v in env.items()})
+    assert settings.health_port == 8080 and settings.standalone is False
