@@ -1,0 +1,45 @@
+"""Shared builders for the operator's unit tests: the examples, parsed and resolved."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from airt_operator.api import (
+    InferenceRuntime,
+    ModelDeployment,
+    parse_inference_runtime,
+    parse_model_deployment,
+)
+from airt_operator.reconcile.build import BuildSettings, build_context
+from airt_operator.reconcile.context import RenderContext
+from airt_operator.reconcile.resolve import resolve
+
+ROOT = Path(__file__).resolve().parents[3]
+EXAMPLE_FILES = sorted((ROOT / "examples" / "deployments").glob("*.yaml"))
+
+
+def runtimes() -> list[InferenceRuntime]:
+    return [
+        parse_inference_runtime(yaml.safe_load(p.read_text()))
+        for p in sorted((ROOT / "examples" / "runtimes").glob("*.yaml"))
+    ]
+
+
+def model(raw: dict[str, Any], namespace: str = "ns") -> ModelDeployment:
+    raw = {**raw, "metadata": {**raw.get("metadata", {}), "namespace": namespace}}
+    return parse_model_deployment(raw)
+
+
+def example(name: str) -> ModelDeployment:
+    for p in EXAMPLE_FILES:
+        raw = yaml.safe_load(p.read_text())
+        if raw["metadata"]["name"] == name:
+            return model(raw)
+    raise KeyError(name)
+
+
+def context(md: ModelDeployment, service_monitor: bool = False) -> RenderContext:
+    return build_context(md, resolve(md, runtimes()), BuildSettings(), "uid-1", 1, service_monitor)
