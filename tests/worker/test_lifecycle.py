@@ -39,8 +39,9 @@ def x(seed: int) -> np.ndarray:
 async def test_queue_full_then_drain_on_sigterm(
     models: Path, tmp_path: Path, reference: Any
 ) -> None:
-    """Requests wait in the queue (long max delay); a full queue rejects at once over HTTP (503)
-    and gRPC (UNAVAILABLE); SIGTERM then answers every accepted request and exits 0."""
+    """Requests wait in the queue (long max delay): a per-request timeout expires (503); a full
+    queue rejects at once over HTTP (503) and gRPC (UNAVAILABLE); SIGTERM then answers every
+    accepted request and the process exits 0."""
     sha = hashlib.sha256((models / "mlp.pt2").read_bytes()).hexdigest()
     worker = spawn(
         "queue",
@@ -66,6 +67,14 @@ async def test_queue_full_then_drain_on_sigterm(
             out: np.ndarray = result.as_numpy("logits")
             return out
 
+        # a request with its own timeout leaves the queue with 503 when the timeout passes
+        timed = aiohttpclient.InferInput("features", [1, 64], "FP32")
+        timed.set_data_from_numpy(x(0))
+        with pytest.raises(InferenceServerException) as tinfo:
+            await clients[0].infer("mlp", [timed], timeout=50_000)
+        assert tinfo.value.status() == "503"
+        assert "request timeout expired" in str(tinfo.value)
+
         accepted = [asyncio.ensure_future(infer(i)) for i in range(QUEUE)]
         await wait_for(
             lambda: worker.metric("nv_inference_pending_request_count") == QUEUE, "a full queue"
@@ -85,7 +94,7 @@ async def test_queue_full_then_drain_on_sigterm(
         assert worker.metric("nv_inference_pending_request_count") == QUEUE
         assert not any(f.done() for f in accepted)
         rejected = worker.metric("nv_inference_request_failure")
-        assert rejected == 2
+        assert rejected == 3  # the timed-out request and the two rejected ones
 
         worker.proc.send_signal(signal.SIGTERM)
         results = await asyncio.wait_for(asyncio.gather(*accepted), 60)

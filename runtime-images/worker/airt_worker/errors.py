@@ -44,3 +44,10 @@ class ModelError(InferenceError):
     """The model itself raised while running a batch (HTTP 500, gRPC INTERNAL)."""
 
     reason = "BACKEND"
+
+
+class ModelLoadError(Exception):
+    """The model file cannot be served as configured; the worker exits 1 with this message.
+
+    Not an InferenceError: it never reaches a client, it stops the process at start.
+    """

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import threading
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -25,7 +24,8 @@ import torch
 
 from airt_worker.batching import Pending
 from airt_worker.datatypes import FROM_TORCH, NUMPY_DTYPES, TORCH_DTYPES, Array
-from airt_worker.errors import InferenceError, ModelError
+from airt_worker.errors import InferenceError, ModelError, ModelLoadError
+from airt_worker.introspect import export_signature, merge_inputs, script_inputs
 from airt_worker.modelspec import ModelSpec, TensorSpec
 from airt_worker.settings import TensorConfig, WorkerSettings
 
@@ -37,10 +37,6 @@ warnings.filterwarnings("ignore", message="The given NumPy array is not writable
 
 _CAST = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _PLATFORMS = {"torchscript": "pytorch_libtorch", "torch-export": "torch_export"}
-
-
-class ModelLoadError(Exception):
-    """The model file cannot be served as configured (the worker exits with this message)."""
 
 
 def sha256_of(path: Path) -> str:
@@ -75,7 +71,6 @@ class ModelRunner:
         torch.set_num_threads(settings.effective_threads())
         self._cast = _CAST.get(settings.dtype)
         self._streams: list[Any] = []
-        self._local = threading.local()
         self._list_inputs: list[bool] = []
         self._forward_pos: list[int] = []
         self._output_keys: list[str | int] = []
@@ -99,7 +94,7 @@ class ModelRunner:
                     str(path), map_location=self.device
                 )
                 module.eval()
-                names, list_inputs = _script_inputs(module)
+                names, list_inputs = script_inputs(module)
                 inferred_in: dict[str, tuple[str | None, tuple[int, ...] | None]] = {
                     n: (("BYTES", None) if is_list else (None, None))
                     for n, is_list in zip(names, list_inputs, strict=True)
@@ -113,13 +108,13 @@ class ModelRunner:
                     program = torch.export.load(str(path))
                 except Exception as e:
                     raise ModelLoadError(f"cannot load torch.export program {path}: {e}") from e
-                names, inferred_in, inferred_out = _export_signature(program, s)
+                names, inferred_in, inferred_out = export_signature(program, s)
                 list_inputs = [False] * len(names)
                 module = program.module().to(self.device)
         if self._cast is not None:
             module = module.to(self._cast)
         self.module = module
-        inputs, positions = _merge_inputs(names, inferred_in, s.inputs, s.format)
+        inputs, positions = merge_inputs(names, inferred_in, s.inputs, s.format)
         self._forward_pos = positions
         self._list_inputs = [list_inputs[p] for p in positions]
         mb = s.batching.max_batch_size
@@ -392,87 +387,3 @@ def _normalise(out: Any) -> list[tuple[str | int, Any]]:
 
 def _fields(spec: ModelSpec) -> dict[str, Any]:
     return {f: getattr(spec, f) for f in spec.__slots__}
-
-
-def _script_inputs(module: Any) -> tuple[list[str], list[bool]]:
-    try:
-        args = module.forward.schema.arguments[1:]
-    except AttributeError as e:
-        raise ModelLoadError(f"the TorchScript module has no usable forward(): {e}") from e
-    names = [a.name for a in args]
-    kinds = [str(a.type) for a in args]
-    for n, k in zip(names, kinds, strict=True):
-        if k not in {"Tensor", "List[str]"}:
-            raise ModelLoadError(
-                f"forward argument {n!r} has type {k}; supported: Tensor, List[str]"
-            )
-    return names, [k == "List[str]" for k in kinds]
-
-
-def _export_signature(
-    program: Any, s: WorkerSettings
-) -> tuple[
-    list[str],
-    dict[str, tuple[str | None, tuple[int, ...] | None]],
-    list[tuple[str | int, str | None, tuple[int, ...] | None]],
-]:
-    mb = s.batching.max_batch_size
-    user_inputs = list(program.graph_signature.user_inputs)
-    vals = {n.name: n.meta.get("val") for n in program.graph.nodes if n.op == "placeholder"}
-    inputs: dict[str, tuple[str | None, tuple[int, ...] | None]] = {}
-    for name in user_inputs:
-        inputs[name] = _describe(vals.get(name), mb, f"input {name!r}")
-    out_node = next(n for n in program.graph.nodes if n.op == "output")
-    out_vals = [a.meta.get("val") if hasattr(a, "meta") else None for a in out_node.args[0]]
-    out_spec = program.call_spec.out_spec
-    keys: list[str | int] = list(range(len(out_vals)))
-    if out_spec is not None and out_spec.type is dict:
-        keys = [str(k) for k in out_spec.context]
-    outputs = [(k, *_describe(v, mb, f"output {k!r}")) for k, v in zip(keys, out_vals, strict=True)]
-    return user_inputs, inputs, outputs
-
-
-def _describe(val: Any, mb: int, where: str) -> tuple[str | None, tuple[int, ...] | None]:
-    if val is None or not hasattr(val, "shape"):
-        return None, None
-    dt = FROM_TORCH.get(val.dtype)
-    if dt is None:
-        raise ModelLoadError(f"{where}: unsupported dtype {val.dtype}")
-    dims = [d if isinstance(d, int) else -1 for d in val.shape]
-    if mb > 0:
-        if not dims:
-            raise ModelLoadError(f"{where}: a scalar has no batch dimension; set max_batch_size 0")
-        dims = dims[1:]
-    return dt, tuple(dims)
-
-
-def _merge_inputs(
-    names: list[str],
-    inferred: dict[str, tuple[str | None, tuple[int, ...] | None]],
-    configured: list[TensorConfig],
-    fmt: str,
-) -> tuple[list[TensorSpec], list[int]]:
-    """Specs in configured order (else forward's), and each one's position in forward()."""
-    if configured and len(configured) != len(names):
-        raise ModelLoadError(
-            f"inputs: {len(configured)} configured but forward() takes {len(names)} "
-            f"({', '.join(names)})"
-        )
-    by_name = all(c.name in names for c in configured) if configured else True
-    result: list[TensorSpec] = []
-    entries = configured if configured else [TensorConfig(name=n) for n in names]
-    for i, cfg in enumerate(entries):
-        source = cfg.name if by_name else names[i]
-        dt, dims = inferred.get(source, (None, None))
-        datatype = cfg.datatype or dt
-        shape = tuple(cfg.dims) if cfg.dims is not None else dims
-        if datatype == "BYTES" and shape is None:
-            shape = (1,)
-        if datatype is None or shape is None:
-            raise ModelLoadError(
-                f"input {cfg.name!r}: {fmt} files do not record input dtypes and shapes; "
-                "set inputs[].datatype and dims (without the batch dimension)"
-            )
-        result.append(TensorSpec(cfg.name, datatype, shape))
-    positions = [names.index(t.name) for t in result] if by_name else list(range(len(result)))
-    return result, positions

@@ -21,10 +21,11 @@ import uvicorn
 
 from airt_worker.batching import BatchPolicy, DynamicBatcher
 from airt_worker.dataplane import DataPlane
+from airt_worker.errors import ModelLoadError
 from airt_worker.grpc_service import build_server
 from airt_worker.metrics import MetricsApp, Nvml, WorkerCollector
 from airt_worker.rest import RestApp
-from airt_worker.runner import ModelLoadError, ModelRunner
+from airt_worker.runner import ModelRunner
 from airt_worker.settings import WorkerSettings
 
 log = logging.getLogger("airt_worker")
