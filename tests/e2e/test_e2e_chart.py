@@ -303,6 +303,15 @@ def _all_ready(cluster: Cluster, ns: str) -> list[dict[str, Any]] | None:
     return None
 
 
+def _drop_finalizers(cluster: Cluster, ns: str) -> None:
+    listed = cluster.kubectl("get", "md", "-n", ns, "-o", "name", check=False)
+    for name in listed.stdout.split():
+        cluster.kubectl(
+            "patch", "-n", ns, name, "--type=merge", "-p", '{"metadata":{"finalizers":null}}',
+            check=False,
+        )  # fmt: skip
+
+
 def test_operator_as_the_service_account_reconciles_the_examples(
     cluster: Cluster, installed: Release, tmp_path: Path
 ) -> None:
@@ -381,7 +390,13 @@ def test_operator_as_the_service_account_reconciles_the_examples(
                     assert "f:spec" not in json.dumps(entry.get("fieldsV1", {})), entry
     finally:
         if op is not None:
+            # Delete the models while the operator runs, so that kopf lifts its finalizers
+            # (its timers put one on every ModelDeployment); only then stop it.
+            cluster.kubectl(
+                "delete", "md", "--all", "-n", models, "--wait", "--timeout=60s", check=False
+            )
             op.stop()
+        _drop_finalizers(cluster, models)  # whatever a stopped operator left behind
         cluster.kubectl("delete", "namespace", models, "--wait=false", check=False)
         cluster.kubectl("delete", "pv", f"airt-models-{models}", "--wait=false", check=False)
 
