@@ -159,7 +159,9 @@ class WorkerSettings(BaseSettings):
         default=1024, ge=0, description="Smaller /infer responses are never compressed."
     )
     drain_timeout_seconds: float = Field(
-        default=30.0, gt=0, description="On SIGTERM, how long accepted requests may take."
+        default=30.0,
+        ge=0,
+        description="On SIGTERM, how long accepted requests may take (0 = stop at once).",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -65,3 +65,39 @@ def test_cgroup_v1_quota(tmp_path: Path) -> None:
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("50000\n")
     (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
     assert cgroup_cpu_limit(tmp_path) == 1
+
+
+def test_the_environment_the_operator_renders(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The env block of the operator's Deployment template (templates/deployment.yaml.j2)."""
+    env = {
+        "AIRT_MODEL_NAME": "simple",
+        "AIRT_MODEL_VERSION": "2",
+        "AIRT_MODEL_PATH": "/models/model.pt",
+        "AIRT_MODEL_FORMAT": "torchscript",
+        "AIRT_MODEL_SHA256": "a" * 64,
+        "AIRT_DEVICE": "cuda",
+        "AIRT_THREADS": "2",
+        "AIRT_DTYPE": "float16",
+        "AIRT_INSTANCE_COUNT": "2",
+        "AIRT_BATCHING__MAX_BATCH_SIZE": "32",
+        "AIRT_BATCHING__MAX_QUEUE_DELAY_MICROSECONDS": "500",
+        "AIRT_BATCHING__MAX_QUEUE_SIZE": "128",
+        "AIRT_BATCHING__PREFERRED_BATCH_SIZES": "[8, 16]",
+        "AIRT_BATCHING__DEFAULT_TIMEOUT_MICROSECONDS": "0",
+        "AIRT_INPUTS": '[{"name": "x", "datatype": "FP32", "dims": [3, -1]}]',
+        "AIRT_OUTPUTS": '[{"name": "y", "datatype": "FP32", "dims": [10]}]',
+        "AIRT_DRAIN_TIMEOUT_SECONDS": "30",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    s = load_settings([])
+    assert (s.model_name, s.model_version, s.format, s.device) == (
+        "simple",
+        "2",
+        "torchscript",
+        "cuda",
+    )
+    assert (s.threads, s.dtype, s.instance_count) == (2, "float16", 2)
+    assert s.batching.preferred_batch_sizes == [8, 16] and s.batching.max_queue_size == 128
+    assert s.inputs[0].dims == [3, -1] and s.outputs[0].name == "y"
+    assert s.drain_timeout_seconds == 30
