@@ -110,6 +110,67 @@ async def test_queue_full_then_drain_on_sigterm(
         worker.stop()
 
 
+async def test_sigterm_under_load_answers_every_accepted_request(
+    models: Path, tmp_path: Path, reference: Any
+) -> None:
+    """16 clients keep sending while SIGTERM arrives: every request the worker counted as a
+    success reached its client with the right answer, and nothing else got a 5xx but 503."""
+    import aiohttp
+
+    worker = spawn("load", models / "mlp.pt", tmp_path, config=models / "mlp.yaml")
+    await asyncio.to_thread(worker.wait_ready)
+    module = reference("mlp.pt")
+    import torch
+
+    answered = 0
+    refused: list[str] = []
+    signalled = asyncio.Event()
+
+    async def client(i: int) -> None:
+        nonlocal answered
+        c = aiohttpclient.InferenceServerClient(worker.http)
+        try:
+            for r in range(10_000):
+                inp = aiohttpclient.InferInput("features", [1, 64], "FP32")
+                inp.set_data_from_numpy(x(i * 10_000 + r))
+                try:
+                    result = await c.infer("mlp", [inp])
+                except InferenceServerException as e:  # answered, but refused: draining
+                    assert signalled.is_set() and e.status() == "503", e
+                    refused.append("503")
+                    return
+                except (aiohttp.ClientError, OSError) as e:  # not accepted: listener closed
+                    assert signalled.is_set(), e
+                    refused.append(type(e).__name__)
+                    return
+                with torch.inference_mode():
+                    want = module(torch.from_numpy(x(i * 10_000 + r)))["logits"].numpy()
+                np.testing.assert_allclose(result.as_numpy("logits"), want, rtol=1e-5, atol=1e-6)
+                answered += 1
+        finally:
+            await c.close()
+
+    try:
+        clients = [asyncio.ensure_future(client(i)) for i in range(16)]
+        await wait_for(
+            lambda: answered >= 200 or any(c.done() for c in clients),
+            "200 answered requests under load",
+        )
+        for c in clients:
+            if c.done():
+                await c  # a client failed before SIGTERM: raise its error
+        signalled.set()
+        worker.proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(asyncio.gather(*clients), 120)
+        assert await asyncio.to_thread(worker.proc.wait, 60) == 0, worker.log()
+    finally:
+        worker.stop()
+    log = worker.log()
+    served = int(log.split("stopped after ")[1].split(" successful")[0])
+    assert served == answered, f"worker answered {served}, clients received {answered}"
+    assert len(refused) == 16
+
+
 def run_worker(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "airt_worker", *args],

@@ -168,5 +168,6 @@ async def serve(settings: WorkerSettings) -> int:
     await asyncio.gather(metrics_task, return_exceptions=True)
     if not load.done():
         load.cancel()
-    log.info("stopped")
+    st = plane.stats
+    log.info("stopped after %d successful and %d failed requests", st.success.count, st.fail.count)
     return code
