@@ -1,0 +1,134 @@
+"""Shared pieces of the benchmark harness: paths, CPU pinning, ports, readiness, result files.
+
+Imported by every bench module (worker.py, operator_scale.py, profile_worker.py, plots.py) that
+`bench/run.py` drives. Nothing here is a test: the harness measures and writes
+`docs/benchmarks/*.json`; it never passes or fails on a number.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+RESULTS = ROOT / "docs" / "benchmarks"
+#: Peer virtual environments and built models live outside the repository.
+CACHE = Path(os.environ.get("AIRT_BENCH_CACHE", Path.home() / ".cache" / "airt" / "bench"))
+VENVS = Path(os.environ.get("AIRT_BENCH_VENVS", Path.home() / ".cache" / "airt" / "bench-venvs"))
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def server_cores() -> set[int]:
+    """Cores the servers under test get: the first half of this process's cores (at least 1)."""
+    cores = sorted(os.sched_getaffinity(0))
+    return set(cores[: max(1, len(cores) // 2)])
+
+
+def client_cores() -> set[int]:
+    """Cores the load generator gets: the rest (the same core when there is only one)."""
+    cores = sorted(os.sched_getaffinity(0))
+    rest = cores[max(1, len(cores) // 2) :]
+    return set(rest or cores)
+
+
+def pinned(cores: set[int]) -> Callable[[], None]:
+    """A `preexec_fn` that pins the child (and everything it starts) to `cores`."""
+
+    def pin() -> None:
+        os.sched_setaffinity(0, cores)
+
+    return pin
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return bool(r.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False
+
+
+def http_json(url: str, timeout: float = 10.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def wait_until(
+    predicate: Callable[[], bool],
+    timeout_s: float,
+    what: str,
+    proc: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+) -> None:
+    """Poll `predicate` until it holds; fail early when `proc` exits, with its log's tail."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+            raise RuntimeError(f"{what}: process exited with {proc.returncode}\n{tail}")
+        if predicate():
+            return
+        time.sleep(0.2)
+    tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+    raise TimeoutError(f"{what}: not ready after {timeout_s:g} s\n{tail}")
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were taken on, recorded next to them."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cores": cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "loadavg_at_start": list(os.getloadavg()),
+        "note": "shared machine: other engineers' test runs may have been running at the same time",
+    }
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_result(name: str, doc: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
+    return path
+
+
+def venv_python(peer: str) -> Path:
+    return VENVS / peer / "bin" / "python"
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
