@@ -9,6 +9,7 @@ import pytest
 import torch
 import tritonclient.http as httpclient
 import tritonclient.http.aio as aiohttpclient
+from tritonclient.utils import InferenceServerException
 from workerproc import Worker
 
 
@@ -192,3 +193,18 @@ async def test_aio_client(mlp: Worker, reference: Any) -> None:
         )
     finally:
         await client.close()
+
+
+def test_versioned_paths(client: Any, reference: Any) -> None:
+    x = features(1, seed=9)
+    inp = httpclient.InferInput("features", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    result = client.infer("mlp", [inp], model_version="1")
+    np.testing.assert_allclose(
+        result.as_numpy("logits"), expected(reference, x)["logits"], rtol=1e-5, atol=1e-6
+    )
+    with pytest.raises(InferenceServerException, match="unknown version '2'") as info:
+        client.infer("mlp", [inp], model_version="2")
+    assert info.value.status() == "404"
+    assert client.get_inference_statistics("mlp", "1")["model_stats"][0]["version"] == "1"
+    assert client.get_model_config("mlp", "1")["name"] == "mlp"

@@ -256,8 +256,8 @@ class ModelRunner:
         arrays: list[Array] = []
         for i, (key, spec) in enumerate(zip(self._output_keys, self.spec.outputs, strict=True)):
             v = values.get(key)
-            if v is None:
-                v = values.get(i)  # configured names over a tuple-returning model: by position
+            if v is None and i < len(out):  # configured names differ from the model's: by position
+                v = out[i][1]
             if v is None:
                 raise ModelError(f"the model did not return output {key!r}")
             if isinstance(v, list):
