@@ -73,7 +73,7 @@ cluster-down: env ## Stop and delete the local cluster.
 
 .PHONY: dev
 dev: setup ## The main job: cluster, CRDs, runtimes, operator, examples Ready, one model answering.
-	@bash tools/dev.sh
+	@$(UV) run airt dev run
 
 ##@ Test
 

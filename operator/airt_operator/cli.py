@@ -98,11 +98,28 @@ def dev_up(
     typer.echo(f"KUBECONFIG={c.kubeconfig}")
 
 
+@dev_app.command("run")
+def dev_run() -> None:
+    """Cluster, CRDs, runtimes, operator, examples Ready, and a model served and answered."""
+    from airt_operator.dev import devjob
+    from airt_operator.dev.cluster import ClusterError
+    from airt_operator.dev.wait import WaitTimeoutError
+
+    try:
+        c = devjob.run(lambda line: typer.echo(f"[dev] {line}"))
+    except (ClusterError, WaitTimeoutError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"KUBECONFIG={c.kubeconfig}")
+
+
 @dev_app.command("down")
 def dev_down() -> None:
-    """Stop and delete the local cluster."""
+    """Stop the dev operator and worker, and delete the local cluster."""
+    from airt_operator.dev import devjob
     from airt_operator.dev.cluster import ClusterManager
 
+    devjob.stop()
     ClusterManager.from_env().down()
     typer.echo("cluster deleted")
 

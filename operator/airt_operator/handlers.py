@@ -192,14 +192,24 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, world: Wor
                 world.service_monitor_crd = present
                 await asyncio.gather(*(run_quietly(ns, n) for ns, n in world.model_keys()))
 
-    @kopf.timer(*MD, interval=reconciler_interval(reconciler), idle=30, registry=registry)
-    async def resync(**kwargs: Any) -> None:
-        world.update(kwargs)
-        await run_quietly(kwargs["namespace"], kwargs["name"])
+    @kopf.on.startup(registry=registry)
+    async def start_resync(memo: kopf.Memo, **_: Any) -> None:
+        # One cluster-level loop instead of a kopf timer per object: per-object timers make
+        # kopf put a finalizer on every ModelDeployment (a write, and a namespace that cannot
+        # be deleted while the operator is down).
+        memo["resync"] = asyncio.create_task(resync_loop())
 
+    @kopf.on.cleanup(registry=registry)
+    async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
+        task = memo.get("resync")
+        if task is not None:
+            task.cancel()
 
-def reconciler_interval(reconciler: Reconciler) -> float:
-    return reconciler.resync_seconds
+    async def resync_loop() -> None:
+        while True:
+            await asyncio.sleep(reconciler.resync_seconds)
+            for ns, n in world.model_keys():
+                await run_quietly(ns, n)
 
 
 def _sel(kind: Any) -> tuple[str, ...]:

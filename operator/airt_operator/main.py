@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 from typing import Any
 
 import kopf
@@ -101,6 +102,9 @@ async def run_operator(settings: OperatorSettings) -> None:
         settings.posting.enabled = False  # Events are ours, one per condition transition
         settings.watching.server_timeout = 300
         settings.batching.worker_limit = 64
+        # Replicas with equal priority all pause in kopf peering; a random priority makes
+        # one active and the others standbys that take over when it goes away.
+        settings.peering.priority = random.randint(1, 2**31 - 1)
         ready.set()
 
     @kopf.on.login(registry=registry)

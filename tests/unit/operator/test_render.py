@@ -73,15 +73,9 @@ def test_remote_model_gets_a_fetch_init_container_and_storage_egress() -> None:
     assert "--sha256" in init["args"]
     egress = children["NetworkPolicy"]["spec"]["egress"]
     assert {"port": 443, "protocol": "TCP"} in egress[1]["ports"]
-    role = children["Role"]
-    assert role["rules"] == [
-        {
-            "apiGroups": [""],
-            "resources": ["secrets"],
-            "resourceNames": ["airt-examples-s3"],
-            "verbs": ["get"],
-        }
-    ]
+    # Credentials reach the init container through envFrom; the pod's Role grants nothing.
+    assert init["envFrom"] == [{"secretRef": {"name": "airt-examples-s3"}}]
+    assert "rules" not in children["Role"]
 
 
 def test_pvc_model_has_no_init_container_and_no_storage_egress() -> None:
