@@ -75,6 +75,10 @@ cluster-down: env ## Stop and delete the local cluster.
 dev: setup ## The main job: cluster, CRDs, runtimes, operator, examples Ready, one model answering.
 	@$(UV) run airt dev run
 
+.PHONY: dev-down
+dev-down: ## Stop the dev operator and worker, and delete the local cluster.
+	@$(UV) run airt dev down
+
 ##@ Test
 
 .PHONY: test

@@ -33,6 +33,7 @@ from airt_operator.reconcile.build import BuildSettings, build_context
 from airt_operator.reconcile.diff import needs_apply, with_hash
 from airt_operator.reconcile.observe import (
     Observation,
+    degraded_apply_failed,
     failed_resolution,
     merge_conditions,
     observe,
@@ -162,7 +163,18 @@ class Reconciler:
             cond = resolved_conditions(Reason.INVALID_SPEC, str(exc), ok=False)
             await self._write_status(snap, generation, old, failed_resolution(cond), {})
             return ReconcileOutcome(Result.INVALID, str(exc))
-        wrote = await self._apply_children(desired, snap)
+        try:
+            wrote = await self._apply_children(desired, snap)
+        except KubeError as exc:
+            if exc.retryable:
+                raise
+            # The API server refused a child (admission, quota, RBAC): say so in status.
+            failed = degraded_apply_failed(str(exc))
+            resolved_cond = resolved_conditions(resolved.reason, resolved.message, ok=True)
+            await self._write_status(
+                snap, generation, old, failed_resolution(resolved_cond, failed), {}
+            )
+            return ReconcileOutcome(Result.FAILED, str(exc))
         resolved_cond = resolved_conditions(resolved.reason, resolved.message, ok=True)
         deployment = snap.children.get(("apps/v1", "Deployment"))
         obs = Observation(deployment, snap.pods, snap.nodes)

@@ -237,9 +237,15 @@ def observe(ctx: RenderContext, obs: Observation, resolved: Condition) -> list[C
     return [_ready(conds), *conds]
 
 
-def failed_resolution(resolved: Condition) -> list[Condition]:
-    """Conditions when no runtime could be resolved: nothing else can be known."""
-    return [_ready([resolved]), resolved]
+def degraded_apply_failed(message: str) -> Condition:
+    """Degraded=True when the API server refused a child; Ready follows from it."""
+    return _cond(ConditionType.DEGRADED, T, Reason.APPLY_FAILED, message)
+
+
+def failed_resolution(*known: Condition) -> list[Condition]:
+    """Conditions when reconciling stopped early (no runtime, a refused child): Ready from
+    what is known, which is False because one of `known` is in its wrong state."""
+    return [_ready(list(known)), *known]
 
 
 def status_fields(ctx: RenderContext, obs: Observation) -> dict[str, Any]:
