@@ -266,3 +266,24 @@ def test_metrics_names_and_port(workers: dict[str, Worker]) -> None:
 def test_grpc_server_stays_up(workers: dict[str, Worker]) -> None:
     with grpc.insecure_channel(workers["mlp"].grpc) as channel:
         grpc.channel_ready_future(channel).result(timeout=30)
+
+
+def test_taken_port_exits_1_with_the_address(models: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_worker(
+            [
+                *[
+                    "--model-path",
+                    str(models / "mlp.pt"),
+                    "--config-file",
+                    str(models / "mlp.yaml"),
+                ],
+                *["--host", "127.0.0.1", "--http-port", str(port)],
+                *["--grpc-port", "0", "--metrics-port", "0"],
+            ]
+        )
+    assert done.returncode == 1
+    assert f"cannot listen: 127.0.0.1:{port}" in done.stderr

@@ -288,7 +288,10 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         return service_pb2.LogSettingsResponse()
 
 
-def build_server(plane: DataPlane, host: str, port: int, max_message_bytes: int) -> grpc.aio.Server:
+def build_server(
+    plane: DataPlane, host: str, port: int, max_message_bytes: int
+) -> tuple[grpc.aio.Server, int]:
+    """The gRPC server bound to host:port (not started) and the port it got."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -297,7 +300,10 @@ def build_server(plane: DataPlane, host: str, port: int, max_message_bytes: int)
         ]
     )
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(plane), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as e:  # grpc reports a taken port as RuntimeError
+        raise OSError(f"{host}:{port} (grpc): {e}") from None
     if bound == 0:
-        raise OSError(f"cannot bind the gRPC port {host}:{port}")
-    return server
+        raise OSError(f"{host}:{port} (grpc): cannot bind")
+    return server, bound

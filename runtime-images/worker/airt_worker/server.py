@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import time
 from collections.abc import Generator
 from typing import Any
@@ -54,6 +55,21 @@ def _http_server(app: object, host: str, port: int, drain_s: float, log_level: s
         timeout_keep_alive=75,
     )
     return _Server(config)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket, so a taken port fails here with a clear message and exit 1."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise OSError(f"{host}:{port}: {e.strerror or e}") from None
+    sock.listen(4096)
+    sock.setblocking(False)
+    return sock
 
 
 def _load(settings: WorkerSettings) -> ModelRunner:
@@ -99,20 +115,26 @@ async def serve(settings: WorkerSettings) -> int:
         1.0,
         level,
     )
-    grpc_server = build_server(
-        plane, settings.host, settings.grpc_port, settings.grpc_max_message_bytes
-    )
+    try:
+        http_socket = _bind(settings.host, settings.http_port)
+        metrics_socket = _bind(settings.metrics_host, settings.metrics_port)
+        grpc_server, grpc_port = build_server(
+            plane, settings.host, settings.grpc_port, settings.grpc_max_message_bytes
+        )
+    except OSError as e:
+        log.error("cannot listen: %s", e)
+        return 1
     await grpc_server.start()
-    http_task = asyncio.create_task(http.serve(), name="http")
-    metrics_task = asyncio.create_task(metrics.serve(), name="metrics")
+    http_task = asyncio.create_task(http.serve(sockets=[http_socket]), name="http")
+    metrics_task = asyncio.create_task(metrics.serve(sockets=[metrics_socket]), name="metrics")
     log.info(
         "listening: http %s:%d, grpc %s:%d, metrics %s:%d",
         settings.host,
-        settings.http_port,
+        http_socket.getsockname()[1],
         settings.host,
-        settings.grpc_port,
+        grpc_port,
         settings.metrics_host,
-        settings.metrics_port,
+        metrics_socket.getsockname()[1],
     )
 
     batcher: DynamicBatcher | None = None
