@@ -1,0 +1,359 @@
+"""Operator scale: N ModelDeployments applied at once, against the same children applied directly.
+
+Called by bench/run.py (`--operator`, `--quick`); writes `docs/benchmarks/operator.json` (or
+`operator-quick.json`). It runs on its own local control plane (`airt-bench`: the real
+kube-apiserver, etcd, controller-manager and scheduler plus kwok nodes, from the project's pinned
+binaries), so other engineers' tests on the `airt` cluster neither disturb nor see it, and its
+audit policy logs every request (reads too) so requests per ModelDeployment can be counted by
+user agent. Each size N gets a fresh control plane and two namespaces:
+
+- baseline: the children the operator would render for each ModelDeployment
+  (`airt_operator.reconcile.render`), owner references removed, applied by parallel
+  `kubectl apply --server-side`; time until every Deployment is Available;
+- operator: the real `airt operator run` process scoped to its namespace; all N ModelDeployments
+  applied in one go; time until every one reports Ready=True; the operator's CPU seconds and
+  peak RSS (VmHWM) from /proc; its API requests from the audit log during creation and over
+  60 s of steady state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from airt_operator.api import parse_inference_runtime, parse_model_deployment
+from airt_operator.dev.cluster import Cluster, ClusterManager
+from airt_operator.dev.fixtures import ensure_fixtures
+from airt_operator.dev.operator_proc import OperatorProcess
+from airt_operator.reconcile.build import BuildSettings, build_context
+from airt_operator.reconcile.render import render
+from airt_operator.reconcile.resolve import resolve
+from common import BENCH, CACHE, ROOT, log, machine, now_iso, write_result
+
+AGENTS = ("airt-operator/", "kopf/")
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
+TEMPLATE = ROOT / "examples" / "deployments" / "cpu-mlp.yaml"
+PARALLEL_APPLIES = 4
+CHUNK = 200
+
+
+class BenchCluster(ClusterManager):
+    """The `airt-bench` cluster: the bench's node pool, and an audit log of every request."""
+
+    def write_config(self) -> Path:
+        path = super().write_config()
+        policy = {
+            "apiVersion": "audit.k8s.io/v1",
+            "kind": "Policy",
+            "omitStages": ["RequestReceived"],
+            "rules": [{"level": "Metadata"}],
+        }
+        audit = self.kwok_workdir / f"{self.name}-audit-policy.yaml"
+        audit.write_text(yaml.safe_dump(policy, sort_keys=False))
+        return path
+
+
+def bench_cluster() -> BenchCluster:
+    return BenchCluster(name="airt-bench", nodepool=BENCH / "nodepool.yaml")
+
+
+def model_deployments(n: int) -> list[dict[str, Any]]:
+    """N copies of the CPU example: one replica each, small requests so that all fit."""
+    base = yaml.safe_load(TEMPLATE.read_text())
+    out = []
+    for i in range(n):
+        md = copy.deepcopy(base)
+        md["metadata"] = {"name": f"mlp-{i:04d}"}
+        md["spec"]["replicas"] = 1
+        md["spec"]["resources"] = {"cpu": "100m", "memory": "256Mi"}
+        out.append(md)
+    return out
+
+
+def rendered_children(mds: list[dict[str, Any]], ns: str) -> list[dict[str, Any]]:
+    """What the operator would apply for each ModelDeployment, without owner references."""
+    runtimes = [
+        parse_inference_runtime(yaml.safe_load(p.read_text()))
+        for p in sorted((ROOT / "examples" / "runtimes").glob("*.yaml"))
+    ]
+    out: list[dict[str, Any]] = []
+    for raw in mds:
+        md = parse_model_deployment({**raw, "metadata": {**raw["metadata"], "namespace": ns}})
+        ctx = build_context(md, resolve(md, runtimes), BuildSettings(), str(uuid.uuid4()), 1, False)
+        for child in render(ctx):
+            child["metadata"].pop("ownerReferences", None)
+            child["metadata"]["namespace"] = ns
+            out.append(child)
+    return out
+
+
+def apply_parallel(cluster: Cluster, ns: str, objs: list[dict[str, Any]]) -> None:
+    """Server-side apply in chunks by several kubectl processes at once."""
+    chunks = [objs[i : i + CHUNK] for i in range(0, len(objs), CHUNK)]
+
+    def one(chunk: list[dict[str, Any]]) -> None:
+        cluster.kubectl(
+            "apply",
+            "--server-side",
+            "--field-manager=airt-bench",
+            "-n",
+            ns,
+            "-f",
+            "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": chunk}),
+        )
+
+    with ThreadPoolExecutor(PARALLEL_APPLIES) as pool:
+        list(pool.map(one, chunks))
+
+
+def count_lines(cluster: Cluster, kind: str, ns: str, jsonpath: str, want: str) -> int:
+    out = cluster.kubectl("get", kind, "-n", ns, "-o", f"jsonpath={jsonpath}", check=False)
+    return sum(1 for line in out.stdout.splitlines() if line.strip() == want)
+
+
+def wait_count(
+    cluster: Cluster, kind: str, ns: str, jsonpath: str, want: str, n: int, timeout_s: float
+) -> tuple[float | None, int]:
+    """Seconds (monotonic) at which `n` objects matched, or None at the deadline; last count."""
+    deadline = time.monotonic() + timeout_s
+    seen = 0
+    while time.monotonic() < deadline:
+        seen = count_lines(cluster, kind, ns, jsonpath, want)
+        if seen >= n:
+            return time.monotonic(), seen
+        time.sleep(1.0)
+    return None, seen
+
+
+READY = '{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\\n"}{end}'
+AVAILABLE = '{range .items[*]}{.status.conditions[?(@.type=="Available")].status}{"\\n"}{end}'
+
+
+@dataclass
+class Requests:
+    total: int
+    writes: int
+    by_verb: dict[str, int]
+
+
+def audit_requests(
+    cluster: Cluster, ns: str, since: datetime, until: datetime | None = None
+) -> Requests:
+    """The operator's requests in [since, until) from the audit log (its user agents only)."""
+    verbs: Counter[str] = Counter()
+    log_path = cluster.audit_log
+    if log_path.exists():
+        with log_path.open(errors="replace") as f:
+            for line in f:
+                if '"ResponseComplete"' not in line:
+                    continue
+                if "airt-operator/" not in line and "kopf/" not in line:
+                    continue
+                ev = json.loads(line)
+                if not str(ev.get("userAgent", "")).startswith(AGENTS):
+                    continue
+                when = datetime.fromisoformat(ev["requestReceivedTimestamp"].replace("Z", "+00:00"))
+                if when < since or (until is not None and when >= until):
+                    continue
+                ref = ev.get("objectRef", {})
+                if ref.get("namespace", ns) not in (ns, ""):
+                    continue
+                res = ref.get("resource", "") + (
+                    f"/{ref['subresource']}" if ref.get("subresource") else ""
+                )
+                verbs[f"{ev['verb']} {res}"] += 1
+    writes = sum(v for k, v in verbs.items() if k.split(" ", 1)[0] in WRITE_VERBS)
+    return Requests(sum(verbs.values()), writes, dict(verbs.most_common()))
+
+
+def proc_usage(pid: int) -> dict[str, float]:
+    """CPU seconds (user+system) and peak/current RSS in MB of a live process, from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    status = {
+        line.split(":")[0]: line.split(":")[1].strip()
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if ":" in line
+    }
+    return {
+        "cpu_s": cpu,
+        "peak_rss_mb": int(status["VmHWM"].split()[0]) / 1024,
+        "rss_mb": int(status["VmRSS"].split()[0]) / 1024,
+    }
+
+
+def fresh_namespace(cluster: Cluster, prefix: str) -> str:
+    ns = f"{prefix}-{uuid.uuid4().hex[:5]}"
+    cluster.kubectl("create", "namespace", ns)
+    ensure_fixtures(cluster, ns)
+    return ns
+
+
+def run_baseline(cluster: Cluster, n: int, timeout_s: float) -> dict[str, Any]:
+    ns = fresh_namespace(cluster, f"base-{n}")
+    children = rendered_children(model_deployments(n), ns)
+    t0 = time.monotonic()
+    apply_parallel(cluster, ns, children)
+    applied = time.monotonic() - t0
+    done, seen = wait_count(cluster, "deployments", ns, AVAILABLE, "True", n, timeout_s)
+    return {
+        "namespace": ns,
+        "objects_applied": len(children),
+        "apply_s": applied,
+        "all_available_s": (done - t0) if done else None,
+        "available": seen,
+        "timed_out": done is None,
+    }
+
+
+def run_operator(cluster: Cluster, n: int, timeout_s: float, steady_s: float) -> dict[str, Any]:
+    ns = fresh_namespace(cluster, f"op-{n}")
+    log_path = CACHE / "runs" / "operator" / f"operator-{n}.log"
+    op = OperatorProcess.start(cluster.kubeconfig, log_path, namespaces=(ns,), standalone=True)
+    pid = op.proc.pid
+    try:
+        idle = proc_usage(pid)
+        since = datetime.now(UTC)
+        t0 = time.monotonic()
+        cluster.kubectl(
+            "apply",
+            "--server-side",
+            "--field-manager=airt-bench",
+            "-n",
+            ns,
+            "-f",
+            "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": model_deployments(n)}),
+        )
+        applied = time.monotonic() - t0
+        done, seen = wait_count(cluster, "md", ns, READY, "True", n, timeout_s)
+        ready_at = datetime.now(UTC)
+        at_ready = proc_usage(pid)
+        # Let the tail of the creation burst (status updates after Ready) finish, then watch.
+        settle_deadline = time.monotonic() + 120
+        while time.monotonic() < settle_deadline:
+            recent = audit_requests(cluster, ns, datetime.fromtimestamp(time.time() - 5, UTC))
+            if recent.writes == 0:
+                break
+            time.sleep(2)
+        settled_at = datetime.now(UTC)
+        creation = audit_requests(cluster, ns, since, settled_at)
+        time.sleep(steady_s)
+        steady = audit_requests(cluster, ns, settled_at)
+        end = proc_usage(pid)
+    finally:
+        op.stop()
+    return {
+        "namespace": ns,
+        "apply_s": applied,
+        "all_ready_s": (done - t0) if done else None,
+        "ready": seen,
+        "timed_out": done is None,
+        "settle_s": (settled_at - ready_at).total_seconds(),
+        "operator_cpu_s_creation": at_ready["cpu_s"] - idle["cpu_s"],
+        "operator_cpu_s_total": end["cpu_s"],
+        "operator_rss_mb_idle": idle["rss_mb"],
+        "operator_peak_rss_mb": end["peak_rss_mb"],
+        "creation_requests": creation.total,
+        "creation_writes": creation.writes,
+        "creation_requests_per_md": creation.total / n,
+        "creation_writes_per_md": creation.writes / n,
+        "creation_by_verb": creation.by_verb,
+        "steady_window_s": steady_s,
+        "steady_requests": steady.total,
+        "steady_writes": steady.writes,
+        "steady_requests_per_md": steady.total / n,
+        "steady_by_verb": steady.by_verb,
+        "log": str(log_path),
+    }
+
+
+def prepare(mgr: ClusterManager) -> Cluster:
+    mgr.down()
+    mgr.up(timeout_s=300)
+    cluster = mgr.cluster()
+    cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "examples" / "runtimes"))
+    return cluster
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="N=100 only, 20 s steady window")
+    ap.add_argument("--sizes", default="", help="comma separated, default 100,300,1000")
+    ap.add_argument("--steady", type=float, default=0.0, help="steady-state window, seconds")
+    ap.add_argument("--timeout", type=float, default=1500.0, help="per run, seconds")
+    ap.add_argument("--keep-cluster", action="store_true")
+    ap.add_argument("--name", default="")
+    a = ap.parse_args(argv)
+    sizes = [int(s) for s in a.sizes.split(",") if s] or ([100] if a.quick else [100, 300, 1000])
+    steady = a.steady or (20.0 if a.quick else 60.0)
+    name = a.name or ("operator-quick" if a.quick else "operator")
+
+    mgr = bench_cluster()
+    started, t_start = now_iso(), time.monotonic()
+    runs: list[dict[str, Any]] = []
+    try:
+        for n in sizes:
+            log(f"operator scale N={n}: fresh control plane")
+            cluster = prepare(mgr)
+            base = run_baseline(cluster, n, a.timeout)
+            log(f"  baseline: {base['all_available_s']} s until {n} Deployments Available")
+            op = run_operator(cluster, n, a.timeout, steady)
+            log(
+                f"  operator: {op['all_ready_s']} s until {n} Ready; "
+                f"cpu {op['operator_cpu_s_creation']:.1f} s; peak rss "
+                f"{op['operator_peak_rss_mb']:.0f} MB; {op['creation_requests_per_md']:.1f} "
+                f"req/MD; steady writes {op['steady_writes']}"
+            )
+            ratio = (
+                op["all_ready_s"] / base["all_available_s"]
+                if op["all_ready_s"] and base["all_available_s"]
+                else None
+            )
+            runs.append({"n": n, "baseline": base, "operator": op, "ready_over_baseline": ratio})
+            write_result(name, _doc(started, t_start, runs, steady))
+    finally:
+        if not a.keep_cluster:
+            mgr.down()
+    write_result(name, _doc(started, t_start, runs, steady))
+    return 0
+
+
+def _doc(started: str, t_start: float, runs: list[dict[str, Any]], steady: float) -> dict[str, Any]:
+    return {
+        "benchmark": "operator-scale",
+        "started": started,
+        "finished": now_iso(),
+        "wall_s": time.monotonic() - t_start,
+        "machine": machine(),
+        "settings": {
+            "cluster": "airt-bench: kube-apiserver/etcd/controller-manager/scheduler + kwok",
+            "model_deployment": "examples/deployments/cpu-mlp.yaml, replicas 1, cpu 100m",
+            "baseline_apply": f"{PARALLEL_APPLIES} parallel kubectl apply --server-side, "
+            f"{CHUNK} objects each",
+            "steady_window_s": steady,
+            "audit": "every request at Metadata level; operator = user agents " + ", ".join(AGENTS),
+        },
+        "runs": runs,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

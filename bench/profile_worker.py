@@ -1,0 +1,130 @@
+"""Profile airt's worker hot path under load with py-spy; write the top frames.
+
+Called by bench/run.py (`--worker`, unless `--no-profile`); writes
+`docs/benchmarks/profile-<model>-<protocol>.json` and the raw collapsed stacks next to the
+run's logs. The worker runs pinned to the server cores exactly as in bench/worker.py; the load
+generator (bench/loadgen.py, concurrency 32) runs pinned to the client cores while py-spy
+(installed in its own venv by bench/peers/venvs.py) samples the worker at 200 Hz. Only on-CPU
+samples are kept (py-spy's default, idle excluded), so the shares say where the worker's CPU goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from common import BENCH, CACHE, client_cores, log, now_iso, pinned, server_cores, venv_python
+from servers import MODELS, ServeSettings, start
+from worker import build_models
+
+
+def top_frames(collapsed: Path, n: int = 25) -> dict[str, Any]:
+    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
+    own: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count_s = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_s)
+        total += count
+        frames = [f for f in stack.split(";") if f]
+        # py-spy names frames "function (file:line)"; drop the line so a function counts once
+        names = [f.rsplit(":", 1)[0] + ")" if ":" in f else f for f in frames]
+        if names:
+            own[names[-1]] += count
+        for name in set(names):
+            incl[name] += count
+
+    def share(c: Counter[str]) -> list[dict[str, Any]]:
+        return [{"frame": k, "share": v / total} for k, v in c.most_common(n)] if total else []
+
+    return {"samples": total, "self": share(own), "inclusive": share(incl)}
+
+
+def profile(model: str, protocol: str, seconds: float, work: Path) -> dict[str, Any]:
+    settings = ServeSettings(cores=frozenset(server_cores()))
+    models = build_models(CACHE / "models")
+    r = start("airt", MODELS[model], models, settings, work)
+    collapsed = work / f"profile-{model}-{protocol}.collapsed"
+    try:
+        job = {
+            "protocol": protocol,
+            "http": r.http,
+            "grpc": r.grpc,
+            "model": model,
+            "input": MODELS[model].input,
+            "dims": list(MODELS[model].dims),
+            "outputs": list(MODELS[model].outputs),
+            "concurrency": [32],
+            "warmup_s": 1.0,
+            "duration_s": seconds + 3,
+        }
+        load = subprocess.Popen(
+            [sys.executable, str(BENCH / "loadgen.py"), json.dumps(job)],
+            stdout=subprocess.PIPE,
+            preexec_fn=pinned(client_cores()),
+        )
+        time.sleep(1.5)
+        py_spy = venv_python("tools").parent / "py-spy"
+        subprocess.run(
+            [
+                str(py_spy),
+                "record",
+                "--pid",
+                str(r.proc.pid),
+                "--rate",
+                "200",
+                "--duration",
+                str(int(seconds)),
+                "--format",
+                "raw",
+                "--output",
+                str(collapsed),
+                "--nonblocking",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        out, _ = load.communicate(timeout=seconds + 120)
+        point = json.loads(out)[0]
+    finally:
+        r.stop()
+    return {
+        "model": model,
+        "protocol": protocol,
+        "concurrency": 32,
+        "taken": now_iso(),
+        "requests_per_s_while_profiled": point["requests_per_s"],
+        "collapsed": str(collapsed),
+        **top_frames(collapsed),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    from common import write_result
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=12.0)
+    ap.add_argument("--targets", default="mlp:grpc,mlp:http,cnn:grpc")
+    a = ap.parse_args(argv)
+    work = CACHE / "runs" / "profile"
+    work.mkdir(parents=True, exist_ok=True)
+    for target in a.targets.split(","):
+        model, protocol = target.split(":")
+        log(f"profiling airt {model} over {protocol} at c=32 for {a.seconds:g} s")
+        doc = profile(model, protocol, a.seconds, work)
+        path = write_result(f"profile-{model}-{protocol}", doc)
+        log(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
