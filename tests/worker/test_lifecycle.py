@@ -257,7 +257,11 @@ def test_metrics_names_and_port(workers: dict[str, Worker]) -> None:
     )
     assert not [line for line in text.splitlines() if line.startswith("nv_gpu_")]  # CPU model
     # bound to 127.0.0.1 only: another local address of this host is refused
-    own = [a for a in socket.gethostbyname_ex(socket.gethostname())[2] if not a.startswith("127.")]
+    try:
+        addresses = socket.gethostbyname_ex(socket.gethostname())[2]
+    except OSError:  # the host name does not resolve here: nothing else to try
+        addresses = []
+    own = [a for a in addresses if not a.startswith("127.")]
     if own:
         with pytest.raises(OSError):
             socket.create_connection((own[0], w.metrics_port), timeout=2).close()
