@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -68,7 +69,10 @@ class ModelRunner:
             torch.cuda.set_device(self.device)
         else:
             self.device = torch.device("cpu")
-        torch.set_num_threads(settings.effective_threads())
+        self._threads = settings.effective_threads()
+        torch.set_num_threads(self._threads)
+        # OpenMP keeps the thread count per OS thread: each instance thread sets it on first use
+        self._thread_ready = threading.local()
         self._cast = _CAST.get(settings.dtype)
         self._streams: list[Any] = []
         self._list_inputs: list[bool] = []
@@ -276,6 +280,9 @@ class ModelRunner:
 
     def execute(self, instance: int, batch: list[Pending]) -> None:
         """Run one batch on model instance `instance` (called in that instance's thread)."""
+        if not getattr(self._thread_ready, "done", False):
+            torch.set_num_threads(self._threads)
+            self._thread_ready.done = True
         try:
             if self._streams:
                 with torch.cuda.stream(self._streams[instance]):
