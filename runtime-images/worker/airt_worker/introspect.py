@@ -51,6 +51,8 @@ def export_signature(
     inputs: dict[str, Described] = {}
     for name in user_inputs:
         inputs[name] = _describe(vals.get(name), mb, f"input {name!r}")
+        if mb > 0:
+            _check_batch_dim(vals.get(name), program.range_constraints, mb, f"input {name!r}")
     out_node = next(n for n in program.graph.nodes if n.op == "output")
     out_vals = [a.meta.get("val") if hasattr(a, "meta") else None for a in out_node.args[0]]
     out_spec = program.call_spec.out_spec
@@ -59,6 +61,35 @@ def export_signature(
         keys = [str(k) for k in out_spec.context]
     outputs = [(k, *_describe(v, mb, f"output {k!r}")) for k, v in zip(keys, out_vals, strict=True)]
     return user_inputs, inputs, outputs
+
+
+def _check_batch_dim(val: Any, ranges: Any, mb: int, where: str) -> None:
+    """The program must accept every batch size up to max_batch_size on its first dimension."""
+    if val is None or not getattr(val, "shape", None):
+        return
+    first = val.shape[0]
+    hint = (
+        "export it with a dynamic batch dimension (torch.export.Dim) or set "
+        "batching.max_batch_size 0"
+    )
+    if isinstance(first, int):
+        if first != 1 or mb != 1:
+            raise ModelLoadError(
+                f"{where}: the program's first dimension is fixed at {first} but "
+                f"max_batch_size is {mb}; {hint}"
+            )
+        return
+    bounds = ranges.get(getattr(getattr(first, "node", None), "expr", None))
+    if bounds is not None:
+        try:
+            upper = float(bounds.upper)
+        except (TypeError, ValueError):
+            return
+        if upper < mb:
+            raise ModelLoadError(
+                f"{where}: the program accepts batches of at most {int(upper)} rows but "
+                f"max_batch_size is {mb}; export with a larger Dim max or lower max_batch_size"
+            )
 
 
 def _describe(val: Any, mb: int, where: str) -> tuple[str | None, tuple[int, ...] | None]:

@@ -34,6 +34,11 @@ class Picky(torch.nn.Module):
         return x * 2
 
 
+class Double(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+
 def script(module: torch.nn.Module, path: Path) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -185,3 +190,18 @@ def test_sha256_is_checked_first(tmp_path: Path) -> None:
     path = script(Picky(), tmp_path / "picky.pt")
     with pytest.raises(ModelLoadError, match="sha256 mismatch"):
         ModelRunner(settings(path, model_sha256="0" * 64))
+
+
+def test_export_batch_dimension_must_cover_max_batch_size(tmp_path: Path) -> None:
+    fixed = torch.export.export(Double(), (torch.ones(2, 3),))
+    torch.export.save(fixed, tmp_path / "fixed.pt2")
+    with pytest.raises(ModelLoadError, match="first dimension is fixed at 2"):
+        ModelRunner(settings(tmp_path / "fixed.pt2"))
+    assert ModelRunner(settings(tmp_path / "fixed.pt2", batching={"max_batch_size": 0})).spec
+
+    small = torch.export.export(
+        Double(), (torch.ones(2, 3),), dynamic_shapes={"x": {0: torch.export.Dim("b", max=4)}}
+    )
+    torch.export.save(small, tmp_path / "small.pt2")
+    with pytest.raises(ModelLoadError, match="at most 4 rows but max_batch_size is 8"):
+        ModelRunner(settings(tmp_path / "small.pt2"))
