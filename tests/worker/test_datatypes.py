@@ -155,3 +155,67 @@ def test_fp16_bf16_grpc(workers: dict[str, Worker], reference: Any) -> None:
         assert "FP32" in str(info.value) and "FP16" in str(info.value)
     finally:
         client.close()
+
+
+async def test_bytes_and_halves_over_aio_clients(
+    workers: dict[str, Worker], reference: Any
+) -> None:
+    import tritonclient.grpc.aio as aiogrpcclient
+    import tritonclient.http.aio as aiohttpclient
+
+    want_upper, want_lengths = strings_expected(reference)
+    half, brain = halves_inputs(4)
+    want = halves_expected(reference, half, brain)
+
+    http_strings = aiohttpclient.InferenceServerClient(workers["strings"].http)
+    http_halves = aiohttpclient.InferenceServerClient(workers["halves"].http)
+    try:
+        text = aiohttpclient.InferInput("text", list(TEXT.shape), "BYTES")
+        text.set_data_from_numpy(TEXT, binary_data=False)
+        result = await http_strings.infer("strings", [text])
+        assert [bytes(x) for x in result.as_numpy("upper").reshape(-1)] == want_upper
+        a = aiohttpclient.InferInput("half", [4, 8], "FP16")
+        a.set_data_from_numpy(half)
+        b = aiohttpclient.InferInput("brain", [4, 8], "BF16")
+        b.set_data_from_numpy(brain)
+        result = await http_halves.infer(
+            "halves", [a, b], outputs=[aiohttpclient.InferRequestedOutput("brain_out")]
+        )
+        assert result.as_numpy("half_out") is None
+        np.testing.assert_array_equal(
+            result.as_numpy("brain_out").astype(np.float32), want["brain_out"]
+        )
+    finally:
+        await http_strings.close()
+        await http_halves.close()
+
+    grpc_halves = aiogrpcclient.InferenceServerClient(workers["halves"].grpc)
+    try:
+        a = aiogrpcclient.InferInput("half", [4, 8], "FP16")
+        a.set_data_from_numpy(half)
+        b = aiogrpcclient.InferInput("brain", [4, 8], "BF16")
+        b.set_data_from_numpy(brain)
+
+        async def requests() -> Any:
+            for i in range(3):
+                yield {"model_name": "halves", "inputs": [a, b], "request_id": str(i)}
+
+        seen = 0
+        async for result, error in grpc_halves.stream_infer(requests()):
+            assert error is None
+            np.testing.assert_array_equal(result.as_numpy("half_out"), want["half_out"])
+            np.testing.assert_allclose(result.as_numpy("total"), want["total"], rtol=1e-6)
+            seen += 1
+        assert seen == 3
+    finally:
+        await grpc_halves.close()
+
+    grpc_strings = aiogrpcclient.InferenceServerClient(workers["strings"].grpc)
+    try:
+        text = aiogrpcclient.InferInput("text", list(TEXT.shape), "BYTES")
+        text.set_data_from_numpy(TEXT)
+        result = await grpc_strings.infer("strings", [text])
+        assert result.as_numpy("upper").reshape(-1).tolist() == want_upper
+        np.testing.assert_array_equal(result.as_numpy("length"), want_lengths)
+    finally:
+        await grpc_strings.close()
