@@ -186,3 +186,32 @@ def test_decompress() -> None:
 )
 def test_response_encoding_choice(header: str, chosen: str | None) -> None:
     assert choose_response_encoding(header) == chosen
+
+
+def test_model_config_fits_the_grpc_message() -> None:
+    from google.protobuf import json_format
+    from tritonclient.grpc import model_config_pb2
+
+    from airt_worker.modelspec import ModelSpec, TensorSpec
+
+    spec = ModelSpec(
+        name="m",
+        version="3",
+        platform="pytorch_libtorch",
+        max_batch_size=8,
+        inputs=(TensorSpec("x", "BYTES", (1,)),),
+        outputs=(TensorSpec("y", "FP32", ()),),
+        preferred_batch_sizes=(4, 8),
+        max_queue_delay_microseconds=100,
+        max_queue_size=16,
+        default_timeout_microseconds=5000,
+        instance_count=2,
+        device="cuda",
+    )
+    config = json_format.ParseDict(spec.config(), model_config_pb2.ModelConfig())
+    assert config.input[0].data_type == model_config_pb2.TYPE_STRING
+    assert list(config.output[0].dims) == [1]  # never empty
+    assert config.dynamic_batching.default_queue_policy.max_queue_size == 16
+    assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    assert list(config.version_policy.specific.versions) == [3]
+    assert spec.metadata()["inputs"][0]["shape"] == [-1, 1]
