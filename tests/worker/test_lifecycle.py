@@ -187,6 +187,18 @@ def test_help() -> None:
     assert "--model-path" in done.stdout and "--batching.max-batch-size" in done.stdout
 
 
+def test_airt_serve_cli_reaches_the_worker() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "airt_operator.cli", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "usage: airt serve" in done.stdout and "--model-sha256" in done.stdout
+
+
 def test_bad_settings_exit_2() -> None:
     done = run_worker(["--model-path", "model.onnx"])
     assert done.returncode == 2
