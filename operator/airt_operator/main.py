@@ -105,6 +105,10 @@ async def run_operator(settings: OperatorSettings) -> None:
         # Replicas with equal priority all pause in kopf peering; a random priority makes
         # one active and the others standbys that take over when it goes away.
         settings.peering.priority = random.randint(1, 2**31 - 1)
+        if not settings.peering.standalone:
+            logging.getLogger("airt.operator").info(
+                "peering %r with priority %d", settings.peering.name, settings.peering.priority
+            )
         ready.set()
 
     @kopf.on.login(registry=registry)
