@@ -36,6 +36,14 @@ def serve(ctx: typer.Context) -> None:
 
 
 @app.command(context_settings=_PASSTHROUGH)
+def fetch(ctx: typer.Context) -> None:
+    """Download and verify a model (the model-fetch init container; `airt fetch --help`)."""
+    from airt_worker.fetch import main
+
+    raise typer.Exit(main(list(ctx.args)))
+
+
+@app.command(context_settings=_PASSTHROUGH)
 def metrics(ctx: typer.Context) -> None:
     """Run the metrics sidecar (options: `airt metrics --help`)."""
     from airt_metrics.main import main

@@ -29,13 +29,11 @@ def test_entrypoint_command_runs(command: tuple[str, ...]) -> None:
     assert "usage" in (proc.stdout + proc.stderr).lower()
 
 
-@pytest.mark.xfail(
-    reason="`airt fetch` (the model-fetch init container the operator renders for remote model "
-    "URIs) is not implemented yet",
-    strict=True,
-)
 def test_model_fetch_command_runs() -> None:
+    # The operator renders `fetch --uri ... --dest ... [--sha256 ...]` for remote models.
     proc = subprocess.run(
         [AIRT, "fetch", "--help"], capture_output=True, text=True, timeout=120, check=False
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    for option in ("--uri", "--dest", "--sha256"):
+        assert option in proc.stdout

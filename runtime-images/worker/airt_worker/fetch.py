@@ -1,0 +1,158 @@
+"""`airt fetch`: the model-fetch init container — download a model, verify it, place it.
+
+Called by the CLI (`airt fetch --uri … --dest …`), which the operator renders as the init
+container of every ModelDeployment whose model is remote. It writes the model to `--dest`
+atomically (a temporary file in the same directory, renamed when complete and verified), so the
+worker never sees half a file, and it refuses a file whose sha256 differs from `--sha256`.
+
+Sources, each through the library that owns the protocol:
+- `https://` (and `http://`, for tests and in-cluster mirrors): streamed with urllib;
+- `s3://`, `gs://`: fsspec with s3fs / gcsfs, so credentials come the usual way (the
+  ModelDeployment's Secret reaches this container as environment variables: AWS_*,
+  GOOGLE_APPLICATION_CREDENTIALS; `AWS_ENDPOINT_URL` points at S3-compatible stores);
+- `hf://org/repo@revision`: huggingface_hub's snapshot at that revision (HF_TOKEN for private
+  repositories); the one TorchScript (.pt) or torch.export (.pt2) file in it is the model;
+- `oci://`: not supported yet — refused with a message, exit code 2.
+
+Exit codes: 0 placed, 1 download or verification failed, 2 bad arguments or unsupported URI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
+
+CHUNK = 1 << 20
+MODEL_SUFFIXES = (".pt2", ".pt")
+
+
+class FetchError(Exception):
+    """The model could not be fetched or verified; the message says what and where."""
+
+
+class UnsupportedUri(FetchError):  # noqa: N818 - reads as the condition it reports
+    """The URI's scheme is not one this fetcher handles."""
+
+
+class FetchSettings(BaseSettings):
+    """Options of `airt fetch` (also AIRT_FETCH_* environment variables)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AIRT_FETCH_", cli_prog_name="airt fetch", cli_kebab_case=True
+    )
+
+    uri: str = Field(description="Where the model is: https://, s3://, gs:// or hf:// URI.")
+    dest: Path = Field(description="Where to write the model file.")
+    sha256: str | None = Field(
+        default=None, pattern=r"^[a-f0-9]{64}$", description="Expected sha256 (hex)."
+    )
+    timeout_seconds: float = Field(default=300.0, gt=0, description="Network timeout.")
+
+
+def _copy_hashing(src: BinaryIO, dst: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    while chunk := src.read(CHUNK):
+        digest.update(chunk)
+        dst.write(chunk)
+    return digest.hexdigest()
+
+
+@contextmanager
+def _open_http(uri: str, timeout: float) -> Iterator[BinaryIO]:
+    request = urllib.request.Request(uri, headers={"User-Agent": "airt-fetch/0.1"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            yield response
+    except OSError as exc:
+        raise FetchError(f"GET {uri}: {exc}") from exc
+
+
+@contextmanager
+def _open_fsspec(uri: str) -> Iterator[BinaryIO]:
+    import fsspec
+
+    try:
+        with fsspec.open(uri, "rb") as f:
+            yield f
+    except (OSError, ValueError) as exc:  # fsspec maps missing objects to FileNotFoundError
+        raise FetchError(f"reading {uri}: {exc}") from exc
+
+
+def _hf_model_file(uri: str, workdir: Path) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    repo, _, revision = uri.removeprefix("hf://").partition("@")
+    try:
+        local = Path(
+            snapshot_download(
+                repo_id=repo,
+                revision=revision,
+                local_dir=workdir,
+                allow_patterns=[f"*{s}" for s in MODEL_SUFFIXES] + ["*.json", "*.yaml"],
+            )
+        )
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        raise FetchError(f"hf snapshot {repo}@{revision}: {exc}") from exc
+    models = sorted(p for p in local.rglob("*") if p.suffix in MODEL_SUFFIXES)
+    if len(models) != 1:
+        found = ", ".join(str(p.relative_to(local)) for p in models) or "none"
+        raise FetchError(f"{uri}: expected exactly one .pt or .pt2 file, found {found}")
+    return models[0]
+
+
+def fetch(settings: FetchSettings) -> str:
+    """Place the model at settings.dest; return its sha256. Raises FetchError."""
+    uri = settings.uri
+    scheme = uri.split("://", 1)[0] if "://" in uri else ""
+    dest = settings.dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".fetch-") as tmp:
+        part = Path(tmp) / "model.part"
+        if scheme in ("http", "https"):
+            with part.open("wb") as out, _open_http(uri, settings.timeout_seconds) as src:
+                actual = _copy_hashing(src, out)
+        elif scheme in ("s3", "gs"):
+            with part.open("wb") as out, _open_fsspec(uri) as src:
+                actual = _copy_hashing(src, out)
+        elif scheme == "hf":
+            found = _hf_model_file(uri, Path(tmp) / "snapshot")
+            with found.open("rb") as src, part.open("wb") as out:
+                actual = _copy_hashing(src, out)
+        else:
+            raise UnsupportedUri(f"{scheme or uri}:// models are not supported by airt fetch")
+        if settings.sha256 and actual != settings.sha256:
+            raise FetchError(f"sha256 mismatch for {uri}: expected {settings.sha256}, got {actual}")
+        part.replace(dest)
+    return actual
+
+
+def main(argv: list[str]) -> int:
+    try:
+        settings = CliApp.run(FetchSettings, cli_args=argv)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            field = ".".join(str(p) for p in err["loc"])
+            print(f"airt fetch: {field}: {err['msg']}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help, or argparse's own usage errors
+        return int(exc.code or 0)
+    try:
+        digest = fetch(settings)
+    except UnsupportedUri as exc:
+        print(f"airt fetch: {exc}", file=sys.stderr)
+        return 2
+    except FetchError as exc:
+        print(f"airt fetch: {exc}", file=sys.stderr)
+        return 1
+    print(f"fetched {settings.uri} -> {settings.dest} (sha256 {digest})")
+    return 0

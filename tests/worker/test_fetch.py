@@ -1,0 +1,127 @@
+"""`airt fetch`, the model-fetch init container, against real servers on localhost.
+
+Worker tier: an HTTP server from the standard library and moto's S3 server stand in for the
+model stores (nothing leaves the machine). The command runs as a process, the way the init
+container runs it, and is judged by its exit code, its message and the file it leaves.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+BLOB = os.urandom(3 * (1 << 20) + 123)  # several chunks, not a round size
+DIGEST = hashlib.sha256(BLOB).hexdigest()
+
+
+def airt_fetch(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "airt_operator.cli", "fetch", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def http_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("www")
+    (root / "models").mkdir()
+    (root / "models" / "mlp.pt").write_bytes(BLOB)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+def test_http_download_is_verified_and_placed(http_root: str, tmp_path: Path) -> None:
+    dest = tmp_path / "models" / "model"
+    proc = airt_fetch(
+        "--uri", f"{http_root}/models/mlp.pt", "--dest", str(dest), "--sha256", DIGEST
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert dest.read_bytes() == BLOB
+    assert DIGEST in proc.stdout
+    assert [p.name for p in dest.parent.iterdir()] == ["model"]  # no partial files left
+
+
+def test_digest_mismatch_leaves_nothing(http_root: str, tmp_path: Path) -> None:
+    dest = tmp_path / "model"
+    wrong = "0" * 64
+    proc = airt_fetch("--uri", f"{http_root}/models/mlp.pt", "--dest", str(dest), "--sha256", wrong)
+    assert proc.returncode == 1
+    assert f"expected {wrong}, got {DIGEST}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not dest.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_missing_object_is_a_clear_error(http_root: str, tmp_path: Path) -> None:
+    proc = airt_fetch("--uri", f"{http_root}/models/nope.pt", "--dest", str(tmp_path / "m"))
+    assert proc.returncode == 1
+    assert "nope.pt" in proc.stderr and "404" in proc.stderr
+
+
+def test_bad_arguments_and_unsupported_schemes(tmp_path: Path) -> None:
+    bad = airt_fetch("--uri", "https://x/m.pt", "--dest", str(tmp_path / "m"), "--sha256", "xyz")
+    assert bad.returncode == 2 and "sha256" in bad.stderr
+    oci = "oci://ghcr.io/x/m@sha256:" + "a" * 64
+    proc = airt_fetch("--uri", oci, "--dest", str(tmp_path / "m"))
+    assert proc.returncode == 2 and "oci:// models are not supported" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def test_s3_download_with_credentials_from_the_environment(
+    s3_endpoint: str, tmp_path: Path
+) -> None:
+    import boto3
+
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3_endpoint,
+    }
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    s3.create_bucket(Bucket="airt-models")
+    s3.put_object(Bucket="airt-models", Key="cnn/model.pt2", Body=BLOB)
+    dest = tmp_path / "model"
+    proc = airt_fetch(
+        "--uri", "s3://airt-models/cnn/model.pt2", "--dest", str(dest), "--sha256", DIGEST, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert dest.read_bytes() == BLOB
+    missing = airt_fetch("--uri", "s3://airt-models/none.pt2", "--dest", str(dest), env=env)
+    assert missing.returncode == 1 and "none.pt2" in missing.stderr
