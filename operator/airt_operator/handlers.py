@@ -109,10 +109,7 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, world: Wor
     """Register every handler on `registry`, bound to this reconciler and world."""
 
     async def run(namespace: str, name: str) -> ReconcileOutcome | None:
-        snap = world.snapshot(namespace, name)
-        if snap is None:
-            return None
-        return await reconciler.reconcile(snap)
+        return await reconciler.reconcile(namespace, name, lambda: world.snapshot(namespace, name))
 
     async def run_quietly(namespace: str, name: str) -> None:
         # Event-driven reconciles have no kopf retry: log, and the next event or timer retries.

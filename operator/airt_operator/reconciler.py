@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -100,17 +100,28 @@ class Reconciler:
     settings: BuildSettings
     resync_seconds: float = 300.0
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    # The status this operator last wrote, with the resourceVersion the API server answered.
+    # kopf's index may still hold an older copy for a moment after our own write; merging new
+    # conditions into that stale copy would move transition times and write again.
+    _written: dict[tuple[str, str], tuple[int, dict[str, Any]]] = field(default_factory=dict)
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         return self._locks.setdefault((namespace, name), asyncio.Lock())
 
     def forget(self, namespace: str, name: str) -> None:
         self._locks.pop((namespace, name), None)
+        self._written.pop((namespace, name), None)
         self.metrics.forget(namespace, name)
 
-    async def reconcile(self, snap: Snapshot) -> ReconcileOutcome:
-        meta = snap.body["metadata"]
-        async with self.lock(meta["namespace"], meta["name"]):
+    async def reconcile(
+        self, namespace: str, name: str, take: Callable[[], Snapshot | None]
+    ) -> ReconcileOutcome | None:
+        """Reconcile one object; the snapshot is taken once the object's lock is held, so a
+        reconcile never works from a view older than the one before it."""
+        async with self.lock(namespace, name):
+            snap = take()
+            if snap is None:
+                return None
             start = time.monotonic()
             try:
                 outcome = await self._reconcile(snap)
@@ -122,12 +133,26 @@ class Reconciler:
             self.metrics.reconcile_duration.observe(time.monotonic() - start)
             return outcome
 
+    def _current_status(self, snap: Snapshot) -> dict[str, Any]:
+        """The object's status: the snapshot's, unless our own later write is not in it yet."""
+        meta = snap.body["metadata"]
+        seen = dict(snap.body.get("status") or {})
+        written = self._written.get((meta["namespace"], meta["name"]))
+        if written is None:
+            return seen
+        try:
+            stale = int(meta.get("resourceVersion", "0")) < written[0]
+        except ValueError:  # resourceVersions are opaque; etcd's are integers
+            stale = False
+        return dict(written[1]) if stale else seen
+
     async def _reconcile(self, snap: Snapshot) -> ReconcileOutcome:
         body = snap.body
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
         generation = int(meta.get("generation", 0))
-        old = _conditions_of(body)
+        current = self._current_status(snap)
+        old = _conditions_of({"status": current})
         try:
             md = parse_model_deployment(
                 {"metadata": {"name": name, "namespace": ns}, "spec": dict(body.get("spec") or {})}
@@ -241,10 +266,18 @@ class Reconciler:
         self.metrics.set_conditions(
             meta["namespace"], meta["name"], [{"type": c.type, "status": c.status} for c in merged]
         )
-        current = dict(snap.body.get("status") or {})
+        current = self._current_status(snap)
         if all(current.get(k) == v for k, v in status.items()):
             return False
-        await self.kube.patch_status(meta["namespace"], meta["name"], status)
+        result = await self.kube.patch_status(meta["namespace"], meta["name"], status)
+        try:
+            version = int(result["metadata"]["resourceVersion"])
+        except (KeyError, TypeError, ValueError):
+            version = 0
+        self._written[(meta["namespace"], meta["name"])] = (
+            version,
+            dict(result.get("status") or {}),
+        )
         before = {c.type: c for c in old}
         for c in merged:
             prev = before.get(c.type)

@@ -48,9 +48,11 @@ def crd_present(cluster: Cluster) -> bool:
 def env(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     assert not crd_present(cluster), "another test left the ServiceMonitor CRD installed"
     ns = f"mon-{uuid.uuid4().hex[:6]}"
-    cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
     cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-    cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "examples" / "runtimes"))
+    cluster.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "examples" / "runtimes")
+    )
     cluster.kubectl("create", "namespace", ns)
     ensure_fixtures(cluster, ns)
     log = tmp_path_factory.mktemp("operator") / "operator.log"
@@ -81,7 +83,13 @@ def test_no_service_monitor_without_the_crd(cluster: Cluster, env: dict[str, Any
 
 def test_service_monitor_appears_with_the_real_crd(cluster: Cluster, env: dict[str, Any]) -> None:
     ns = env["ns"]
-    cluster.kubectl("apply", "--server-side", "-f", str(prometheus_operator_crd("servicemonitors")))
+    cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        str(prometheus_operator_crd("servicemonitors")),
+    )
     cluster.kubectl("wait", "--for=condition=Established", f"crd/{SM_CRD}", "--timeout=60s")
 
     def service_monitor() -> dict[str, Any] | None:

@@ -38,9 +38,9 @@ def _examples() -> list[dict[str, Any]]:
 def env(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     ns = f"op-{uuid.uuid4().hex[:6]}"
     extra = f"{ns}-x"
-    cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
     cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-    cluster.kubectl("apply", "--server-side", "-f", str(RUNTIMES))
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(RUNTIMES))
     for name in (ns, extra):
         cluster.kubectl("create", "namespace", name)
         cluster.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")

@@ -39,10 +39,14 @@ def model(name: str) -> dict[str, Any]:
 @pytest.fixture
 def replicas(cluster: Cluster, tmp_path: Path) -> Iterator[tuple[str, list[OperatorProcess]]]:
     ns = f"peer-{uuid.uuid4().hex[:6]}"
-    cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "charts" / "airt" / "crds"))
-    cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    cluster.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "charts" / "airt" / "crds")
+    )
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
     cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-    cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "examples" / "runtimes"))
+    cluster.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "examples" / "runtimes")
+    )
     cluster.kubectl("create", "namespace", ns)
     ensure_fixtures(cluster, ns)
     peering = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": PEERING}}

@@ -336,7 +336,7 @@ def test_operator_as_the_service_account_reconciles_the_examples(
             "label", "namespace", models, "pod-security.kubernetes.io/enforce=restricted"
         )
         ensure_fixtures(cluster, models)
-        cluster.kubectl("apply", "--server-side", "-f", str(RUNTIMES))
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(RUNTIMES))
         op = OperatorProcess.start(
             tmp_path / "sa.kubeconfig", tmp_path / "operator.log", namespaces=(models,)
         )

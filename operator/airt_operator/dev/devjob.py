@@ -70,11 +70,19 @@ def _ready_models(c: Cluster) -> tuple[int, int, list[str]]:
 
 def install(c: Cluster, say: Say) -> None:
     say("installing the CRDs and the default InferenceRuntimes")
-    c.kubectl("apply", "--server-side", "--field-manager=airt-dev", "-f", str(REPO_ROOT / "crds"))
+    c.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=airt-dev",
+        "-f",
+        str(REPO_ROOT / "crds"),
+    )
     c.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
     c.kubectl(
         "apply",
         "--server-side",
+        "--force-conflicts",
         "--field-manager=airt-dev",
         "-f",
         str(REPO_ROOT / "examples" / "runtimes"),
@@ -87,7 +95,15 @@ def install(c: Cluster, say: Say) -> None:
             "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
         },
     }
-    c.kubectl("apply", "--server-side", "--field-manager=airt-dev", "-f", "-", input=json.dumps(ns))
+    c.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=airt-dev",
+        "-f",
+        "-",
+        input=json.dumps(ns),
+    )
     ensure_fixtures(c, NAMESPACE)
 
 
@@ -109,7 +125,15 @@ def start_operator(c: Cluster, say: Say) -> None:
 def apply_examples(c: Cluster, say: Say, timeout_s: float = 300) -> None:
     files = sorted((REPO_ROOT / "examples" / "deployments").glob("*.yaml"))
     args = [a for f in files for a in ("-f", str(f))]
-    c.kubectl("apply", "--server-side", "--field-manager=airt-dev", "-n", NAMESPACE, *args)
+    c.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=airt-dev",
+        "-n",
+        NAMESPACE,
+        *args,
+    )
     say(f"applied {len(files)} example ModelDeployments; waiting until every one is Ready")
     wait_for(lambda: not _ready_models(c)[2], timeout_s, "every example ModelDeployment Ready")
     ready, total, _ = _ready_models(c)

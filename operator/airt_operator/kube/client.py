@@ -123,14 +123,17 @@ class Kube:
             if exc.status != 404:
                 raise
 
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    async def patch_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
         """Merge-patch the ModelDeployment's status subresource (never its spec)."""
-        await self._call(
+        result: dict[str, Any] = await self._call(
             "PATCH",
             MODEL_DEPLOYMENT.path(namespace, name, "status"),
             body={"status": status},
             content_type="application/merge-patch+json",
         )
+        return result
 
     async def crd_exists(self, name: str) -> bool:
         try:
