@@ -51,7 +51,8 @@ CHUNK = 200
 
 
 class BenchCluster(ClusterManager):
-    """The `airt-bench` cluster: the bench's node pool, and an audit log of every request."""
+    """The `airt-bench` cluster: the bench's node pool, an audit log of every request, and a
+    Service range large enough for thousands of Services."""
 
     def write_config(self) -> Path:
         path = super().write_config()
@@ -63,6 +64,16 @@ class BenchCluster(ClusterManager):
         }
         audit = self.kwok_workdir / f"{self.name}-audit-policy.yaml"
         audit.write_text(yaml.safe_dump(policy, sort_keys=False))
+        # The API server's default Service range is a /24 (254 addresses); 1,000 ModelDeployments
+        # plus the baseline's copies need 2,000 Services.
+        config = yaml.safe_load(path.read_text())
+        config["componentsPatches"] = [
+            {
+                "name": "kube-apiserver",
+                "extraArgs": [{"key": "service-cluster-ip-range", "value": "10.96.0.0/16"}],
+            }
+        ]
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
 
 

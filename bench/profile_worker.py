@@ -4,8 +4,11 @@ Called by bench/run.py (`--worker`, unless `--no-profile`); writes
 `docs/benchmarks/profile-<model>-<protocol>.json` and the raw collapsed stacks next to the
 run's logs. The worker runs pinned to the server cores exactly as in bench/worker.py; the load
 generator (bench/loadgen.py, concurrency 32) runs pinned to the client cores while py-spy
-(installed in its own venv by bench/peers/venvs.py) samples the worker at 200 Hz. Only on-CPU
-samples are kept (py-spy's default, idle excluded), so the shares say where the worker's CPU goes.
+(installed in its own venv by bench/peers/venvs.py) samples the worker at 100 Hz with native
+frames (`--native`: C/C++ frames of torch, gRPC, uvloop appear by name instead of hiding inside
+the Python frame that called them). Only on-CPU samples are kept (py-spy's default, idle
+excluded), so the shares say where the worker's CPU goes. Sampling pauses the worker briefly, so
+the requests/s while profiled are lower than in the benchmark.
 """
 
 from __future__ import annotations
@@ -22,6 +25,23 @@ from typing import Any
 from common import BENCH, CACHE, client_cores, log, now_iso, pinned, server_cores, venv_python
 from servers import MODELS, ServeSettings, start
 from worker import build_models
+
+BOILERPLATE = (
+    "_run_code ",
+    "_run_module_as_main ",
+    "<module> (airt_worker/__main__.py",
+    "main (airt_worker/main.py",
+    "Runner.run (asyncio/runners.py",
+    "run (uvloop/__init__.py",
+    "Thread._bootstrap",
+    "Thread.run (threading.py",
+    "_worker (concurrent/futures/thread.py",
+    "_WorkItem.run (concurrent/futures/thread.py",
+    "_start (",
+    "__libc_start",
+    "start_thread (",
+    "clone",
+)
 
 
 def top_frames(collapsed: Path, n: int = 25) -> dict[str, Any]:
@@ -46,6 +66,10 @@ def top_frames(collapsed: Path, n: int = 25) -> dict[str, Any]:
     def share(c: Counter[str]) -> list[dict[str, Any]]:
         return [{"frame": k, "share": v / total} for k, v in c.most_common(n)] if total else []
 
+    # Entry frames every sample passes through say nothing about where the time goes.
+    for name in list(incl):
+        if name.startswith(BOILERPLATE):
+            del incl[name]
     return {"samples": total, "self": share(own), "inclusive": share(incl)}
 
 
@@ -81,14 +105,14 @@ def profile(model: str, protocol: str, seconds: float, work: Path) -> dict[str, 
                 "--pid",
                 str(r.proc.pid),
                 "--rate",
-                "200",
+                "100",
+                "--native",
                 "--duration",
                 str(int(seconds)),
                 "--format",
                 "raw",
                 "--output",
                 str(collapsed),
-                "--nonblocking",
             ],
             check=True,
             capture_output=True,
