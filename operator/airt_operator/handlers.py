@@ -21,6 +21,7 @@ from typing import Any
 
 import kopf
 
+from airt_operator.kube.client import KubeError
 from airt_operator.kube.resources import (
     CHILD_KINDS,
     INFERENCE_RUNTIME,
@@ -28,6 +29,7 @@ from airt_operator.kube.resources import (
     POD,
     SERVICE_MONITOR,
 )
+from airt_operator.reconcile.runtime_status import needs_write, runtime_status
 from airt_operator.reconciler import ReconcileOutcome, Reconciler, Result, Snapshot
 
 log = logging.getLogger("airt.operator")
@@ -63,6 +65,12 @@ class World:
 
     def _all(self, index: str, key: Any) -> list[Mapping[str, Any]]:
         return list(self.indices.get(index, {}).get(key, []) or [])
+
+    def runtimes(self) -> list[Mapping[str, Any]]:
+        return self._all("irt_idx", None)
+
+    def all_models(self) -> list[Mapping[str, Any]]:
+        return [m for key in self.model_keys() if (m := self._one("md_idx", key)) is not None]
 
     def model_keys(self) -> list[tuple[str, str]]:
         return list(self.indices.get("md_idx", {}).keys())
@@ -105,8 +113,12 @@ def _copy(body: kopf.Body) -> dict[str, Any]:
     return out
 
 
-def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, world: World) -> None:
+def register(
+    registry: kopf.OperatorRegistry, reconciler: Reconciler, world: World, clusterwide: bool = True
+) -> None:
     """Register every handler on `registry`, bound to this reconciler and world."""
+    runtimes_dirty = asyncio.Event()
+    written: dict[str, dict[str, Any]] = {}  # runtime name -> the status we last wrote
 
     async def run(namespace: str, name: str) -> ReconcileOutcome | None:
         return await reconciler.reconcile(namespace, name, lambda: world.snapshot(namespace, name))
@@ -154,6 +166,7 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, world: Wor
     @kopf.on.event(*MD, registry=registry)
     async def model_event(**kwargs: Any) -> None:
         world.update(kwargs)
+        runtimes_dirty.set()
         namespace, name, type = kwargs["namespace"], kwargs["name"], kwargs.get("type")
         if type == "DELETED":
             reconciler.forget(namespace, name)
@@ -164,6 +177,7 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, world: Wor
     @kopf.on.event(*IRT, registry=registry)
     async def runtime_event(**kwargs: Any) -> None:
         world.update(kwargs)
+        runtimes_dirty.set()
         if kwargs.get("type") is None:
             return
         await asyncio.gather(*(run_quietly(ns, n) for ns, n in world.model_keys()))
@@ -195,12 +209,32 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, world: Wor
         # kopf put a finalizer on every ModelDeployment (a write, and a namespace that cannot
         # be deleted while the operator is down).
         memo["resync"] = asyncio.create_task(resync_loop())
+        memo["runtimes"] = asyncio.create_task(runtime_status_loop())
 
     @kopf.on.cleanup(registry=registry)
     async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
-        task = memo.get("resync")
-        if task is not None:
-            task.cancel()
+        for key in ("resync", "runtimes"):
+            task = memo.get(key)
+            if task is not None:
+                task.cancel()
+
+    async def runtime_status_loop() -> None:
+        # Runtime status follows model changes; events come in bursts, so passes are coalesced.
+        while True:
+            await runtimes_dirty.wait()
+            await asyncio.sleep(0.5)
+            runtimes_dirty.clear()
+            models = world.all_models() if clusterwide else None
+            for body in world.runtimes():
+                name = body["metadata"]["name"]
+                status = runtime_status(body, models)
+                if written.get(name) == status or not needs_write(body, status):
+                    continue
+                try:
+                    await reconciler.kube.patch_runtime_status(name, status)
+                    written[name] = status
+                except KubeError as exc:
+                    log.warning("status of InferenceRuntime %s: %s", name, exc)
 
     async def resync_loop() -> None:
         while True:

@@ -88,7 +88,7 @@ async def run_operator(settings: OperatorSettings) -> None:
         resync_seconds=settings.resync_seconds,
     )
     registry = kopf.OperatorRegistry()
-    register(registry, reconciler, World())
+    register(registry, reconciler, World(), clusterwide=not settings.namespaces)
     ready = asyncio.Event()
 
     @kopf.on.startup(registry=registry)

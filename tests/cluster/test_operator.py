@@ -99,6 +99,17 @@ def test_every_example_becomes_ready(cluster: Cluster, env: dict[str, Any]) -> N
             assert c["reason"], c
 
 
+def test_runtimes_report_ready(cluster: Cluster, env: dict[str, Any]) -> None:
+    def ready() -> bool:
+        rt = cluster.get_json("inferenceruntime", "torch-cpu")
+        c = condition(rt, "Ready")
+        return bool(c and c["status"] == "True" and rt["status"]["observedGeneration"] >= 1)
+
+    wait_for(ready, 60, "InferenceRuntime torch-cpu to report Ready")
+    printed = cluster.kubectl("get", "irt", "torch-cpu").stdout
+    assert "True" in printed.splitlines()[1]
+
+
 def test_steady_state_writes_nothing(cluster: Cluster, env: dict[str, Any]) -> None:
     wait_for(lambda: all_ready(cluster, env["ns"]), 180, "every example to be Ready")
 

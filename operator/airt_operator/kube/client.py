@@ -19,7 +19,7 @@ from typing import Any
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from airt_operator.kube.resources import EVENT, MODEL_DEPLOYMENT, Kind, kind_of
+from airt_operator.kube.resources import EVENT, INFERENCE_RUNTIME, MODEL_DEPLOYMENT, Kind, kind_of
 from airt_operator.metrics import OperatorMetrics
 
 FIELD_MANAGER = "airt-operator"
@@ -134,6 +134,15 @@ class Kube:
             content_type="application/merge-patch+json",
         )
         return result
+
+    async def patch_runtime_status(self, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch an InferenceRuntime's status subresource."""
+        await self._call(
+            "PATCH",
+            INFERENCE_RUNTIME.path(None, name, "status"),
+            body={"status": status},
+            content_type="application/merge-patch+json",
+        )
 
     async def crd_exists(self, name: str) -> bool:
         try:
