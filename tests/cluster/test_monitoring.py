@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from airt_operator.dev.cluster import Cluster
-from airt_operator.dev.fixtures import ensure_fixtures
+from airt_operator.dev.fixtures import ensure_fixtures, install_api
 from airt_operator.dev.operator_proc import OperatorProcess
 from airt_operator.dev.thirdparty import prometheus_operator_crd
 from airt_operator.dev.wait import wait_for
@@ -48,11 +48,7 @@ def crd_present(cluster: Cluster) -> bool:
 def env(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     assert not crd_present(cluster), "another test left the ServiceMonitor CRD installed"
     ns = f"mon-{uuid.uuid4().hex[:6]}"
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-    cluster.kubectl(
-        "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "examples" / "runtimes")
-    )
+    install_api(cluster)
     cluster.kubectl("create", "namespace", ns)
     ensure_fixtures(cluster, ns)
     log = tmp_path_factory.mktemp("operator") / "operator.log"

@@ -20,7 +20,7 @@ import yaml
 
 from airt_operator.dev.audit import read_writes, summarize
 from airt_operator.dev.cluster import Cluster
-from airt_operator.dev.fixtures import ensure_fixtures
+from airt_operator.dev.fixtures import apply_files, ensure_fixtures, install_api
 from airt_operator.dev.operator_proc import OperatorProcess
 from airt_operator.dev.wait import observe_for, wait_for
 
@@ -38,18 +38,14 @@ def _examples() -> list[dict[str, Any]]:
 def env(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     ns = f"op-{uuid.uuid4().hex[:6]}"
     extra = f"{ns}-x"
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(RUNTIMES))
+    install_api(cluster)
     for name in (ns, extra):
         cluster.kubectl("create", "namespace", name)
         cluster.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
         ensure_fixtures(cluster, name)
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     op = OperatorProcess.start(cluster.kubeconfig, log, namespaces=(ns, extra))
-    cluster.kubectl(
-        "apply", "--server-side", "-n", ns, *[a for p in EXAMPLES for a in ("-f", str(p))]
-    )
+    apply_files(cluster, *EXAMPLES, namespace=ns)
     try:
         yield {"ns": ns, "extra": extra, "op": op}
     finally:

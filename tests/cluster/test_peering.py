@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from airt_operator.dev.cluster import Cluster
-from airt_operator.dev.fixtures import ensure_fixtures
+from airt_operator.dev.fixtures import apply_files, ensure_fixtures, install_api
 from airt_operator.dev.operator_proc import OperatorProcess
 from airt_operator.dev.wait import wait_for
 
@@ -39,14 +39,8 @@ def model(name: str) -> dict[str, Any]:
 @pytest.fixture
 def replicas(cluster: Cluster, tmp_path: Path) -> Iterator[tuple[str, list[OperatorProcess]]]:
     ns = f"peer-{uuid.uuid4().hex[:6]}"
-    cluster.kubectl(
-        "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "charts" / "airt" / "crds")
-    )
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-    cluster.kubectl(
-        "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "examples" / "runtimes")
-    )
+    apply_files(cluster, ROOT / "charts" / "airt" / "crds")  # kopf's peering CRDs
+    install_api(cluster)
     cluster.kubectl("create", "namespace", ns)
     ensure_fixtures(cluster, ns)
     peering = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": PEERING}}

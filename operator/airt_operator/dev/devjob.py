@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from airt_operator.dev.cluster import CACHE_ROOT, REPO_ROOT, Cluster, ClusterManager
-from airt_operator.dev.fixtures import ensure_fixtures
+from airt_operator.dev.fixtures import apply_files, ensure_fixtures, install_api
 from airt_operator.dev.operator_proc import free_port
 from airt_operator.dev.wait import wait_for
 
@@ -70,23 +70,7 @@ def _ready_models(c: Cluster) -> tuple[int, int, list[str]]:
 
 def install(c: Cluster, say: Say) -> None:
     say("installing the CRDs and the default InferenceRuntimes")
-    c.kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager=airt-dev",
-        "-f",
-        str(REPO_ROOT / "crds"),
-    )
-    c.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-    c.kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager=airt-dev",
-        "-f",
-        str(REPO_ROOT / "examples" / "runtimes"),
-    )
+    install_api(c)
     ns = {
         "apiVersion": "v1",
         "kind": "Namespace",
@@ -95,15 +79,7 @@ def install(c: Cluster, say: Say) -> None:
             "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
         },
     }
-    c.kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager=airt-dev",
-        "-f",
-        "-",
-        input=json.dumps(ns),
-    )
+    c.kubectl("apply", "--server-side", "--field-manager=airt-dev", "-f", "-", input=json.dumps(ns))
     ensure_fixtures(c, NAMESPACE)
 
 
@@ -124,16 +100,7 @@ def start_operator(c: Cluster, say: Say) -> None:
 
 def apply_examples(c: Cluster, say: Say, timeout_s: float = 300) -> None:
     files = sorted((REPO_ROOT / "examples" / "deployments").glob("*.yaml"))
-    args = [a for f in files for a in ("-f", str(f))]
-    c.kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager=airt-dev",
-        "-n",
-        NAMESPACE,
-        *args,
-    )
+    apply_files(c, *files, namespace=NAMESPACE)
     say(f"applied {len(files)} example ModelDeployments; waiting until every one is Ready")
     wait_for(lambda: not _ready_models(c)[2], timeout_s, "every example ModelDeployment Ready")
     ready, total, _ = _ready_models(c)

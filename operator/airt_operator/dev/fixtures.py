@@ -8,9 +8,10 @@ needs no provisioner — kwok clusters have none.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
-from airt_operator.dev.cluster import Cluster
+from airt_operator.dev.cluster import REPO_ROOT, Cluster
 
 MODEL_CLAIM = "airt-models"
 S3_SECRET = "airt-examples-s3"
@@ -51,6 +52,22 @@ def model_volume(namespace: str) -> list[dict[str, Any]]:
             "stringData": {"AWS_ACCESS_KEY_ID": "example", "AWS_SECRET_ACCESS_KEY": "example"},
         },
     ]
+
+
+def apply_files(cluster: Cluster, *paths: Path, namespace: str | None = None) -> None:
+    """Server-side apply files or folders as the dev/test manager, taking over shared fields
+    (several tiers apply the same CRDs and runtimes to one cluster)."""
+    args = ["apply", "--server-side", "--force-conflicts", "--field-manager=airt-dev"]
+    if namespace:
+        args += ["-n", namespace]
+    cluster.kubectl(*args, *[a for p in paths for a in ("-f", str(p))])
+
+
+def install_api(cluster: Cluster) -> None:
+    """The airt CRDs (established) and the default InferenceRuntimes from examples/runtimes."""
+    apply_files(cluster, REPO_ROOT / "crds")
+    cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    apply_files(cluster, REPO_ROOT / "examples" / "runtimes")
 
 
 def ensure_fixtures(cluster: Cluster, namespace: str) -> None:
