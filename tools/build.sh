@@ -50,6 +50,7 @@ build kwok kwokctl sigs.k8s.io/kwok/cmd/kwokctl
 for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
   build k8s "$c" "k8s.io/kubernetes/cmd/$c" "$k8s_ldflags"
 done
+build registry registry github.com/google/go-containerregistry/cmd/registry
 build helm helm helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=$helm_version"
 
 echo "$bin"

@@ -1,7 +1,8 @@
 """`airt fetch`, the model-fetch init container, against real servers on localhost.
 
-Worker tier: an HTTP server from the standard library and moto's S3 server stand in for the
-model stores (nothing leaves the machine). The command runs as a process, the way the init
+Worker tier: an HTTP server from the standard library, moto's S3 server and
+go-containerregistry's OCI registry (built with the pinned tools) stand in for the model stores
+(nothing leaves the machine). The command runs as a process, the way the init
 container runs it, and is judged by its exit code, its message and the file it leaves.
 """
 
@@ -14,10 +15,15 @@ import os
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from airt_operator.dev.cluster import tool_bin_dir
+from airt_operator.dev.operator_proc import free_port
+from airt_operator.dev.wait import wait_for
 
 BLOB = os.urandom(3 * (1 << 20) + 123)  # several chunks, not a round size
 DIGEST = hashlib.sha256(BLOB).hexdigest()
@@ -79,9 +85,8 @@ def test_missing_object_is_a_clear_error(http_root: str, tmp_path: Path) -> None
 def test_bad_arguments_and_unsupported_schemes(tmp_path: Path) -> None:
     bad = airt_fetch("--uri", "https://x/m.pt", "--dest", str(tmp_path / "m"), "--sha256", "xyz")
     assert bad.returncode == 2 and "sha256" in bad.stderr
-    oci = "oci://ghcr.io/x/m@sha256:" + "a" * 64
-    proc = airt_fetch("--uri", oci, "--dest", str(tmp_path / "m"))
-    assert proc.returncode == 2 and "oci:// models are not supported" in proc.stderr
+    proc = airt_fetch("--uri", "ftp://host/m.pt", "--dest", str(tmp_path / "m"))
+    assert proc.returncode == 2 and "ftp:// models are not supported" in proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +130,56 @@ def test_s3_download_with_credentials_from_the_environment(
     assert dest.read_bytes() == BLOB
     missing = airt_fetch("--uri", "s3://airt-models/none.pt2", "--dest", str(dest), env=env)
     assert missing.returncode == 1 and "none.pt2" in missing.stderr
+
+
+@pytest.fixture(scope="module")
+def registry() -> Iterator[str]:
+    """go-containerregistry's registry (built with the pinned tools), on a free localhost port."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(tool_bin_dir() / "registry"), "-port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def up() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    try:
+        wait_for(up, 30, "the OCI registry")
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_oci_artifact_pinned_by_digest(registry: str, tmp_path: Path) -> None:
+    import oras.client
+
+    model = tmp_path / "src" / "mlp.pt"
+    model.parent.mkdir()
+    model.write_bytes(BLOB)
+    client = oras.client.OrasClient(hostname=registry, insecure=True)
+    cwd = Path.cwd()
+    os.chdir(model.parent)  # oras titles layers with the path as given
+    try:
+        response = client.push(target=f"{registry}/models/mlp:v1", files=["mlp.pt"], quiet=True)
+    finally:
+        os.chdir(cwd)
+    digest = response.headers["Docker-Content-Digest"]
+    env = {"AIRT_FETCH_INSECURE_REGISTRIES": registry}
+    dest = tmp_path / "out" / "model"
+    uri = f"oci://{registry}/models/mlp@{digest}"
+    proc = airt_fetch("--uri", uri, "--dest", str(dest), "--sha256", DIGEST, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert dest.read_bytes() == BLOB
+    # A different pin is refused: the manifest must hash to the digest in the URI.
+    other = "sha256:" + "1" * 64
+    wrong = airt_fetch(
+        "--uri", f"oci://{registry}/models/mlp@{other}", "--dest", str(dest), env=env
+    )
+    assert wrong.returncode == 1 and "models/mlp" in wrong.stderr

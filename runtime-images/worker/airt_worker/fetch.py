@@ -12,7 +12,8 @@ Sources, each through the library that owns the protocol:
   GOOGLE_APPLICATION_CREDENTIALS; `AWS_ENDPOINT_URL` points at S3-compatible stores);
 - `hf://org/repo@revision`: huggingface_hub's snapshot at that revision (HF_TOKEN for private
   repositories); the one TorchScript (.pt) or torch.export (.pt2) file in it is the model;
-- `oci://`: not supported yet — refused with a message, exit code 2.
+- `oci://registry/repository@sha256:…`: an OCI artifact through oras-py, checked against the
+  pinned manifest digest and its layer digest (oci.py).
 
 Exit codes: 0 placed, 1 download or verification failed, 2 bad arguments or unsupported URI.
 """
@@ -30,6 +31,8 @@ from typing import BinaryIO
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
+
+from airt_worker.oci import OciError, fetch_oci
 
 CHUNK = 1 << 20
 MODEL_SUFFIXES = (".pt2", ".pt")
@@ -50,7 +53,7 @@ class FetchSettings(BaseSettings):
         env_prefix="AIRT_FETCH_", cli_prog_name="airt fetch", cli_kebab_case=True
     )
 
-    uri: str = Field(description="Where the model is: https://, s3://, gs:// or hf:// URI.")
+    uri: str = Field(description="Where the model is: https://, s3://, gs://, hf:// or oci:// URI.")
     dest: Path = Field(description="Where to write the model file.")
     sha256: str | None = Field(
         default=None, pattern=r"^[a-f0-9]{64}$", description="Expected sha256 (hex)."
@@ -126,6 +129,13 @@ def fetch(settings: FetchSettings) -> str:
                 actual = _copy_hashing(src, out)
         elif scheme == "hf":
             found = _hf_model_file(uri, Path(tmp) / "snapshot")
+            with found.open("rb") as src, part.open("wb") as out:
+                actual = _copy_hashing(src, out)
+        elif scheme == "oci":
+            try:
+                found = fetch_oci(uri, Path(tmp))
+            except OciError as exc:
+                raise FetchError(str(exc)) from exc
             with found.open("rb") as src, part.open("wb") as out:
                 actual = _copy_hashing(src, out)
         else:
