@@ -138,8 +138,17 @@ def register(
         lambda namespace, labels, body, **_: {(namespace, labels[OWNER_LABEL]): _copy(body)}
     )
     kopf.index("v1", "nodes", id="node_idx", registry=registry)(
+        # Only what GPU placement reads: labels and allocatable.
         lambda body, **_: {
-            None: {"metadata": dict(body["metadata"]), "status": dict(body.get("status", {}))}
+            None: _plain(
+                {
+                    "metadata": {
+                        "name": body["metadata"]["name"],
+                        "labels": body["metadata"].get("labels", {}),
+                    },
+                    "status": {"allocatable": body.get("status", {}).get("allocatable", {})},
+                }
+            )
         }
     )
     for kind in WATCHED_CHILD_KINDS:
