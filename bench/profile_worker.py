@@ -4,11 +4,13 @@ Called by bench/run.py (`--worker`, unless `--no-profile`); writes
 `docs/benchmarks/profile-<model>-<protocol>.json` and the raw collapsed stacks next to the
 run's logs. The worker runs pinned to the server cores exactly as in bench/worker.py; the load
 generator (bench/loadgen.py, concurrency 32) runs pinned to the client cores while py-spy
-(installed in its own venv by bench/peers/venvs.py) samples the worker at 100 Hz with native
-frames (`--native`: C/C++ frames of torch, gRPC, uvloop appear by name instead of hiding inside
-the Python frame that called them). Only on-CPU samples are kept (py-spy's default, idle
-excluded), so the shares say where the worker's CPU goes. Sampling pauses the worker briefly, so
-the requests/s while profiled are lower than in the benchmark.
+(installed in its own venv by bench/peers/venvs.py) samples the worker at 200 Hz without pausing
+it (`--nonblocking`), per thread (`--threads`). Only on-CPU samples are kept (py-spy's default,
+idle excluded), so the shares say where the worker's CPU goes. Python frames only: time inside a
+C extension (uvloop's loop, gRPC's Cython core, torch's kernels) is the self time of the Python
+frame that called it — `Runner.run` for the event loop, `Thread.run` for gRPC's poller thread,
+`Module._call_impl` for the model. (`--native` was tried: its blocking sampler counted threads
+waiting on futexes and epoll as busy, which hid more than it showed.)
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def top_frames(collapsed: Path, n: int = 25) -> dict[str, Any]:
     """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
     own: Counter[str] = Counter()
     incl: Counter[str] = Counter()
+    threads: Counter[str] = Counter()
     total = 0
     for line in collapsed.read_text().splitlines():
         stack, _, count_s = line.rpartition(" ")
@@ -56,6 +59,10 @@ def top_frames(collapsed: Path, n: int = 25) -> dict[str, Any]:
         count = int(count_s)
         total += count
         frames = [f for f in stack.split(";") if f]
+        if frames and frames[0].startswith(("thread ", "process ")):
+            # --threads puts "thread (0x…)" first; name a thread by its outermost Python frame
+            frames = frames[1:]
+            threads[_thread_kind(frames)] += count
         # py-spy names frames "function (file:line)"; drop the line so a function counts once
         names = [f.rsplit(":", 1)[0] + ")" if ":" in f else f for f in frames]
         if names:
@@ -70,7 +77,23 @@ def top_frames(collapsed: Path, n: int = 25) -> dict[str, Any]:
     for name in list(incl):
         if name.startswith(BOILERPLATE):
             del incl[name]
-    return {"samples": total, "self": share(own), "inclusive": share(incl)}
+    return {
+        "samples": total,
+        "threads": share(threads),
+        "self": share(own),
+        "inclusive": share(incl),
+    }
+
+
+def _thread_kind(frames: list[str]) -> str:
+    text = ";".join(frames)
+    if "Runner.run" in text:
+        return "event loop (transports, data plane, batcher)"
+    if "ModelRunner" in text or "Module._call_impl" in text:
+        return "model instance thread"
+    if "_worker (concurrent/futures/thread.py" in text:
+        return "executor thread, idle or other work"
+    return "other thread (gRPC poller, ...)"
 
 
 def profile(model: str, protocol: str, seconds: float, work: Path) -> dict[str, Any]:
@@ -105,14 +128,15 @@ def profile(model: str, protocol: str, seconds: float, work: Path) -> dict[str, 
                 "--pid",
                 str(r.proc.pid),
                 "--rate",
-                "100",
-                "--native",
+                "200",
+                "--threads",
                 "--duration",
                 str(int(seconds)),
                 "--format",
                 "raw",
                 "--output",
                 str(collapsed),
+                "--nonblocking",
             ],
             check=True,
             capture_output=True,

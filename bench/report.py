@@ -181,6 +181,9 @@ def profile_tables() -> list[str]:
             f"({doc['samples']} on-CPU samples, {fmt(doc['requests_per_s_while_profiled'])} req/s "
             f"while sampled, {doc['taken']}) — top frames by self time and by inclusive time:",
             "",
+            "On-CPU samples by thread: "
+            + "; ".join(f"{t['frame']} {t['share']:.0%}" for t in doc.get("threads", [])),
+            "",
             "| self | frame | | inclusive | frame |",
             "|---|---|---|---|---|",
         ]
@@ -194,7 +197,9 @@ def profile_tables() -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     section: list[str] = [BEGIN, ""]
-    for stem in ("worker", "worker-gpu", "worker-quick"):
+    stems = ["worker", "worker-gpu", "worker-quick"]
+    stems += sorted({p.stem for p in RESULTS.glob("worker-*.json")} - set(stems))
+    for stem in stems:
         doc = load(stem)
         if doc is None:
             continue
@@ -207,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{s['client_cores']}; {s['threads']} torch thread(s); max batch "
             f"{s['max_batch_size']}, queue delay {s['max_queue_delay_us']} µs; "
             f"{s['duration_s']} s measured per point after {s['warmup_s']} s warm-up, "
-            f"best of {s.get('rounds', 1)} alternating round(s); one row per request. "
+            f"best of {s.get('rounds', 1)} alternating round(s); "
+            f"{s.get('rows_per_request', 1)} row(s) per request. "
             f"Idle CPU share of each server while the others ran: "
             f"{json.dumps(s.get('idle_server_cpu_util', {}))}.",
             "",

@@ -74,7 +74,7 @@ def limit_table(model: str, models: Path, s: ServeSettings) -> dict[int, float]:
 
 
 def run_point(
-    r: Running, protocol: str, concurrency: int, warmup_s: float, duration_s: float
+    r: Running, protocol: str, concurrency: int, warmup_s: float, duration_s: float, rows: int
 ) -> dict[str, Any]:
     wire = "http-json" if (r.server == "mlserver" and protocol == "http") else protocol
     job = {
@@ -86,6 +86,7 @@ def run_point(
         "dims": list(r.model.dims),
         "outputs": list(r.model.outputs),
         "concurrency": [concurrency],
+        "rows": rows,
         "warmup_s": warmup_s,
         "duration_s": duration_s,
     }
@@ -134,6 +135,7 @@ def interleaved(
     warmup_s: float,
     duration_s: float,
     rounds: int,
+    rows: int,
     table: dict[int, float],
 ) -> list[tuple[str, dict[str, Any]]]:
     """Each server in turn, `rounds` times (order rotated each round); keep each one's best.
@@ -148,7 +150,7 @@ def interleaved(
     for i in range(rounds):
         order = names[i % len(names) :] + names[: i % len(names)] if names else []
         for name in order:
-            p = run_point(running[name], protocol, concurrency, warmup_s, duration_s)
+            p = run_point(running[name], protocol, concurrency, warmup_s, duration_s, rows)
             p["limit_samples_per_s"] = limit_for(p["batches"], table)
             seen[name].append(p)
     out: list[tuple[str, dict[str, Any]]] = []
@@ -231,6 +233,7 @@ class Plan:
     warmup_s: float
     duration_s: float
     rounds: int
+    rows: int
     settings: ServeSettings
     model_dir: Path
     work: Path
@@ -261,7 +264,14 @@ def run_model(plan: Plan, model: str) -> None:
         for proto in plan.protocols:
             for c in plan.concurrency:
                 for server, point in interleaved(
-                    running, proto, c, plan.warmup_s, plan.duration_s, plan.rounds, table
+                    running,
+                    proto,
+                    c,
+                    plan.warmup_s,
+                    plan.duration_s,
+                    plan.rounds,
+                    plan.rows,
+                    table,
                 ):
                     point.update(server=server, model=model, protocol=proto)
                     plan.points.append(point)
@@ -307,7 +317,7 @@ def write_doc(plan: Plan) -> None:
             "duration_s": plan.duration_s,
             "rounds": plan.rounds,
             "idle_server_cpu_util": plan.idle,
-            "rows_per_request": 1,
+            "rows_per_request": plan.rows,
             "load_generator": "tritonclient aio (http binary / grpc), closed loop, own process",
         },
         "limit_per_call_s": plan.limits,
@@ -329,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=0.0, help="seconds measured per point")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=0, help="alternations per point (default 2)")
+    ap.add_argument("--rows", type=int, default=1, help="rows (samples) per request")
     ap.add_argument("--name", default="", help="result file name (default from the flags)")
     a = ap.parse_args(argv)
 
@@ -345,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         warmup_s=0.5,
         duration_s=a.duration or (1.5 if a.quick else 3.0),
         rounds=a.rounds or (1 if a.quick else 2),
+        rows=a.rows,
         settings=ServeSettings(
             threads=a.threads,
             max_batch=32,
