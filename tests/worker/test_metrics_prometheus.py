@@ -29,7 +29,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -39,6 +38,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+
+from airt_operator.dev.wait import WaitTimeoutError
+from airt_operator.dev.wait import wait_for as shared_wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "charts" / "airt" / "dashboards" / "airt-models.json"
@@ -85,17 +87,20 @@ def free_port() -> int:
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0) -> T:
     """Poll `probe` until it returns something other than None (or raise after `timeout`)."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
+    last_error: list[Exception] = []
+
+    def attempt() -> tuple[T] | None:
         try:
             result = probe()
         except (OSError, ValueError, KeyError) as exc:
-            last_error, result = exc, None
-        if result is not None:
-            return result
-        time.sleep(0.2)  # poll interval, not a wait for something to happen
-    raise AssertionError(f"timed out waiting for {what} (last error: {last_error!r})")
+            last_error[:] = [exc]
+            return None
+        return None if result is None else (result,)
+
+    try:
+        return shared_wait_for(attempt, timeout, what, interval_s=0.2)[0]
+    except WaitTimeoutError:
+        raise AssertionError(f"timed out waiting for {what} (last error: {last_error!r})") from None
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:

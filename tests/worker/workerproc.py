@@ -10,11 +10,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from airt_operator.dev.wait import WaitTimeoutError, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 START_DEADLINE_S = 120.0
@@ -69,18 +70,19 @@ class Worker:
         return total
 
     def wait_ready(self, deadline_s: float = START_DEADLINE_S) -> None:
-        deadline = time.monotonic() + deadline_s
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker {self.name} exited early:\n{self.log()}")
             try:
                 with urllib.request.urlopen(f"{self.base}/v2/health/ready", timeout=2) as r:
-                    if r.status == 200:
-                        return
+                    return bool(r.status == 200)
             except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"worker {self.name} not ready in {deadline_s}s:\n{self.log()}")
+                return False
+
+        try:
+            wait_for(ready, deadline_s, f"worker {self.name} to be ready", interval_s=0.1)
+        except WaitTimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{self.log()}") from None
 
     def stop(self, timeout: float = 60) -> int:
         if self.proc.poll() is None:
