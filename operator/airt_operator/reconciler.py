@@ -65,16 +65,12 @@ class ReconcileOutcome:
 class Snapshot:
     """What the watches show for one ModelDeployment (and the cluster facts it needs)."""
 
-    body: Mapping[str, Any]
+    body: Mapping[str, Any]  # plain (deep-copied) objects: kopf's live views never reach here
     runtimes: Sequence[Mapping[str, Any]]
     children: Mapping[tuple[str, str], Mapping[str, Any]]  # (apiVersion, kind) -> live object
     pods: Sequence[Mapping[str, Any]]
     nodes: Sequence[Mapping[str, Any]]
     service_monitor_crd: bool
-
-
-def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in body.items()}
 
 
 def _conditions_of(body: Mapping[str, Any]) -> list[Condition]:
@@ -165,7 +161,7 @@ class Reconciler:
         runtimes: list[InferenceRuntime] = []
         for raw in snap.runtimes:
             try:
-                runtimes.append(parse_inference_runtime(_plain(raw)))
+                runtimes.append(parse_inference_runtime(dict(raw)))
             except ApiValidationError as exc:
                 log.warning("skipping invalid InferenceRuntime: %s", exc)
         try:
@@ -288,7 +284,7 @@ class Reconciler:
                 if c.type == ConditionType.PROGRESSING.value:
                     warn = c.reason == Reason.PROGRESS_DEADLINE_EXCEEDED.value
                 await self.kube.event(
-                    _plain(snap.body),
+                    dict(snap.body),
                     "Warning" if warn else "Normal",
                     c.reason,
                     f"{c.type}={c.status}: {c.message}",
