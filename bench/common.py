@@ -106,6 +106,7 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     return {
+        "commit": git_head(),
         "cpu": model,
         "cores": cpu_count(),
         "python": platform.python_version(),
@@ -113,6 +114,23 @@ def machine() -> dict[str, Any]:
         "loadavg_at_start": list(os.getloadavg()),
         "note": "shared machine: other engineers' test runs may have been running at the same time",
     }
+
+
+def git_head() -> str:
+    """The commit the measured code came from (`+dirty` when the tree had changes)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
 
 
 def now_iso() -> str:

@@ -22,6 +22,8 @@ import argparse
 import copy
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -41,7 +43,8 @@ from airt_operator.dev.operator_proc import OperatorProcess
 from airt_operator.reconcile.build import BuildSettings, build_context
 from airt_operator.reconcile.render import render
 from airt_operator.reconcile.resolve import resolve
-from common import BENCH, CACHE, ROOT, log, machine, now_iso, write_result
+from common import BENCH, CACHE, ROOT, log, machine, now_iso, venv_python, write_result
+from stacks import top_frames
 
 AGENTS = ("airt-operator/", "kopf/")
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
@@ -244,11 +247,15 @@ def run_baseline(cluster: Cluster, n: int, timeout_s: float) -> dict[str, Any]:
     }
 
 
-def run_operator(cluster: Cluster, n: int, timeout_s: float, steady_s: float) -> dict[str, Any]:
+def run_operator(
+    cluster: Cluster, n: int, timeout_s: float, steady_s: float, profile: bool = False
+) -> dict[str, Any]:
     ns = fresh_namespace(cluster, f"op-{n}")
     log_path = CACHE / "runs" / "operator" / f"operator-{n}.log"
     op = OperatorProcess.start(cluster.kubeconfig, log_path, namespaces=(ns,), standalone=True)
     pid = op.proc.pid
+    collapsed = log_path.with_suffix(".collapsed")
+    spy = start_py_spy(pid, collapsed) if profile else None
     audit = AuditTail(cluster.audit_log)
     audit.poll()  # skip what came before
     try:
@@ -268,6 +275,9 @@ def run_operator(cluster: Cluster, n: int, timeout_s: float, steady_s: float) ->
         applied = time.monotonic() - t0
         done, seen = wait_count(cluster, "md", ns, READY, "True", n, timeout_s)
         ready_at = datetime.now(UTC)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            spy.wait(timeout=60)
         at_ready = proc_usage(pid)
         # Let the tail of the creation burst (status updates after Ready) finish, then watch.
         settle_deadline = time.monotonic() + 120
@@ -283,7 +293,13 @@ def run_operator(cluster: Cluster, n: int, timeout_s: float, steady_s: float) ->
         steady = audit.requests(ns, settled_at)
         end = proc_usage(pid)
     finally:
+        if spy is not None and spy.poll() is None:
+            spy.kill()
         op.stop()
+    if spy is not None and collapsed.exists():
+        prof = top_frames(collapsed)
+        prof.update(n=n, taken=now_iso(), collapsed=str(collapsed), what="operator, creation")
+        write_result(f"profile-operator-{n}", prof)
     return {
         "namespace": ns,
         "apply_s": applied,
@@ -310,6 +326,14 @@ def run_operator(cluster: Cluster, n: int, timeout_s: float, steady_s: float) ->
     }
 
 
+def start_py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy (from the bench's tools venv) sampling the operator until SIGINT."""
+    py_spy = venv_python("tools").parent / "py-spy"
+    argv = [str(py_spy), "record", "--pid", str(pid), "--rate", "100", "--nonblocking"]
+    argv += ["--format", "raw", "--output", str(out)]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def prepare(mgr: ClusterManager) -> Cluster:
     mgr.down()
     mgr.up(timeout_s=300)
@@ -327,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steady", type=float, default=0.0, help="steady-state window, seconds")
     ap.add_argument("--timeout", type=float, default=1500.0, help="per run, seconds")
     ap.add_argument("--keep-cluster", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="py-spy the operator while creating")
     ap.add_argument("--name", default="")
     a = ap.parse_args(argv)
     sizes = [int(s) for s in a.sizes.split(",") if s] or ([100] if a.quick else [100, 300, 1000])
@@ -342,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
             cluster = prepare(mgr)
             base = run_baseline(cluster, n, a.timeout)
             log(f"  baseline: {base['all_available_s']} s until {n} Deployments Available")
-            op = run_operator(cluster, n, a.timeout, steady)
+            op = run_operator(cluster, n, a.timeout, steady, a.profile)
             log(
                 f"  operator: {op['all_ready_s']} s until {n} Ready; "
                 f"cpu {op['operator_cpu_s_creation']:.1f} s; peak rss "

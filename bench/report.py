@@ -175,15 +175,30 @@ def profile_tables() -> list[str]:
     lines: list[str] = []
     for path in sorted(RESULTS.glob("profile-*.json")):
         doc = json.loads(path.read_text())
+        if "what" in doc:
+            title = (
+                f"**the operator while creating {doc['n']:,} ModelDeployments** "
+                f"({doc['samples']} on-CPU samples at 100 Hz, {doc['taken']})"
+            )
+        else:
+            title = (
+                f"**{doc['model']} over {doc['protocol']}, c={doc['concurrency']}** "
+                f"({doc['samples']} on-CPU samples, "
+                f"{fmt(doc['requests_per_s_while_profiled'])} req/s while sampled, {doc['taken']})"
+            )
         lines += [
             "",
-            f"**{doc['model']} over {doc['protocol']}, c={doc['concurrency']}** "
-            f"({doc['samples']} on-CPU samples, {fmt(doc['requests_per_s_while_profiled'])} req/s "
-            f"while sampled, {doc['taken']}) — top frames by self time and by inclusive time:",
+            title + " — top frames by self time and by inclusive time:",
             "",
-            "On-CPU samples by thread: "
-            + "; ".join(f"{t['frame']} {t['share']:.0%}" for t in doc.get("threads", [])),
-            "",
+            *(
+                [
+                    "On-CPU samples by thread: "
+                    + "; ".join(f"{t['frame']} {t['share']:.0%}" for t in doc["threads"]),
+                    "",
+                ]
+                if doc.get("threads")
+                else []
+            ),
             "| self | frame | | inclusive | frame |",
             "|---|---|---|---|---|",
         ]
