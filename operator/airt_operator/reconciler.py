@@ -30,7 +30,7 @@ from airt_operator.kube.client import Kube, KubeError
 from airt_operator.kube.resources import CHILD_KINDS, SERVICE_MONITOR, Kind, kind_of
 from airt_operator.metrics import OperatorMetrics
 from airt_operator.reconcile.build import BuildSettings, build_context
-from airt_operator.reconcile.diff import needs_apply, with_hash
+from airt_operator.reconcile.diff import needs_apply
 from airt_operator.reconcile.observe import (
     Observation,
     degraded_apply_failed,
@@ -40,7 +40,7 @@ from airt_operator.reconcile.observe import (
     resolved_conditions,
     status_fields,
 )
-from airt_operator.reconcile.render import RenderError, render
+from airt_operator.reconcile.render import RenderError, render_stamped
 from airt_operator.reconcile.resolve import ResolutionFailure, resolve
 
 log = logging.getLogger("airt.operator")
@@ -179,7 +179,7 @@ class Reconciler:
             service_monitor=self._wants_service_monitor(md.spec.monitoring, snap),
         )
         try:
-            desired = [with_hash(m) for m in render(ctx)]
+            desired = render_stamped(ctx)
         except RenderError as exc:
             cond = resolved_conditions(Reason.INVALID_SPEC, str(exc), ok=False)
             await self._write_status(snap, generation, old, failed_resolution(cond), {})
@@ -210,7 +210,7 @@ class Reconciler:
         mode = monitoring.service_monitor if monitoring else "auto"
         return mode != "disabled" and snap.service_monitor_crd
 
-    async def _apply_children(self, desired: list[dict[str, Any]], snap: Snapshot) -> bool:
+    async def _apply_children(self, desired: Sequence[dict[str, Any]], snap: Snapshot) -> bool:
         wrote = False
         wanted: set[tuple[str, str]] = set()
         for manifest in desired:

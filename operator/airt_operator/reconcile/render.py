@@ -8,6 +8,7 @@ can change the structure of a manifest.
 
 from __future__ import annotations
 
+import functools
 import math
 from importlib import resources
 from typing import Any
@@ -16,6 +17,7 @@ import jinja2
 import yaml
 
 from airt_operator.reconcile.context import RenderContext
+from airt_operator.reconcile.diff import with_hash
 
 TEMPLATES = ("identity", "network", "deployment", "scaling", "monitoring")
 MANAGED_BY = "airt-operator"
@@ -113,6 +115,9 @@ def _environment() -> jinja2.Environment:
 
 
 _ENV = _environment()
+# libyaml's loader when PyYAML has it (the wheels do): parsing the rendered YAML was most of a
+# reconcile's CPU with the pure-Python one (bench/: operator profile).
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _validate(obj: Any, template: str) -> dict[str, Any]:
@@ -136,11 +141,22 @@ def render(ctx: RenderContext) -> list[dict[str, Any]]:
     for name in TEMPLATES:
         text = _ENV.get_template(f"{name}.yaml.j2").render(ctx=ctx)
         try:
-            docs = list(yaml.safe_load_all(text))
+            docs = list(yaml.load_all(text, Loader=_LOADER))
         except yaml.YAMLError as exc:
             raise RenderError(f"template {name} rendered invalid YAML: {exc}") from exc
         out.extend(_validate(d, name) for d in docs if d is not None)
     return out
+
+
+@functools.lru_cache(maxsize=4096)
+def render_stamped(ctx: RenderContext) -> tuple[dict[str, Any], ...]:
+    """`render` stamped with each manifest's hash, memoized by the (frozen) context.
+
+    Most reconciles are triggered by a child's or a pod's status and render exactly what the
+    last one did; the context holds every input of rendering, so equal contexts give equal
+    manifests. The result is shared between calls: callers must not mutate it.
+    """
+    return tuple(with_hash(m) for m in render(ctx))
 
 
 def template_names() -> list[str]:
