@@ -55,9 +55,15 @@ def time_call(module: Any, x: torch.Tensor, device: torch.device, budget_s: floa
 
 
 def limit_for(batches: dict[int, int], per_call_s: dict[int, float]) -> float | None:
-    """Samples/s of nothing but model calls, for a server's mix of batch sizes."""
+    """Samples/s of nothing but model calls, for a server's mix of batch sizes.
+
+    None when the server formed a batch size the table lacks (MLServer's max_batch_size counts
+    requests, not rows, so multi-row requests can make batches larger than the table's).
+    """
+    if any(rows not in per_call_s for rows in batches):
+        return None
     total_rows = sum(rows * n for rows, n in batches.items())
-    total_s = sum(per_call_s[rows] * n for rows, n in batches.items() if rows in per_call_s)
+    total_s = sum(per_call_s[rows] * n for rows, n in batches.items())
     return total_rows / total_s if total_s else None
 
 

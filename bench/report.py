@@ -88,8 +88,9 @@ def worker_table(doc: dict[str, Any]) -> list[str]:
     idx = {(p["server"], p["model"], p["protocol"], p["concurrency"]): p for p in pts}
     lines = [
         "| model | proto | c | server | req/s | samples/s | p50 ms | p99 ms | mean batch | "
-        "limit samples/s | vs limit | airt/this req/s | airt/this p99 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "limit samples/s | vs limit | model rows/s in server | model busy | server CPU | "
+        "main thread CPU | client CPU | airt/this req/s | airt/this p99 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for model, proto, conc in sorted({(p["model"], p["protocol"], p["concurrency"]) for p in pts}):
         a = idx.get(("airt", model, proto, conc))
@@ -108,7 +109,12 @@ def worker_table(doc: dict[str, Any]) -> list[str]:
             lines.append(
                 f"| {model} | {proto}{wire} | {conc} | {server} | {fmt(p['requests_per_s'])} | "
                 f"{fmt(p['samples_per_s'])} | {fmt(p['p50_ms'], 2)} | {fmt(p['p99_ms'], 2)} | "
-                f"{fmt(mean_batch, 1)} | {fmt(lim)} | {fmt(vs_lim, 3)} | {fmt(r_rps, 2)} | "
+                f"{fmt(mean_batch, 1)} | {fmt(lim)} | {fmt(vs_lim, 3)} | "
+                f"{fmt(p.get('server_model_rows_per_s'))} | {fmt(p.get('server_model_busy'), 2)} | "
+                f"{fmt(p.get('server_cpu_util'), 2)} | "
+                f"{fmt(p.get('server_main_thread_cpu_util'), 2)} | "
+                f"{fmt(p.get('client_cpu_util'), 2)} | "
+                f"{fmt(r_rps, 2)} | "
                 f"{fmt(r_p99, 2)} |"
             )
     return lines
@@ -241,11 +247,15 @@ def main(argv: list[str] | None = None) -> int:
             *[f"![{p}]({p})" for p in pngs],
             "",
         ]
-    op = load("operator") or load("operator-quick")
-    if op is not None:
-        png = operator_plot(op)
+    op_stems = ["operator", *sorted(p.stem for p in RESULTS.glob("operator-*.json"))]
+    for stem in op_stems:
+        op = load(stem)
+        if op is None:
+            continue
+        png = operator_plot(op) if stem == "operator" else None
+        commit = op.get("machine", {}).get("commit", "not recorded")
         section += [
-            f"### operator scale — {op['started']} to {op['finished']}",
+            f"### {stem}.json — {op['started']} to {op['finished']} (code: {commit})",
             "",
             *operator_table(op),
             "",

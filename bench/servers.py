@@ -75,15 +75,50 @@ class Running:
 
     def batch_sizes(self) -> dict[int, int]:
         """Rows per executed batch -> number of such batches, since the server started."""
+        return {rows: n for rows, (n, _) in self.batch_stats().items()}
+
+    def batch_stats(self) -> dict[int, tuple[int, int | None]]:
+        """Rows per batch -> (batches, nanoseconds in compute_infer, when the server says).
+
+        compute_infer is the server's own clock around the model call: for airt the torch
+        call; for Triton's Python backend it includes the hop to the PyTriton process.
+        MLServer reports neither, so its runtime's count stands in, without times.
+        """
         if self.batch_log is not None:
             if not self.batch_log.exists():
                 return {}
-            return {int(k): int(v) for k, v in json.loads(self.batch_log.read_text()).items()}
+            counts = json.loads(self.batch_log.read_text())
+            return {int(k): (int(v), None) for k, v in counts.items()}
         doc = http_json(f"http://{self.http}/v2/models/{self.model.name}/stats")
-        out: dict[int, int] = {}
+        out: dict[int, tuple[int, int | None]] = {}
         for stat in doc["model_stats"][0].get("batch_stats", []):
-            out[int(stat["batch_size"])] = int(stat["compute_infer"]["count"])
+            infer = stat["compute_infer"]
+            out[int(stat["batch_size"])] = (int(infer["count"]), int(infer["ns"]))
         return out
+
+    def cpu_s(self) -> dict[str, float]:
+        """CPU seconds so far: the whole process group, and the leader's main thread alone.
+
+        For airt the main thread is the event loop (transports, data plane, batcher) and the
+        other threads run the model; the split says where a shared core's time went.
+        """
+        tick = os.sysconf("SC_CLK_TCK")
+        pgid = self.proc.pid
+
+        def stat_cpu(path: Path) -> tuple[int, float]:
+            fields = path.read_text().rsplit(")", 1)[1].split()
+            return int(fields[2]), (int(fields[11]) + int(fields[12])) / tick
+
+        total = 0.0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                group, cpu = stat_cpu(stat)
+                if group == pgid:
+                    total += cpu
+        main = 0.0
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            main = stat_cpu(Path(f"/proc/{pgid}/task/{pgid}/stat"))[1]
+        return {"total": total, "main_thread": main}
 
     def stop(self) -> None:
         if self.proc.poll() is not None:

@@ -90,7 +90,8 @@ def run_point(
         "warmup_s": warmup_s,
         "duration_s": duration_s,
     }
-    before = r.batch_sizes()
+    before = r.batch_stats()
+    cpu_before = r.cpu_s()
     out = subprocess.run(
         [sys.executable, str(BENCH / "loadgen.py"), json.dumps(job)],
         check=True,
@@ -101,11 +102,25 @@ def run_point(
     )
     if r.batch_log is not None:
         time.sleep(1.2)  # MLServer's runtime flushes its batch count about once a second
-    after = r.batch_sizes()
+    after = r.batch_stats()
+    cpu_after = r.cpu_s()
     point: dict[str, Any] = json.loads(out.stdout)[0]
     point["wire"] = wire
-    point["batches"] = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    point["batches"] = {k: v for k, v in sorted(point["batches"].items()) if v > 0}
+    wall = point["elapsed_s"] + warmup_s
+    cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_after}
+    # Share of one core's time (warm-up included): all of the server, and its main thread.
+    point["server_cpu_util"] = cpu["total"] / wall
+    point["server_main_thread_cpu_util"] = cpu["main_thread"] / wall
+    batches = {k: n - before.get(k, (0, 0))[0] for k, (n, _) in after.items()}
+    point["batches"] = {k: v for k, v in sorted(batches.items()) if v > 0}
+    # The server's own time in the model during the point (warm-up included, like the counts):
+    # rows / that time is how fast the model ran inside the server, to hold against the limit.
+    if all(ns is not None for _, ns in after.values()):
+        infer_ns = sum((ns or 0) - (before.get(k, (0, 0))[1] or 0) for k, (_, ns) in after.items())
+        rows = sum(k * v for k, v in point["batches"].items())
+        point["server_model_s"] = infer_ns / 1e9
+        point["server_model_rows_per_s"] = rows / (infer_ns / 1e9) if infer_ns else None
+        point["server_model_busy"] = infer_ns / 1e9 / wall
     return point
 
 
