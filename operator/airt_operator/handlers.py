@@ -285,4 +285,7 @@ def _child_entry(**kwargs: Any) -> Any:
     owner = kwargs["labels"].get(OWNER_LABEL)
     if not owner:
         return None
-    return {(kwargs["namespace"], owner): _copy(kwargs["body"])}
+    child = _copy(kwargs["body"])
+    if child.get("kind") != "Deployment":
+        child.pop("status", None)  # only the Deployment's status is observed
+    return {(kwargs["namespace"], owner): child}
