@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
     prof = profile_tables()
     if prof:
-        section += ["### profile of the worker (py-spy)", *prof, ""]
+        section += ["### profiles (py-spy)", *prof, ""]
     section.append(END)
 
     readme = RESULTS / "README.md"

@@ -11,6 +11,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+#: Frames every sample of a thread passes through (interpreter entry, event loop, CLI, thread
+#: bootstrap): their inclusive share is ~100 % and says nothing, so the inclusive list skips them.
 BOILERPLATE = (
     "_run_code ",
     "_run_module_as_main ",
