@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=12.0)
     ap.add_argument("--targets", default="mlp:grpc,mlp:http,cnn:grpc")
+    ap.add_argument("--suffix", default="", help="appended to the result names (e.g. -quick)")
     a = ap.parse_args(argv)
     work = CACHE / "runs" / "profile"
     work.mkdir(parents=True, exist_ok=True)
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         model, protocol = target.split(":")
         log(f"profiling airt {model} over {protocol} at c=32 for {a.seconds:g} s")
         doc = profile(model, protocol, a.seconds, work)
-        path = write_result(f"profile-{model}-{protocol}", doc)
+        path = write_result(f"profile-{model}-{protocol}{a.suffix}", doc)
         log(f"wrote {path}")
     return 0
 

@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         if worker.main(quick) != 0:
             failed.append("worker")
         if not a.no_profile:
-            targets = ["--targets", "mlp:grpc", "--seconds", "6"] if a.quick else []
+            targets = (
+                ["--targets", "mlp:grpc", "--seconds", "6", "--suffix=-quick"] if a.quick else []
+            )
             if profile_worker.main(targets) != 0:
                 failed.append("profile")
     if a.gpu and worker.main(["--device", "cuda", *quick]) != 0:
