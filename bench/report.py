@@ -194,7 +194,7 @@ def profile_tables() -> list[str]:
             )
         lines += [
             "",
-            title + " — top frames by self time and by inclusive time:",
+            f"`{path.name}`: {title} — top frames by self time and by inclusive time:",
             "",
             *(
                 [
