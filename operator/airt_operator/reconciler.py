@@ -30,7 +30,7 @@ from airt_operator.kube.client import Kube, KubeError
 from airt_operator.kube.resources import CHILD_KINDS, SERVICE_MONITOR, Kind, kind_of
 from airt_operator.metrics import OperatorMetrics
 from airt_operator.reconcile.build import BuildSettings, build_context
-from airt_operator.reconcile.diff import needs_apply
+from airt_operator.reconcile.diff import HASH_ANNOTATION, needs_apply
 from airt_operator.reconcile.observe import (
     Observation,
     degraded_apply_failed,
@@ -44,6 +44,9 @@ from airt_operator.reconcile.render import RenderError, render_stamped
 from airt_operator.reconcile.resolve import ResolutionFailure, resolve
 
 log = logging.getLogger("airt.operator")
+
+# How long after an apply a missing or older child in the index is taken for watch lag.
+INDEX_LAG_BUDGET_S = 10.0
 
 
 class Result(StrEnum):
@@ -100,6 +103,10 @@ class Reconciler:
     # kopf's index may still hold an older copy for a moment after our own write; merging new
     # conditions into that stale copy would move transition times and write again.
     _written: dict[tuple[str, str], tuple[int, dict[str, Any]]] = field(default_factory=dict)
+    # The same for children: (namespace, owner, kind) -> (resourceVersion, hash) of our last
+    # apply, and the newest resourceVersion the index has shown us of that child.
+    _applied: dict[tuple[str, str, str], tuple[int, str, float]] = field(default_factory=dict)
+    _seen: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         return self._locks.setdefault((namespace, name), asyncio.Lock())
@@ -107,6 +114,9 @@ class Reconciler:
     def forget(self, namespace: str, name: str) -> None:
         self._locks.pop((namespace, name), None)
         self._written.pop((namespace, name), None)
+        for k in [k for k in self._applied if k[:2] == (namespace, name)]:
+            self._applied.pop(k, None)
+            self._seen.pop(k, None)
         self.metrics.forget(namespace, name)
 
     async def reconcile(
@@ -210,6 +220,39 @@ class Reconciler:
         mode = monitoring.service_monitor if monitoring else "auto"
         return mode != "disabled" and snap.service_monitor_crd
 
+    def _remember_apply(
+        self, snap: Snapshot, manifest: Mapping[str, Any], result: Mapping[str, Any]
+    ) -> None:
+        try:
+            version = int(result["metadata"]["resourceVersion"])
+        except (KeyError, TypeError, ValueError):
+            return
+        key = (*_ns_name(snap), manifest["kind"])
+        self._applied[key] = (version, _hash_of(manifest), time.monotonic())
+
+    def _index_behind(
+        self, snap: Snapshot, manifest: Mapping[str, Any], live: Mapping[str, Any] | None
+    ) -> bool:
+        """True while kopf's index has not yet caught up with the apply we last sent for this
+        child (missing, or older than our write) and that apply was this very manifest: applying
+        again would only repeat it. Once the index holds our version, drift is judged as usual —
+        and a child deleted after that shows up as missing again, and is re-applied."""
+        key = (*_ns_name(snap), manifest["kind"])
+        applied = self._applied.get(key)
+        if applied is None or applied[1] != _hash_of(manifest):
+            return False
+        if time.monotonic() - applied[2] > INDEX_LAG_BUDGET_S:
+            return False  # never trust our memory for long: a missed event must not stick
+        if live is None:
+            seen = self._seen.get(key, 0)
+            return seen < applied[0]
+        try:
+            version = int(live["metadata"]["resourceVersion"])
+        except (KeyError, TypeError, ValueError):
+            return False
+        self._seen[key] = max(self._seen.get(key, 0), version)
+        return version < applied[0]
+
     async def _apply_children(self, desired: Sequence[dict[str, Any]], snap: Snapshot) -> bool:
         wrote = False
         wanted: set[tuple[str, str]] = set()
@@ -219,6 +262,8 @@ class Reconciler:
             live = snap.children.get(key)
             if manifest["kind"] == SERVICE_MONITOR.kind:  # not watched: read it
                 live = await self.kube.get(SERVICE_MONITOR, *_ns_name(snap))
+            if self._index_behind(snap, manifest, live):
+                continue  # our own apply is not in the watch yet; it is what we want
             if needs_apply(manifest, dict(live) if live is not None else None):
                 log.info(
                     "applying %s %s/%s (%s)",
@@ -227,7 +272,8 @@ class Reconciler:
                     manifest["metadata"]["name"],
                     "drifted or changed" if live is not None else "missing",
                 )
-                await self.kube.apply(manifest)
+                result = await self.kube.apply(manifest)
+                self._remember_apply(snap, manifest, result)
                 self.metrics.children_applied.labels(kind=manifest["kind"]).inc()
                 wrote = True
         # Children no longer wanted (a PDB after scaling to one replica, an HPA after
@@ -290,6 +336,10 @@ class Reconciler:
                     f"{c.type}={c.status}: {c.message}",
                 )
         return True
+
+
+def _hash_of(manifest: Mapping[str, Any]) -> str:
+    return str(manifest.get("metadata", {}).get("annotations", {}).get(HASH_ANNOTATION, ""))
 
 
 def _ns_name(snap: Snapshot) -> tuple[str, str]:

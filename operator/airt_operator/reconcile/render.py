@@ -148,7 +148,7 @@ def render(ctx: RenderContext) -> list[dict[str, Any]]:
     return out
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=256)  # ~75 KB an entry: bounded memory, recent models hot
 def render_stamped(ctx: RenderContext) -> tuple[dict[str, Any], ...]:
     """`render` stamped with each manifest's hash, memoized by the (frozen) context.
 
