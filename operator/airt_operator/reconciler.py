@@ -33,6 +33,7 @@ from airt_operator.reconcile.build import BuildSettings, build_context
 from airt_operator.reconcile.diff import HASH_ANNOTATION, needs_apply
 from airt_operator.reconcile.observe import (
     Observation,
+    conditions_of,
     degraded_apply_failed,
     failed_resolution,
     merge_conditions,
@@ -74,16 +75,6 @@ class Snapshot:
     pods: Sequence[Mapping[str, Any]]
     nodes: Sequence[Mapping[str, Any]]
     service_monitor_crd: bool
-
-
-def _conditions_of(body: Mapping[str, Any]) -> list[Condition]:
-    out = []
-    for raw in (body.get("status") or {}).get("conditions") or []:
-        try:
-            out.append(Condition.model_validate(dict(raw)))
-        except ValueError:
-            continue  # a condition someone else wrote badly: we rewrite ours
-    return out
 
 
 def _wire(conds: Sequence[Condition]) -> list[dict[str, Any]]:
@@ -158,7 +149,7 @@ class Reconciler:
         ns, name = meta["namespace"], meta["name"]
         generation = int(meta.get("generation", 0))
         current = self._current_status(snap)
-        old = _conditions_of({"status": current})
+        old = conditions_of(current)
         try:
             md = parse_model_deployment(
                 {"metadata": {"name": name, "namespace": ns}, "spec": dict(body.get("spec") or {})}

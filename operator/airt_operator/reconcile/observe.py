@@ -216,6 +216,18 @@ def _ready(conds: Sequence[Condition]) -> Condition:
     return _cond(ConditionType.READY, status, Reason.NOT_READY, detail)
 
 
+def conditions_of(status: Mapping[str, Any] | None) -> list[Condition]:
+    """The conditions of a status as models; one written badly by someone else is dropped
+    (the operator rewrites its own)."""
+    out = []
+    for raw in (status or {}).get("conditions") or []:
+        try:
+            out.append(Condition.model_validate(dict(raw)))
+        except ValueError:
+            continue
+    return out
+
+
 def merge_conditions(old: Sequence[Condition], new: Sequence[Condition]) -> list[Condition]:
     """New conditions over old ones, keeping transition times where the status did not change."""
     out = list(old)

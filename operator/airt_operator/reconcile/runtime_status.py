@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from airt_operator.api import ApiValidationError, Condition, Reason, parse_inference_runtime
-from airt_operator.reconcile.observe import merge_conditions
+from airt_operator.reconcile.observe import conditions_of, merge_conditions
 
 
 def runtime_status(
@@ -48,13 +48,7 @@ def runtime_status(
             last_transition_time=datetime.now(UTC).replace(microsecond=0),
             observed_generation=generation,
         )
-    old = []
-    for raw in (body.get("status") or {}).get("conditions") or []:
-        try:
-            old.append(Condition.model_validate(dict(raw)))
-        except ValueError:
-            continue
-    merged = merge_conditions(old, [cond])
+    merged = merge_conditions(conditions_of(body.get("status")), [cond])
     out: dict[str, Any] = {
         "observedGeneration": generation,
         "conditions": [c.model_dump(by_alias=True, exclude_none=True, mode="json") for c in merged],
