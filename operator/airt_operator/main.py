@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from airt_operator.handlers import World, register
 from airt_operator.kube.client import Kube
+from airt_operator.kube.client import login as kube_login
 from airt_operator.metrics import OperatorMetrics
 from airt_operator.reconcile.build import BuildSettings
 from airt_operator.reconciler import Reconciler
@@ -112,9 +113,9 @@ async def run_operator(settings: OperatorSettings) -> None:
         ready.set()
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        # In a pod: the mounted ServiceAccount token; elsewhere: the current kubeconfig.
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        # The same credentials as the operator's own writes (kube/client.py).
+        return kube_login()
 
     runner = await _serve_http(metrics, settings.health_port, ready)
     try:

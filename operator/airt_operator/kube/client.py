@@ -5,25 +5,31 @@ goes through here, under one field manager, so writes can be counted (operator m
 mapped to domain errors once: a 409/5xx/timeout is "try again" (kopf TemporaryError), a 422 on
 a rendered child is a bug or an impossible spec (PermanentError upstream).
 
-kubernetes_asyncio's generic `call_api` is used instead of its typed per-kind APIs because the
-children are plain dicts (rendered from templates) and server-side apply takes them as they are.
+Why aiohttp directly rather than a Kubernetes client library: the operator makes five kinds of
+request, all on plain dicts (rendered children, merge patches), and the typed clients
+(`kubernetes`, `kubernetes_asyncio`) each import thousands of generated model classes — about
+45 MB of resident memory apiece, and kopf imports whichever of them is installed. The
+credentials are kopf's own (`kopf.ConnectionInfo` from the same login functions kopf uses), so
+the operator authenticates one way for its watches and its writes.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes_asyncio import client, config
-from kubernetes_asyncio.client.exceptions import ApiException
+import aiohttp
+import kopf
 
 from airt_operator.kube.resources import EVENT, INFERENCE_RUNTIME, MODEL_DEPLOYMENT, Kind, kind_of
 from airt_operator.metrics import OperatorMetrics
 
 FIELD_MANAGER = "airt-operator"
 USER_AGENT = "airt-operator/0.1.0"
+REQUEST_TIMEOUT_S = 30.0
 
 
 class KubeError(Exception):
@@ -35,35 +41,62 @@ class KubeError(Exception):
         self.retryable = retryable
 
 
-def _error(exc: ApiException, what: str) -> KubeError:
-    status = int(exc.status or 0)
+def _error(status: int, text: str, what: str) -> KubeError:
     try:
-        message = json.loads(exc.body or "{}").get("message", exc.reason)
+        message = str(json.loads(text or "{}").get("message") or text)
     except (ValueError, AttributeError):
-        message = str(exc.reason)
+        message = text
     retryable = status in (0, 408, 409, 429) or status >= 500
-    return KubeError(f"{what}: {status} {message}", status, retryable)
+    return KubeError(f"{what}: {status} {message[:500]}", status, retryable)
+
+
+def login() -> kopf.ConnectionInfo:
+    """In a pod: the mounted ServiceAccount token; elsewhere: the current kubeconfig.
+
+    The same functions back the operator's kopf login handler (main.py)."""
+    settings = kopf.OperatorSettings()
+    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(
+        settings=settings
+    )
+    if info is None:
+        raise KubeError("no credentials: no ServiceAccount token and no kubeconfig", None, False)
+    return info
+
+
+def _session(info: kopf.ConnectionInfo) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, ssl=info.as_ssl_context()),
+        headers={**info.as_http_headers(), "User-Agent": USER_AGENT, "Accept": "application/json"},
+        timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
+        proxy=info.proxy_url,
+        trust_env=info.trust_env,
+    )
 
 
 @dataclass
 class Kube:
     """A thin async client for the few calls the operator makes."""
 
-    api: client.ApiClient
+    session: aiohttp.ClientSession
+    server: str
     metrics: OperatorMetrics
+    relogin: Callable[[], kopf.ConnectionInfo] = login
 
     @classmethod
-    async def connect(cls, metrics: OperatorMetrics) -> Kube:
-        try:
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
-        except config.ConfigException:
-            await config.load_kube_config()
-        api = client.ApiClient()
-        api.user_agent = USER_AGENT  # what the API server's audit log attributes writes to
-        return cls(api, metrics)
+    async def connect(
+        cls, metrics: OperatorMetrics, relogin: Callable[[], kopf.ConnectionInfo] = login
+    ) -> Kube:
+        info = relogin()
+        return cls(_session(info), info.server.rstrip("/"), metrics, relogin)
 
     async def close(self) -> None:
-        await self.api.close()
+        await self.session.close()
+
+    async def _renew(self) -> None:
+        # A projected ServiceAccount token rotates (about hourly); a 401 means read it again.
+        info = self.relogin()
+        old, self.session, self.server = self.session, _session(info), info.server.rstrip("/")
+        await old.close()
 
     async def _call(
         self,
@@ -74,25 +107,30 @@ class Kube:
         query: list[tuple[str, str]] | None = None,
     ) -> Any:
         kind = "write" if method != "GET" else "read"
-        try:
-            result = await self.api.call_api(
-                path,
-                method,
-                query_params=query or [],
-                header_params={"Content-Type": content_type, "Accept": "application/json"},
-                body=body,
-                auth_settings=["BearerToken"],
-                response_types_map={200: "object", 201: "object"},
-                _return_http_data_only=True,
-            )
-        except ApiException as exc:
-            self.metrics.api_errors.labels(method=method, status=str(exc.status)).inc()
-            raise _error(exc, f"{method} {path}") from exc
-        except OSError as exc:  # connection refused, reset, timeouts from aiohttp
-            self.metrics.api_errors.labels(method=method, status="0").inc()
-            raise KubeError(f"{method} {path}: {exc}", None, True) from exc
+        data = None if body is None else json.dumps(body)
+        for attempt in (1, 2):
+            try:
+                async with self.session.request(
+                    method,
+                    self.server + path,
+                    params=query or [],
+                    data=data,
+                    headers={"Content-Type": content_type},
+                ) as resp:
+                    text = await resp.text()
+                    status = resp.status
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                self.metrics.api_errors.labels(method=method, status="0").inc()
+                raise KubeError(f"{method} {path}: {exc!r}", None, True) from exc
+            if status == 401 and attempt == 1:
+                await self._renew()
+                continue
+            break
+        if status >= 400:
+            self.metrics.api_errors.labels(method=method, status=str(status)).inc()
+            raise _error(status, text, f"{method} {path}")
         self.metrics.api_requests.labels(method=method, kind=kind).inc()
-        return result
+        return json.loads(text) if text else None
 
     async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply under the operator's field manager (force: we own these fields)."""
