@@ -248,11 +248,20 @@ def run_baseline(cluster: Cluster, n: int, timeout_s: float) -> dict[str, Any]:
 
 
 def run_operator(
-    cluster: Cluster, n: int, timeout_s: float, steady_s: float, profile: bool = False
+    cluster: Cluster,
+    n: int,
+    timeout_s: float,
+    steady_s: float,
+    profile: bool = False,
+    mem_frames: int = 0,
 ) -> dict[str, Any]:
     ns = fresh_namespace(cluster, f"op-{n}")
     log_path = CACHE / "runs" / "operator" / f"operator-{n}.log"
-    op = OperatorProcess.start(cluster.kubeconfig, log_path, namespaces=(ns,), standalone=True)
+    snapshot_path = log_path.with_suffix(".tracemalloc")
+    env = memprobe_env(mem_frames, snapshot_path) if mem_frames else None
+    op = OperatorProcess.start(
+        cluster.kubeconfig, log_path, namespaces=(ns,), standalone=True, extra_env=env
+    )
     pid = op.proc.pid
     collapsed = log_path.with_suffix(".collapsed")
     spy = start_py_spy(pid, collapsed) if profile else None
@@ -279,6 +288,9 @@ def run_operator(
             spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
             spy.wait(timeout=60)
         at_ready = proc_usage(pid)
+        if mem_frames:
+            memory = take_memprofile(pid, snapshot_path, n, at_ready)
+            write_result(f"memprofile-operator-{n}", memory)
         # Let the tail of the creation burst (status updates after Ready) finish, then watch.
         settle_deadline = time.monotonic() + 120
         while time.monotonic() < settle_deadline:
@@ -326,6 +338,75 @@ def run_operator(
     }
 
 
+def memprobe_env(frames: int, out: Path) -> dict[str, str]:
+    """Environment that makes the operator trace its allocations (bench/memprobe)."""
+    path = [str(BENCH / "memprobe"), os.environ.get("PYTHONPATH", "")]
+    return {
+        "PYTHONPATH": os.pathsep.join(p for p in path if p),
+        "AIRT_BENCH_TRACEMALLOC": str(frames),
+        "AIRT_BENCH_TRACEMALLOC_OUT": str(out),
+    }
+
+
+def take_memprofile(pid: int, out: Path, n: int, usage: dict[str, float]) -> dict[str, Any]:
+    """Ask the operator for a tracemalloc snapshot (SIGUSR1) and summarise where memory lives:
+    by line, and by the first frame in the operator's own code (who asked for it)."""
+    import tracemalloc
+
+    out.unlink(missing_ok=True)
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 300
+    while not out.exists() and time.monotonic() < deadline:
+        time.sleep(1)
+    snap = tracemalloc.Snapshot.load(str(out))
+    total = sum(s.size for s in snap.statistics("filename"))
+
+    by_line = [
+        {"where": str(s.traceback[0]), "mb": s.size / 2**20, "blocks": s.count}
+        for s in snap.statistics("lineno")[:40]
+    ]
+    by_file = [
+        {"where": str(s.traceback[0].filename), "mb": s.size / 2**20, "blocks": s.count}
+        for s in snap.statistics("filename")[:25]
+    ]
+    by_owner: Counter[str] = Counter()
+    counts: Counter[str] = Counter()
+    for s in snap.statistics("traceback"):
+        frames = list(reversed(s.traceback))  # innermost (the allocation) first
+        ours = next((f for f in frames if "airt_operator" in f.filename), None)
+        label = (
+            f"{ours.filename.split('airt_operator/')[-1]}:{ours.lineno}"
+            if ours
+            else (
+                "kopf: "
+                + next(
+                    (
+                        f"{f.filename.split('site-packages/')[-1]}:{f.lineno}"
+                        for f in frames
+                        if "/kopf/" in f.filename
+                    ),
+                    "other (imports, libraries)",
+                )
+            )
+        )
+        by_owner[label] += s.size
+        counts[label] += s.count
+    return {
+        "n": n,
+        "taken": now_iso(),
+        "what": "operator, tracemalloc snapshot when all ModelDeployments were Ready",
+        "rss_mb": usage["rss_mb"],
+        "peak_rss_mb": usage["peak_rss_mb"],
+        "traced_mb": total / 2**20,
+        "snapshot": str(out),
+        "by_file": by_file,
+        "by_line": by_line,
+        "by_owner": [
+            {"where": k, "mb": v / 2**20, "blocks": counts[k]} for k, v in by_owner.most_common(40)
+        ],
+    }
+
+
 def start_py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
     """py-spy (from the bench's tools venv) sampling the operator until SIGINT."""
     py_spy = venv_python("tools").parent / "py-spy"
@@ -353,6 +434,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep-cluster", action="store_true")
     ap.add_argument("--profile", action="store_true", help="py-spy the operator while creating")
     ap.add_argument("--name", default="")
+    ap.add_argument("--no-baseline", action="store_true", help="operator runs only")
+    ap.add_argument(
+        "--memprofile",
+        type=int,
+        default=0,
+        metavar="FRAMES",
+        help="trace the operator's allocations (tracemalloc, FRAMES deep; slows it) and write "
+        "memprofile-operator-N.json when all are Ready",
+    )
     a = ap.parse_args(argv)
     sizes = [int(s) for s in a.sizes.split(",") if s] or ([100] if a.quick else [100, 300, 1000])
     steady = a.steady or (20.0 if a.quick else 60.0)
@@ -365,9 +455,11 @@ def main(argv: list[str] | None = None) -> int:
         for n in sizes:
             log(f"operator scale N={n}: fresh control plane")
             cluster = prepare(mgr)
-            base = run_baseline(cluster, n, a.timeout)
-            log(f"  baseline: {base['all_available_s']} s until {n} Deployments Available")
-            op = run_operator(cluster, n, a.timeout, steady, a.profile)
+            base: dict[str, Any] = {"all_available_s": None, "skipped": True}
+            if not a.no_baseline:
+                base = run_baseline(cluster, n, a.timeout)
+                log(f"  baseline: {base['all_available_s']} s until {n} Deployments Available")
+            op = run_operator(cluster, n, a.timeout, steady, a.profile, a.memprofile)
             log(
                 f"  operator: {op['all_ready_s']} s until {n} Ready; "
                 f"cpu {op['operator_cpu_s_creation']:.1f} s; peak rss "
