@@ -102,7 +102,9 @@ async def run_operator(settings: OperatorSettings) -> None:
         )
         settings.posting.enabled = False  # Events are ours, one per condition transition
         settings.watching.server_timeout = 300
-        settings.batching.worker_limit = 64
+        # No batching.worker_limit: with indices, kopf deadlocks at start-up when more objects
+        # of one kind exist than the limit allows workers (each indexed worker waits for all
+        # the others; nolar/kopf#1243) — an operator restart with 1,000 ModelDeployments hung.
         # Replicas with equal priority all pause in kopf peering; a random priority makes
         # one active and the others standbys that take over when it goes away.
         settings.peering.priority = random.randint(1, 2**31 - 1)

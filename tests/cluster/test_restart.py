@@ -1,0 +1,120 @@
+"""An operator that starts with many ModelDeployments already there (a restart, an upgrade, a
+failover): it reconciles every one, and a restart over a converged namespace writes nothing.
+
+Cluster tier, against the real control plane and the real `airt operator run` process. This is
+the regression test for a start-up hang: with kopf's `batching.worker_limit` set (it was 64),
+kopf's indices deadlock when more objects of one kind exist at start than the limit admits
+workers — each indexed worker waits for all the others to be indexed (nolar/kopf#1243). The
+test creates more ModelDeployments than that old limit before the operator starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from airt_operator.dev.audit import read_writes, summarize
+from airt_operator.dev.cluster import Cluster
+from airt_operator.dev.fixtures import ensure_fixtures, install_api
+from airt_operator.dev.operator_proc import OperatorProcess
+from airt_operator.dev.wait import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "examples" / "deployments" / "cpu-mlp.yaml"
+N = 70  # more than the worker limit that used to deadlock (64)
+
+
+def _models() -> list[dict[str, Any]]:
+    base = yaml.safe_load(TEMPLATE.read_text())
+    out = []
+    for i in range(N):
+        md = copy.deepcopy(base)
+        md["metadata"] = {"name": f"restart-{i:03d}"}
+        md["spec"]["replicas"] = 1
+        md["spec"]["resources"] = {"cpu": "10m", "memory": "64Mi"}
+        out.append(md)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ns(cluster: Cluster) -> Iterator[str]:
+    name = f"restart-{uuid.uuid4().hex[:6]}"
+    install_api(cluster)
+    cluster.kubectl("create", "namespace", name)
+    ensure_fixtures(cluster, name)
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def _ready_count(cluster: Cluster, ns: str) -> int:
+    items = cluster.get_json("md", "-n", ns)["items"]
+    return sum(
+        1
+        for m in items
+        for c in (m.get("status") or {}).get("conditions") or []
+        if c["type"] == "Ready" and c["status"] == "True"
+    )
+
+
+def _reconciles(op: OperatorProcess) -> int:
+    text = op.metrics()
+    return int(
+        sum(
+            float(v)
+            for v in re.findall(r"^airt_operator_reconciles_total\{.*\} (\S+)$", text, re.M)
+        )
+    )
+
+
+def test_many_existing_models_reconcile_at_start_and_a_restart_writes_nothing(
+    cluster: Cluster, ns: str, tmp_path: Path
+) -> None:
+    # All of them exist before any operator does.
+    cluster.kubectl(
+        "apply",
+        "--server-side",
+        "-n",
+        ns,
+        "-f",
+        "-",
+        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": _models()}),
+    )
+    first = OperatorProcess.start(cluster.kubeconfig, tmp_path / "first.log", namespaces=(ns,))
+    try:
+        wait_for(lambda: _ready_count(cluster, ns) == N, 300, f"{N} ModelDeployments Ready")
+
+        def quiet_for_5s() -> bool:
+            since = datetime.now(UTC).timestamp() - 5
+            return not any(
+                w.when.timestamp() > since and w.namespace in (ns, "")
+                for w in read_writes(cluster.audit_log)
+            )
+
+        wait_for(quiet_for_5s, 120, "the first operator's writes to settle")
+    finally:
+        first.stop()
+
+    restarted_at = datetime.now(UTC)
+    second = OperatorProcess.start(cluster.kubeconfig, tmp_path / "second.log", namespaces=(ns,))
+    try:
+        # The new process resumes every ModelDeployment (a reconcile each) ...
+        wait_for(lambda: _reconciles(second) >= N, 120, f"the restarted operator to visit all {N}")
+        # ... and finds nothing to change, so it writes nothing: no applies, no status, no Events.
+        writes = [
+            w for w in read_writes(cluster.audit_log, since=restarted_at) if w.namespace in (ns, "")
+        ]
+        assert writes == [], f"a restart over a converged namespace wrote: {summarize(writes)}"
+        assert _ready_count(cluster, ns) == N
+    finally:
+        second.stop()
