@@ -254,11 +254,14 @@ def run_operator(
     steady_s: float,
     profile: bool = False,
     mem_frames: int = 0,
+    census: bool = False,
 ) -> dict[str, Any]:
     ns = fresh_namespace(cluster, f"op-{n}")
     log_path = CACHE / "runs" / "operator" / f"operator-{n}.log"
     snapshot_path = log_path.with_suffix(".tracemalloc")
-    env = memprobe_env(mem_frames, snapshot_path) if mem_frames else None
+    census_path = log_path.with_suffix(".census.json")
+    env = memprobe_env(mem_frames, snapshot_path, census_path if census else None)
+    env = env if (mem_frames or census) else None
     op = OperatorProcess.start(
         cluster.kubeconfig, log_path, namespaces=(ns,), standalone=True, extra_env=env
     )
@@ -291,6 +294,8 @@ def run_operator(
         if mem_frames:
             memory = take_memprofile(pid, snapshot_path, n, at_ready)
             write_result(f"memprofile-operator-{n}", memory)
+        if census:
+            write_result(f"memcensus-operator-{n}", take_census(pid, census_path, n, at_ready))
         # Let the tail of the creation burst (status updates after Ready) finish, then watch.
         settle_deadline = time.monotonic() + 120
         while time.monotonic() < settle_deadline:
@@ -338,13 +343,37 @@ def run_operator(
     }
 
 
-def memprobe_env(frames: int, out: Path) -> dict[str, str]:
-    """Environment that makes the operator trace its allocations (bench/memprobe)."""
+def memprobe_env(frames: int, out: Path, census: Path | None) -> dict[str, str]:
+    """Environment that loads bench/memprobe into the operator: tracemalloc (`frames` > 0)
+    or a census of who holds memory (`census`), both written on SIGUSR1."""
     path = [str(BENCH / "memprobe"), os.environ.get("PYTHONPATH", "")]
+    env = {"PYTHONPATH": os.pathsep.join(p for p in path if p)}
+    if frames:
+        env |= {"AIRT_BENCH_TRACEMALLOC": str(frames), "AIRT_BENCH_TRACEMALLOC_OUT": str(out)}
+    if census is not None:
+        env["AIRT_BENCH_MEMCENSUS"] = str(census)
+    return env
+
+
+def _signal_and_wait(pid: int, out: Path, timeout_s: float = 300) -> None:
+    out.unlink(missing_ok=True)
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + timeout_s
+    while not out.exists() and time.monotonic() < deadline:
+        time.sleep(1)
+
+
+def take_census(pid: int, out: Path, n: int, usage: dict[str, float]) -> dict[str, Any]:
+    """Ask the operator for its memory census (SIGUSR1, bench/memprobe) when all are Ready."""
+    _signal_and_wait(pid, out)
+    census: dict[str, Any] = json.loads(out.read_text())
     return {
-        "PYTHONPATH": os.pathsep.join(p for p in path if p),
-        "AIRT_BENCH_TRACEMALLOC": str(frames),
-        "AIRT_BENCH_TRACEMALLOC_OUT": str(out),
+        "n": n,
+        "taken": now_iso(),
+        "what": "operator memory census when all ModelDeployments were Ready (bench/memprobe)",
+        "rss_mb": usage["rss_mb"],
+        "peak_rss_mb": usage["peak_rss_mb"],
+        **census,
     }
 
 
@@ -353,11 +382,7 @@ def take_memprofile(pid: int, out: Path, n: int, usage: dict[str, float]) -> dic
     by line, and by the first frame in the operator's own code (who asked for it)."""
     import tracemalloc
 
-    out.unlink(missing_ok=True)
-    os.kill(pid, signal.SIGUSR1)
-    deadline = time.monotonic() + 300
-    while not out.exists() and time.monotonic() < deadline:
-        time.sleep(1)
+    _signal_and_wait(pid, out)
     snap = tracemalloc.Snapshot.load(str(out))
     total = sum(s.size for s in snap.statistics("filename"))
 
@@ -443,6 +468,11 @@ def main(argv: list[str] | None = None) -> int:
         help="trace the operator's allocations (tracemalloc, FRAMES deep; slows it) and write "
         "memprofile-operator-N.json when all are Ready",
     )
+    ap.add_argument(
+        "--memcensus",
+        action="store_true",
+        help="write memcensus-operator-N.json (who holds the operator's memory) when all are Ready",
+    )
     a = ap.parse_args(argv)
     sizes = [int(s) for s in a.sizes.split(",") if s] or ([100] if a.quick else [100, 300, 1000])
     steady = a.steady or (20.0 if a.quick else 60.0)
@@ -459,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
             if not a.no_baseline:
                 base = run_baseline(cluster, n, a.timeout)
                 log(f"  baseline: {base['all_available_s']} s until {n} Deployments Available")
-            op = run_operator(cluster, n, a.timeout, steady, a.profile, a.memprofile)
+            op = run_operator(cluster, n, a.timeout, steady, a.profile, a.memprofile, a.memcensus)
             log(
                 f"  operator: {op['all_ready_s']} s until {n} Ready; "
                 f"cpu {op['operator_cpu_s_creation']:.1f} s; peak rss "
