@@ -76,7 +76,7 @@ async def _serve_http(metrics: OperatorMetrics, port: int, ready: asyncio.Event)
 async def run_operator(settings: OperatorSettings) -> None:
     _configure_logging(settings.log_format)
     metrics = OperatorMetrics()
-    kube = await Kube.connect(metrics)
+    kube = await Kube.connect(metrics, connections=settings.max_concurrent_reconciles + 4)
     reconciler = Reconciler(
         kube,
         metrics,
@@ -87,9 +87,16 @@ async def run_operator(settings: OperatorSettings) -> None:
             drain_seconds=settings.drain_seconds,
         ),
         resync_seconds=settings.resync_seconds,
+        max_concurrent=settings.max_concurrent_reconciles,
     )
     registry = kopf.OperatorRegistry()
-    register(registry, reconciler, World(), clusterwide=not settings.namespaces)
+    register(
+        registry,
+        reconciler,
+        World(),
+        clusterwide=not settings.namespaces,
+        workers=settings.max_concurrent_reconciles,
+    )
     ready = asyncio.Event()
 
     @kopf.on.startup(registry=registry)

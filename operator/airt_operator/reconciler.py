@@ -89,6 +89,10 @@ class Reconciler:
     metrics: OperatorMetrics
     settings: BuildSettings
     resync_seconds: float = 300.0
+    # Reconciles past the per-object lock at once: each holds its rendered children and uses
+    # one API connection, so this bounds memory and connections during a burst of creations.
+    max_concurrent: int = 32
+    _slots: asyncio.Semaphore = field(init=False)
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     # The status this operator last wrote, with the resourceVersion the API server answered.
     # kopf's index may still hold an older copy for a moment after our own write; merging new
@@ -98,6 +102,9 @@ class Reconciler:
     # apply, and the newest resourceVersion the index has shown us of that child.
     _applied: dict[tuple[str, str, str], tuple[int, str, float]] = field(default_factory=dict)
     _seen: dict[tuple[str, str, str], int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._slots = asyncio.Semaphore(self.max_concurrent)
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         return self._locks.setdefault((namespace, name), asyncio.Lock())
@@ -115,7 +122,7 @@ class Reconciler:
     ) -> ReconcileOutcome | None:
         """Reconcile one object; the snapshot is taken once the object's lock is held, so a
         reconcile never works from a view older than the one before it."""
-        async with self.lock(namespace, name):
+        async with self.lock(namespace, name), self._slots:
             snap = take()
             if snap is None:
                 return None

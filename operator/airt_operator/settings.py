@@ -33,4 +33,10 @@ class OperatorSettings(BaseSettings):
     resync_seconds: float = Field(
         default=300.0, gt=0, description="Safety-net re-check of every ModelDeployment."
     )
+    max_concurrent_reconciles: int = Field(
+        default=32,
+        ge=1,
+        le=1024,
+        description="Reconciles in flight at once (memory and API connections scale with it).",
+    )
     log_format: str = Field(default="json", pattern="^(json|plain)$")

@@ -30,6 +30,10 @@ from airt_operator.metrics import OperatorMetrics
 FIELD_MANAGER = "airt-operator"
 USER_AGENT = "airt-operator/0.1.0"
 REQUEST_TIMEOUT_S = 30.0
+# Connections to the API server for the operator's own writes, by default. Each TLS connection
+# costs ~0.3 MB (asyncio keeps a 256 KiB buffer per SSL transport); unbounded, a burst of 1,000
+# new ModelDeployments opened ~280 of them. Requests beyond the limit wait for a connection.
+MAX_CONNECTIONS = 36
 
 
 class KubeError(Exception):
@@ -63,9 +67,9 @@ def login() -> kopf.ConnectionInfo:
     return info
 
 
-def _session(info: kopf.ConnectionInfo) -> aiohttp.ClientSession:
+def _session(info: kopf.ConnectionInfo, connections: int) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, ssl=info.as_ssl_context()),
+        connector=aiohttp.TCPConnector(limit=connections, ssl=info.as_ssl_context()),
         headers={**info.as_http_headers(), "User-Agent": USER_AGENT, "Accept": "application/json"},
         timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
         proxy=info.proxy_url,
@@ -81,13 +85,18 @@ class Kube:
     server: str
     metrics: OperatorMetrics
     relogin: Callable[[], kopf.ConnectionInfo] = login
+    connections: int = MAX_CONNECTIONS
 
     @classmethod
     async def connect(
-        cls, metrics: OperatorMetrics, relogin: Callable[[], kopf.ConnectionInfo] = login
+        cls,
+        metrics: OperatorMetrics,
+        relogin: Callable[[], kopf.ConnectionInfo] = login,
+        connections: int = MAX_CONNECTIONS,
     ) -> Kube:
         info = relogin()
-        return cls(_session(info), info.server.rstrip("/"), metrics, relogin)
+        session = _session(info, connections)
+        return cls(session, info.server.rstrip("/"), metrics, relogin, connections)
 
     async def close(self) -> None:
         await self.session.close()
@@ -95,7 +104,8 @@ class Kube:
     async def _renew(self) -> None:
         # A projected ServiceAccount token rotates (about hourly); a 401 means read it again.
         info = self.relogin()
-        old, self.session, self.server = self.session, _session(info), info.server.rstrip("/")
+        old, self.session = self.session, _session(info, self.connections)
+        self.server = info.server.rstrip("/")
         await old.close()
 
     async def _call(
