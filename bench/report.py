@@ -130,9 +130,9 @@ def targets_table(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
-def operator_plot(doc: dict[str, Any]) -> str | None:
+def operator_plot(doc: dict[str, Any], stem: str) -> str | None:
     runs = doc.get("runs", [])
-    if not runs:
+    if not runs or any(r["baseline"].get("skipped") for r in runs):
         return None
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     ns = [str(r["n"]) for r in runs]
@@ -152,17 +152,18 @@ def operator_plot(doc: dict[str, Any]) -> str | None:
     axes[1].legend()
     fig.suptitle(f"operator scale, {doc['started']}")
     fig.tight_layout()
-    out = RESULTS / "operator.png"
+    out = RESULTS / f"{stem}.png"
     fig.savefig(out, dpi=90)
     plt.close(fig)
     return out.name
 
 
 def operator_table(doc: dict[str, Any]) -> list[str]:
+    steady = fmt(doc.get("settings", {}).get("steady_window_s", 60.0))
     lines = [
         "| N | baseline: all Available (s) | operator: all Ready (s) | ratio | operator CPU s "
         "(creation) | peak RSS MB | requests/MD (creation) | writes/MD (creation) | "
-        "steady requests (60 s) | steady writes |",
+        f"steady requests ({steady} s) | steady writes |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in doc.get("runs", []):
@@ -174,6 +175,28 @@ def operator_table(doc: dict[str, Any]) -> list[str]:
             f"{fmt(o['creation_writes_per_md'], 1)} | {o['steady_requests']} | "
             f"{o['steady_writes']} |"
         )
+    return lines
+
+
+def census_tables() -> list[str]:
+    """Who holds the operator's memory (memcensus-operator-N.json, bench/memprobe)."""
+    lines: list[str] = []
+    for path in sorted(RESULTS.glob("memcensus-*.json")):
+        doc = json.loads(path.read_text())
+        holders = sorted(doc.get("holders", []), key=lambda h: -h["mb"])
+        cache = doc.get("render_cache", {})
+        lines += [
+            "",
+            f"`{path.name}`: the operator when all {doc['n']:,} ModelDeployments were Ready "
+            f"({doc['taken']}): RSS {fmt(doc['rss_mb'])} MB; deep sizes of what holds "
+            f"per-object state ({fmt(sum(h['mb'] for h in holders), 1)} MB in all); render "
+            f"cache {cache.get('size')} entries, {cache.get('hits')} hits, "
+            f"{cache.get('misses')} misses; {doc.get('asyncio_tasks')} asyncio tasks.",
+            "",
+            "| holder | MB |",
+            "|---|---|",
+            *[f"| {h['holder']} | {fmt(h['mb'], 1)} |" for h in holders if h["mb"] >= 0.05],
+        ]
     return lines
 
 
@@ -252,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         op = load(stem)
         if op is None:
             continue
-        png = operator_plot(op) if stem == "operator" else None
+        png = operator_plot(op, stem)
         commit = op.get("machine", {}).get("commit", "not recorded")
         section += [
             f"### {stem}.json — {op['started']} to {op['finished']} (code: {commit})",
@@ -261,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
             "",
             *([f"![{png}]({png})", ""] if png else []),
         ]
+    census = census_tables()
+    if census:
+        section += ["### operator memory census", *census, ""]
     prof = profile_tables()
     if prof:
         section += ["### profiles (py-spy)", *prof, ""]
