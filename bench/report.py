@@ -21,8 +21,13 @@ import matplotlib.pyplot as plt
 from common import RESULTS, log
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
-SERVERS = ("airt", "triton", "mlserver")
-COLORS = {"airt": "tab:blue", "triton": "tab:green", "mlserver": "tab:orange"}
+SERVERS = ("airt", "triton", "mlserver", "kserve")
+COLORS = {
+    "airt": "tab:blue",
+    "triton": "tab:green",
+    "mlserver": "tab:orange",
+    "kserve": "tab:purple",
+}
 
 
 def load(name: str) -> dict[str, Any] | None:

@@ -1,11 +1,13 @@
-"""Start and stop the servers under test — airt's worker, Triton (PyTriton), MLServer — alike.
+"""Start and stop the servers under test — airt's worker, Triton (PyTriton), MLServer, KServe's
+Python ModelServer — alike.
 
 Called by bench/worker.py and bench/profile_worker.py. Every server gets the same cores (pinned
 with `sched_setaffinity` before exec, inherited by its children), the same torch thread count and
 the same batching settings (max batch, queue delay). Each runs in its own process group so that
 `stop` ends exactly what was started (tritonserver and its Python-backend stubs included).
 `batch_sizes()` returns rows -> batches as the server itself formed them: the v2 statistics
-endpoint for airt and Triton, the runtime's own count for MLServer (it has no such endpoint).
+endpoint for airt and Triton, the runtime's own count for MLServer and KServe (they have no
+such endpoint).
 """
 
 from __future__ import annotations
@@ -275,7 +277,49 @@ def start_mlserver(m: ModelSpec, models: Path, s: ServeSettings, work: Path) -> 
     return r
 
 
-STARTERS = {"airt": start_airt, "triton": start_triton, "mlserver": start_mlserver}
+def start_kserve(m: ModelSpec, models: Path, s: ServeSettings, work: Path) -> Running:
+    http, grpc = free_port(), free_port()
+    root = work / f"kserve-{m.name}"
+    root.mkdir(parents=True, exist_ok=True)
+    batch_log = root / "batches.json"
+    batch_log.unlink(missing_ok=True)
+    argv = [
+        str(venv_python("kserve")),
+        str(BENCH / "peers" / "kserve_server.py"),
+        "--model",
+        str(models / f"{m.name}.pt"),
+        "--name",
+        m.name,
+        "--outputs",
+        ",".join(m.outputs),
+        "--http-port",
+        str(http),
+        "--grpc-port",
+        str(grpc),
+        "--threads",
+        str(s.threads),
+        "--device",
+        s.device,
+        "--batch-log",
+        str(batch_log),
+    ]
+    env = dict(os.environ)
+    env.pop("VIRTUAL_ENV", None)
+    log = work / f"kserve-{m.name}.log"
+    proc = _popen(argv, log, s.cores, env)
+    r = Running("kserve", m, proc, http, grpc, log, batch_log=batch_log)
+    wait_until(
+        lambda: http_ok(f"http://{r.http}/v2/models/{m.name}/ready"), 240, "kserve", proc, log
+    )
+    return r
+
+
+STARTERS = {
+    "airt": start_airt,
+    "triton": start_triton,
+    "mlserver": start_mlserver,
+    "kserve": start_kserve,
+}
 
 
 def start(server: str, m: ModelSpec, models: Path, s: ServeSettings, work: Path) -> Running:

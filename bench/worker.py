@@ -38,7 +38,7 @@ from common import (
 from limit import limit_for
 from servers import MODELS, Running, ServeSettings, start
 
-SERVERS = ("airt", "triton", "mlserver")
+SERVERS = ("airt", "triton", "mlserver", "kserve")
 PROTOCOLS = ("http", "grpc")
 
 
@@ -101,7 +101,7 @@ def run_point(
         timeout=warmup_s + duration_s + 120,
     )
     if r.batch_log is not None:
-        time.sleep(1.2)  # MLServer's runtime flushes its batch count about once a second
+        time.sleep(1.2)  # MLServer's and KServe's models flush their counts about once a second
     after = r.batch_stats()
     cpu_after = r.cpu_s()
     point: dict[str, Any] = json.loads(out.stdout)[0]

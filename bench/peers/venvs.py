@@ -22,6 +22,7 @@ TORCH = "torch==2.15.0"
 PEERS: dict[str, list[str]] = {
     "triton": ["nvidia-pytriton==0.7.0", TORCH, "numpy"],
     "mlserver": ["mlserver==1.7.1", TORCH],
+    "kserve": ["kserve==0.21.0", TORCH],
     "tools": ["py-spy==0.4.3"],
 }
 
