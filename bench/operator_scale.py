@@ -255,6 +255,7 @@ def run_operator(
     profile: bool = False,
     mem_frames: int = 0,
     census: bool = False,
+    label: str = "operator",
 ) -> dict[str, Any]:
     ns = fresh_namespace(cluster, f"op-{n}")
     log_path = CACHE / "runs" / "operator" / f"operator-{n}.log"
@@ -316,7 +317,7 @@ def run_operator(
     if spy is not None and collapsed.exists():
         prof = top_frames(collapsed)
         prof.update(n=n, taken=now_iso(), collapsed=str(collapsed), what="operator, creation")
-        write_result(f"profile-operator-{n}", prof)
+        write_result(f"profile-{label}-{n}", prof)
     return {
         "namespace": ns,
         "apply_s": applied,
@@ -461,6 +462,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="")
     ap.add_argument("--no-baseline", action="store_true", help="operator runs only")
     ap.add_argument(
+        "--profile-label", default="operator", help="profile file name: profile-LABEL-N.json"
+    )
+    ap.add_argument(
         "--memprofile",
         type=int,
         default=0,
@@ -489,7 +493,9 @@ def main(argv: list[str] | None = None) -> int:
             if not a.no_baseline:
                 base = run_baseline(cluster, n, a.timeout)
                 log(f"  baseline: {base['all_available_s']} s until {n} Deployments Available")
-            op = run_operator(cluster, n, a.timeout, steady, a.profile, a.memprofile, a.memcensus)
+            op = run_operator(
+                cluster, n, a.timeout, steady, a.profile, a.memprofile, a.memcensus, a.profile_label
+            )
             log(
                 f"  operator: {op['all_ready_s']} s until {n} Ready; "
                 f"cpu {op['operator_cpu_s_creation']:.1f} s; peak rss "
