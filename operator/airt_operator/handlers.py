@@ -175,27 +175,36 @@ def register(
     queue = WorkQueue(run_quietly, workers)
 
     # --- indices: what a reconcile reads ---------------------------------------------------
-    kopf.index(*MD, id="md_idx", registry=registry)(
-        lambda namespace, name, body, **_: {(namespace, name): _copy(body)}
-    )
-    kopf.index(*IRT, id="irt_idx", registry=registry)(lambda body, **_: {None: _copy(body)})
-    kopf.index(*_sel(POD), id="pod_idx", labels={OWNER_LABEL: kopf.PRESENT}, registry=registry)(
-        lambda namespace, labels, body, **_: {(namespace, labels[OWNER_LABEL]): _pod_facts(body)}
-    )
-    kopf.index("v1", "nodes", id="node_idx", registry=registry)(
+    # Index functions are coroutines: kopf runs a plain function in a thread pool, and one
+    # thread hand-off per watch event was ~10 % of the operator's CPU at 300 ModelDeployments.
+    async def md_entry(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
+        return {(namespace, name): _copy(body)}
+
+    async def runtime_entry(body: kopf.Body, **_: Any) -> Any:
+        return {None: _copy(body)}
+
+    async def pod_entry(
+        namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+    ) -> Any:
+        return {(namespace, labels[OWNER_LABEL]): _pod_facts(body)}
+
+    async def node_entry(body: kopf.Body, **_: Any) -> Any:
         # Only what GPU placement reads: labels and allocatable.
-        lambda body, **_: {
-            None: _plain(
-                {
-                    "metadata": {
-                        "name": body["metadata"]["name"],
-                        "labels": body["metadata"].get("labels", {}),
-                    },
-                    "status": {"allocatable": body.get("status", {}).get("allocatable", {})},
-                }
-            )
+        facts = {
+            "metadata": {
+                "name": body["metadata"]["name"],
+                "labels": body["metadata"].get("labels", {}),
+            },
+            "status": {"allocatable": body.get("status", {}).get("allocatable", {})},
         }
+        return {None: _plain(facts)}
+
+    kopf.index(*MD, id="md_idx", registry=registry)(md_entry)
+    kopf.index(*IRT, id="irt_idx", registry=registry)(runtime_entry)
+    kopf.index(*_sel(POD), id="pod_idx", labels={OWNER_LABEL: kopf.PRESENT}, registry=registry)(
+        pod_entry
     )
+    kopf.index("v1", "nodes", id="node_idx", registry=registry)(node_entry)
     for kind in WATCHED_CHILD_KINDS:
         kopf.index(*_sel(kind), id=_child_index(kind), labels=MANAGED, registry=registry)(
             _child_entry
@@ -310,7 +319,7 @@ def _child_index(kind: Any) -> str:
     return f"child_{kind.plural}_idx"
 
 
-def _child_entry(**kwargs: Any) -> Any:
+async def _child_entry(**kwargs: Any) -> Any:
     owner = kwargs["labels"].get(OWNER_LABEL)
     if not owner:
         return None
