@@ -19,7 +19,6 @@ user agent. Each size N gets a fresh control plane and two namespaces:
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import signal
@@ -38,7 +37,7 @@ import yaml
 
 from airt_operator.api import parse_inference_runtime, parse_model_deployment
 from airt_operator.dev.cluster import Cluster, ClusterManager
-from airt_operator.dev.fixtures import ensure_fixtures
+from airt_operator.dev.fixtures import ensure_fixtures, example_copies
 from airt_operator.dev.operator_proc import OperatorProcess
 from airt_operator.reconcile.build import BuildSettings, build_context
 from airt_operator.reconcile.render import render
@@ -48,7 +47,7 @@ from stacks import top_frames
 
 AGENTS = ("airt-operator/", "kopf/")
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
-TEMPLATE = ROOT / "examples" / "deployments" / "cpu-mlp.yaml"
+FIELD_MANAGER = "airt-bench"
 PARALLEL_APPLIES = 4
 CHUNK = 200
 
@@ -86,15 +85,7 @@ def bench_cluster() -> BenchCluster:
 
 def model_deployments(n: int) -> list[dict[str, Any]]:
     """N copies of the CPU example: one replica each, small requests so that all fit."""
-    base = yaml.safe_load(TEMPLATE.read_text())
-    out = []
-    for i in range(n):
-        md = copy.deepcopy(base)
-        md["metadata"] = {"name": f"mlp-{i:04d}"}
-        md["spec"]["replicas"] = 1
-        md["spec"]["resources"] = {"cpu": "100m", "memory": "256Mi"}
-        out.append(md)
-    return out
+    return example_copies(n, "mlp", cpu="100m", memory="256Mi")
 
 
 def rendered_children(mds: list[dict[str, Any]], ns: str) -> list[dict[str, Any]]:
@@ -119,16 +110,7 @@ def apply_parallel(cluster: Cluster, ns: str, objs: list[dict[str, Any]]) -> Non
     chunks = [objs[i : i + CHUNK] for i in range(0, len(objs), CHUNK)]
 
     def one(chunk: list[dict[str, Any]]) -> None:
-        cluster.kubectl(
-            "apply",
-            "--server-side",
-            "--field-manager=airt-bench",
-            "-n",
-            ns,
-            "-f",
-            "-",
-            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": chunk}),
-        )
+        cluster.apply_objects(chunk, ns, field_manager=FIELD_MANAGER)
 
     with ThreadPoolExecutor(PARALLEL_APPLIES) as pool:
         list(pool.map(one, chunks))
@@ -275,16 +257,7 @@ def run_operator(
         idle = proc_usage(pid)
         since = datetime.now(UTC)
         t0 = time.monotonic()
-        cluster.kubectl(
-            "apply",
-            "--server-side",
-            "--field-manager=airt-bench",
-            "-n",
-            ns,
-            "-f",
-            "-",
-            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": model_deployments(n)}),
-        )
+        cluster.apply_objects(model_deployments(n), ns, field_manager=FIELD_MANAGER)
         applied = time.monotonic() - t0
         done, seen = wait_count(cluster, "md", ns, READY, "True", n, timeout_s)
         ready_at = datetime.now(UTC)

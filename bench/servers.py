@@ -150,6 +150,31 @@ def _popen(argv: list[str], log_path: Path, cores: frozenset[int], env: dict[str
         )
 
 
+def _launch(
+    server: str,
+    m: ModelSpec,
+    argv: list[str],
+    env: dict[str, str],
+    s: ServeSettings,
+    work: Path,
+    ports: tuple[int, int],
+    ready_timeout_s: float,
+    batch_log: Path | None = None,
+) -> Running:
+    """Start one server on the shared cores and wait until the v2 API says the model is ready."""
+    log = work / f"{server}-{m.name}.log"
+    proc = _popen(argv, log, s.cores, env)
+    r = Running(server, m, proc, ports[0], ports[1], log, batch_log=batch_log)
+    wait_until(
+        lambda: http_ok(f"http://{r.http}/v2/models/{m.name}/ready"),
+        ready_timeout_s,
+        server,
+        proc,
+        log,
+    )
+    return r
+
+
 def start_airt(m: ModelSpec, models: Path, s: ServeSettings, work: Path) -> Running:
     http, grpc, metrics = free_port(), free_port(), free_port()
     argv = [
@@ -179,10 +204,7 @@ def start_airt(m: ModelSpec, models: Path, s: ServeSettings, work: Path) -> Runn
         "--log-level",
         "warning",
     ]
-    log = work / f"airt-{m.name}.log"
-    proc = _popen(argv, log, s.cores, dict(os.environ))
-    r = Running("airt", m, proc, http, grpc, log)
-    wait_until(lambda: http_ok(f"http://{r.http}/v2/models/{m.name}/ready"), 180, "airt", proc, log)
+    r = _launch("airt", m, argv, dict(os.environ), s, work, (http, grpc), 180)
     r.extra["config"] = http_json(f"http://{r.http}/v2/models/{m.name}/config")
     return r
 
@@ -222,12 +244,7 @@ def start_triton(m: ModelSpec, models: Path, s: ServeSettings, work: Path) -> Ru
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     env = {**os.environ, "LD_LIBRARY_PATH": f"{libdir}:{os.environ.get('LD_LIBRARY_PATH', '')}"}
     env.pop("VIRTUAL_ENV", None)
-    log = work / f"triton-{m.name}.log"
-    proc = _popen(argv, log, s.cores, env)
-    r = Running("triton", m, proc, http, grpc, log)
-    wait_until(
-        lambda: http_ok(f"http://{r.http}/v2/models/{m.name}/ready"), 240, "triton", proc, log
-    )
+    r = _launch("triton", m, argv, env, s, work, (http, grpc), 240)
     r.extra["config"] = http_json(f"http://{r.http}/v2/models/{m.name}/config")
     return r
 
@@ -268,13 +285,8 @@ def start_mlserver(m: ModelSpec, models: Path, s: ServeSettings, work: Path) -> 
     mlserver = venv_python("mlserver").parent / "mlserver"
     env = {**os.environ, "PYTHONPATH": str(BENCH / "peers")}
     env.pop("VIRTUAL_ENV", None)
-    log = work / f"mlserver-{m.name}.log"
-    proc = _popen([str(mlserver), "start", str(root)], log, s.cores, env)
-    r = Running("mlserver", m, proc, http, grpc, log, batch_log=batch_log)
-    wait_until(
-        lambda: http_ok(f"http://{r.http}/v2/models/{m.name}/ready"), 240, "mlserver", proc, log
-    )
-    return r
+    argv = [str(mlserver), "start", str(root)]
+    return _launch("mlserver", m, argv, env, s, work, (http, grpc), 240, batch_log)
 
 
 def start_kserve(m: ModelSpec, models: Path, s: ServeSettings, work: Path) -> Running:
@@ -305,13 +317,7 @@ def start_kserve(m: ModelSpec, models: Path, s: ServeSettings, work: Path) -> Ru
     ]
     env = dict(os.environ)
     env.pop("VIRTUAL_ENV", None)
-    log = work / f"kserve-{m.name}.log"
-    proc = _popen(argv, log, s.cores, env)
-    r = Running("kserve", m, proc, http, grpc, log, batch_log=batch_log)
-    wait_until(
-        lambda: http_ok(f"http://{r.http}/v2/models/{m.name}/ready"), 240, "kserve", proc, log
-    )
-    return r
+    return _launch("kserve", m, argv, env, s, work, (http, grpc), 240, batch_log)
 
 
 STARTERS = {

@@ -21,7 +21,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from airt_operator.handlers import World, register
-from airt_operator.kube.client import Kube
+from airt_operator.kube.client import SPARE_CONNECTIONS, Kube
 from airt_operator.kube.client import login as kube_login
 from airt_operator.metrics import OperatorMetrics
 from airt_operator.reconcile.build import BuildSettings
@@ -76,7 +76,9 @@ async def _serve_http(metrics: OperatorMetrics, port: int, ready: asyncio.Event)
 async def run_operator(settings: OperatorSettings) -> None:
     _configure_logging(settings.log_format)
     metrics = OperatorMetrics()
-    kube = await Kube.connect(metrics, connections=settings.max_concurrent_reconciles + 4)
+    kube = await Kube.connect(
+        metrics, connections=settings.max_concurrent_reconciles + SPARE_CONNECTIONS
+    )
     reconciler = Reconciler(
         kube,
         metrics,

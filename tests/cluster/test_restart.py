@@ -10,39 +10,21 @@ test creates more ModelDeployments than that old limit before the operator start
 
 from __future__ import annotations
 
-import copy
-import json
 import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from airt_operator.dev.audit import read_writes, summarize
 from airt_operator.dev.cluster import Cluster
-from airt_operator.dev.fixtures import ensure_fixtures, install_api
+from airt_operator.dev.fixtures import ensure_fixtures, example_copies, install_api
 from airt_operator.dev.operator_proc import OperatorProcess
 from airt_operator.dev.wait import wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE = ROOT / "examples" / "deployments" / "cpu-mlp.yaml"
 N = 70  # more than the worker limit that used to deadlock (64)
-
-
-def _models() -> list[dict[str, Any]]:
-    base = yaml.safe_load(TEMPLATE.read_text())
-    out = []
-    for i in range(N):
-        md = copy.deepcopy(base)
-        md["metadata"] = {"name": f"restart-{i:03d}"}
-        md["spec"]["replicas"] = 1
-        md["spec"]["resources"] = {"cpu": "10m", "memory": "64Mi"}
-        out.append(md)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -81,15 +63,7 @@ def test_many_existing_models_reconcile_at_start_and_a_restart_writes_nothing(
     cluster: Cluster, ns: str, tmp_path: Path
 ) -> None:
     # All of them exist before any operator does.
-    cluster.kubectl(
-        "apply",
-        "--server-side",
-        "-n",
-        ns,
-        "-f",
-        "-",
-        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": _models()}),
-    )
+    cluster.apply_objects(example_copies(N, "restart", cpu="10m", memory="64Mi"), ns)
     first = OperatorProcess.start(cluster.kubeconfig, tmp_path / "first.log", namespaces=(ns,))
     try:
         wait_for(lambda: _ready_count(cluster, ns) == N, 300, f"{N} ModelDeployments Ready")

@@ -99,6 +99,20 @@ class Cluster:
     def get_json(self, *args: str) -> Any:
         return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
 
+    def apply_objects(
+        self,
+        items: list[dict[str, Any]],
+        namespace: str | None = None,
+        field_manager: str = "airt-dev",
+    ) -> None:
+        """Server-side apply these objects in one request (a v1 List on stdin)."""
+        args = ["apply", "--server-side", f"--field-manager={field_manager}"]
+        if namespace:
+            args += ["-n", namespace]
+        self.kubectl(
+            *args, "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+        )
+
 
 @dataclass
 class ClusterManager:
@@ -216,14 +230,7 @@ class ClusterManager:
         ]
         nodes = render_nodes(pools)
         c = self.cluster()
-        c.kubectl(
-            "apply",
-            "--server-side",
-            "--field-manager=airt-dev",
-            "-f",
-            "-",
-            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}),
-        )
+        c.apply_objects(nodes)
         names = [n["metadata"]["name"] for n in nodes]
 
         def all_ready() -> bool:

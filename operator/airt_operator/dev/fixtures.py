@@ -7,9 +7,11 @@ needs no provisioner — kwok clusters have none.
 
 from __future__ import annotations
 
-import json
+import copy
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from airt_operator.dev.cluster import REPO_ROOT, Cluster
 
@@ -63,6 +65,20 @@ def apply_files(cluster: Cluster, *paths: Path, namespace: str | None = None) ->
     cluster.kubectl(*args, *[a for p in paths for a in ("-f", str(p))])
 
 
+def example_copies(n: int, prefix: str, cpu: str, memory: str) -> list[dict[str, Any]]:
+    """N copies of the CPU example ModelDeployment (`<prefix>-<i>`), one replica each with small
+    requests, so that many fit on the dev node pool (scale tests and the operator benchmark)."""
+    base = yaml.safe_load((REPO_ROOT / "examples" / "deployments" / "cpu-mlp.yaml").read_text())
+    out = []
+    for i in range(n):
+        md = copy.deepcopy(base)
+        md["metadata"] = {"name": f"{prefix}-{i:04d}"}
+        md["spec"]["replicas"] = 1
+        md["spec"]["resources"] = {"cpu": cpu, "memory": memory}
+        out.append(md)
+    return out
+
+
 def install_api(cluster: Cluster) -> None:
     """The airt CRDs (established) and the default InferenceRuntimes from examples/runtimes."""
     apply_files(cluster, REPO_ROOT / "crds")
@@ -72,11 +88,4 @@ def install_api(cluster: Cluster) -> None:
 
 def ensure_fixtures(cluster: Cluster, namespace: str) -> None:
     """Create the model volume, its claim and the example credentials (idempotent)."""
-    cluster.kubectl(
-        "apply",
-        "--server-side",
-        "--field-manager=airt-dev",
-        "-f",
-        "-",
-        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": model_volume(namespace)}),
-    )
+    cluster.apply_objects(model_volume(namespace))

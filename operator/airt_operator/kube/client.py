@@ -30,10 +30,12 @@ from airt_operator.metrics import OperatorMetrics
 FIELD_MANAGER = "airt-operator"
 USER_AGENT = "airt-operator/0.1.0"
 REQUEST_TIMEOUT_S = 30.0
-# Connections to the API server for the operator's own writes, by default. Each TLS connection
-# costs ~0.3 MB (asyncio keeps a 256 KiB buffer per SSL transport); unbounded, a burst of 1,000
-# new ModelDeployments opened ~280 of them. Requests beyond the limit wait for a connection.
-MAX_CONNECTIONS = 36
+# Connections to the API server for the operator's own writes: one per reconcile in flight plus
+# a few spare (the runtime-status loop). Each TLS connection costs ~0.3 MB (asyncio keeps a
+# 256 KiB buffer per SSL transport); unbounded, a burst of 1,000 new ModelDeployments opened
+# ~280 of them. Requests beyond the limit wait for a connection.
+SPARE_CONNECTIONS = 4
+MAX_CONNECTIONS = 32 + SPARE_CONNECTIONS
 
 
 class KubeError(Exception):
