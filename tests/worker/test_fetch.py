@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import json
 import os
 import subprocess
 import sys
@@ -74,6 +75,57 @@ def test_digest_mismatch_leaves_nothing(http_root: str, tmp_path: Path) -> None:
     assert f"expected {wrong}, got {DIGEST}" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not dest.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_termination_message_records_the_digest_placed(http_root: str, tmp_path: Path) -> None:
+    log = tmp_path / "termination-log"
+    proc = airt_fetch(
+        "--uri",
+        f"{http_root}/models/mlp.pt",
+        "--dest",
+        str(tmp_path / "m" / "model"),
+        env={"AIRT_FETCH_TERMINATION_LOG": str(log)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    text = log.read_text()
+    assert text.count("\n") == 1
+    assert json.loads(text) == {"modelDigest": f"sha256:{DIGEST}"}
+
+
+def test_termination_message_names_a_digest_mismatch(http_root: str, tmp_path: Path) -> None:
+    log = tmp_path / "termination-log"
+    wrong = "0" * 64
+    uri = f"{http_root}/models/mlp.pt"
+    proc = airt_fetch(
+        *["--uri", uri, "--dest", str(tmp_path / "m" / "model"), "--sha256", wrong],
+        env={"AIRT_FETCH_TERMINATION_LOG": str(log)},
+    )
+    assert proc.returncode == 1
+    line = log.read_text().rstrip("\n")
+    assert "\n" not in line
+    assert line == f"ModelDigestMismatch: sha256 mismatch for {uri}: expected {wrong}, got {DIGEST}"
+    assert line in proc.stderr
+
+
+def test_termination_message_of_a_failed_download(http_root: str, tmp_path: Path) -> None:
+    log = tmp_path / "termination-log"
+    proc = airt_fetch(
+        *["--uri", f"{http_root}/models/nope.pt", "--dest", str(tmp_path / "m")],
+        env={"AIRT_FETCH_TERMINATION_LOG": str(log)},
+    )
+    assert proc.returncode == 1
+    line = log.read_text().rstrip("\n")
+    assert line.startswith("ModelFetchFailed: ") and "nope.pt" in line and "404" in line
+    assert "\n" not in line and "Traceback" not in line
+
+
+def test_unwritable_termination_log_is_ignored(http_root: str, tmp_path: Path) -> None:
+    proc = airt_fetch(
+        *["--uri", f"{http_root}/models/mlp.pt", "--dest", str(tmp_path / "model")],
+        env={"AIRT_FETCH_TERMINATION_LOG": str(tmp_path / "no" / "such" / "dir" / "log")},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "model").read_bytes() == BLOB
 
 
 def test_missing_object_is_a_clear_error(http_root: str, tmp_path: Path) -> None:

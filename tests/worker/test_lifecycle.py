@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import signal
 import socket
 import subprocess
@@ -237,6 +238,49 @@ def test_failed_warmup_never_ready(models: Path) -> None:
     assert done.returncode == 1
     assert "warm-up inference" in done.stderr
     assert "ready" not in done.stderr.replace("already", "")
+
+
+def test_unloadable_model_exits_1_with_a_termination_message(tmp_path: Path) -> None:
+    """A file that is no model: the worker exits (so the kubelet restarts it and the operator
+    sees why) instead of staying up unready, leaving `ModelLoadFailed: ...` as one line."""
+    model = tmp_path / "broken.pt"
+    model.write_bytes(b"not a torchscript archive")
+    log = tmp_path / "termination-log"
+    done = run_worker(
+        [
+            *["--model-path", str(model), "--termination-log", str(log)],
+            *["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"],
+        ]
+    )
+    assert done.returncode == 1
+    line = log.read_text().rstrip("\n")
+    assert line.startswith("ModelLoadFailed: ") and "\n" not in line
+    assert len(line.encode()) <= 1024
+    assert "ready" not in done.stderr.replace("already", "")
+
+
+def test_failed_warmup_writes_model_load_failed(models: Path, tmp_path: Path) -> None:
+    log = tmp_path / "termination-log"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "airt_worker",
+            *["--model-path", str(models / "mlp.pt")],
+            *["--inputs", '[{"name": "features", "datatype": "FP32", "dims": [32]}]'],
+            "--outputs",
+            '[{"name": "logits", "datatype": "FP32", "dims": [10]},'
+            ' {"name": "probabilities", "datatype": "FP32", "dims": [10]}]',
+            *["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, "AIRT_TERMINATION_LOG": str(log)},
+    )
+    assert done.returncode == 1
+    assert log.read_text().startswith("ModelLoadFailed: warm-up inference")
 
 
 def test_metrics_names_and_port(workers: dict[str, Worker]) -> None:

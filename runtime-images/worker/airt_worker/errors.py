@@ -3,6 +3,10 @@
 Raised by the data plane, the codecs, the batcher and the model runner; mapped exactly once per
 transport (the HTTP status table in `rest`, the gRPC code table in `grpc_service`). These classes
 never import a web or RPC framework. Every message names what was wrong, so a client can fix it.
+
+The errors that stop a container (the model cannot be fetched, verified or loaded) are mapped
+here, once, to the reason of the one-line termination message `airt fetch` and `airt serve`
+leave for the operator (`termination_reason`, `termination_line`, `write_termination_message`).
 """
 
 from __future__ import annotations
@@ -51,3 +55,56 @@ class ModelLoadError(Exception):
 
     Not an InferenceError: it never reaches a client, it stops the process at start.
     """
+
+
+# --- termination messages: what a container tells the operator when it stops -----------------
+# Kubernetes copies the file named by `terminationMessagePath` (default /dev/termination-log)
+# into the pod's container status; the operator reads `<Reason>: <message>` from it and shows it
+# as a condition. The reasons are the operator's condition reasons, spelled the same.
+
+MODEL_LOAD_FAILED = "ModelLoadFailed"
+MODEL_FETCH_FAILED = "ModelFetchFailed"
+MODEL_DIGEST_MISMATCH = "ModelDigestMismatch"
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+# Kubernetes keeps at most 4096 bytes of a message; one line of 1 KiB says enough.
+TERMINATION_MESSAGE_MAX_BYTES = 1024
+
+
+class DigestMismatchError(ModelLoadError):
+    """The model's bytes do not hash to the sha256 the ModelDeployment pins (raised by `airt
+    fetch` before placing them; a ModelLoadError, so it stops `airt serve` the same way)."""
+
+
+def termination_reason(exc: BaseException, default: str) -> str:
+    """The condition reason a failure to place or load the model is reported with: the one
+    mapping from these error types to the operator's reasons; `default` for any other error
+    (ModelFetchFailed in `airt fetch`, ModelLoadFailed in `airt serve`)."""
+    if isinstance(exc, DigestMismatchError):
+        return MODEL_DIGEST_MISMATCH
+    if isinstance(exc, ModelLoadError):
+        return MODEL_LOAD_FAILED
+    return default
+
+
+def termination_line(reason: str, message: str) -> str:
+    """`<reason>: <message>` as one line (newlines folded), at most 1 KiB of UTF-8."""
+    text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    line = f"{reason}: {text}" if text else reason
+    raw = line.encode()
+    if len(raw) <= TERMINATION_MESSAGE_MAX_BYTES:
+        return line
+    cut = raw[: TERMINATION_MESSAGE_MAX_BYTES - len(b"...")]
+    return cut.decode(errors="ignore") + "..."
+
+
+def write_termination_message(path: str | None, line: str) -> bool:
+    """Write `line` to the termination-message file; False when it cannot be written (outside
+    Kubernetes /dev/termination-log does not exist, and that must not turn into a second error)."""
+    if not path:
+        return False
+    try:
+        with open(path, "w", encoding="utf-8") as f:  # noqa: PTH123 - a device file, not a Path
+            f.write(line + "\n")
+    except OSError:
+        return False
+    return True

@@ -16,11 +16,19 @@ Sources, each through the library that owns the protocol:
   pinned manifest digest and its layer digest (oci.py).
 
 Exit codes: 0 placed, 1 download or verification failed, 2 bad arguments or unsupported URI.
+
+The termination message (`--termination-log`, default /dev/termination-log, which Kubernetes
+copies into the pod's init container status) is how the operator learns the outcome: on success
+one JSON line with the digest of the bytes placed, `{"modelDigest":"sha256:<hex>"}`, which becomes
+`status.modelDigest`; on failure one line `ModelDigestMismatch: <message>` or
+`ModelFetchFailed: <message>` (also printed to stderr), which becomes the condition reason.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import sys
 import tempfile
 import urllib.request
@@ -32,6 +40,14 @@ from typing import BinaryIO
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
+from airt_worker.errors import (
+    DEFAULT_TERMINATION_LOG,
+    MODEL_FETCH_FAILED,
+    DigestMismatchError,
+    termination_line,
+    termination_reason,
+    write_termination_message,
+)
 from airt_worker.oci import OciError, fetch_oci
 
 CHUNK = 1 << 20
@@ -59,6 +75,11 @@ class FetchSettings(BaseSettings):
         default=None, pattern=r"^[a-f0-9]{64}$", description="Expected sha256 (hex)."
     )
     timeout_seconds: float = Field(default=300.0, gt=0, description="Network timeout.")
+    termination_log: str = Field(
+        default=DEFAULT_TERMINATION_LOG,
+        description="File for the one-line outcome the operator reads (the container's "
+        "terminationMessagePath); not written when it cannot be opened.",
+    )
 
 
 def _copy_hashing(src: BinaryIO, dst: BinaryIO) -> str:
@@ -114,7 +135,8 @@ def _hf_model_file(uri: str, workdir: Path) -> Path:
 
 
 def fetch(settings: FetchSettings) -> str:
-    """Place the model at settings.dest; return its sha256. Raises FetchError."""
+    """Place the model at settings.dest; return its sha256 (hex). Raises FetchError, or
+    DigestMismatchError when the bytes do not hash to settings.sha256."""
     uri = settings.uri
     scheme = uri.split("://", 1)[0] if "://" in uri else ""
     dest = settings.dest
@@ -141,28 +163,42 @@ def fetch(settings: FetchSettings) -> str:
         else:
             raise UnsupportedUri(f"{scheme or uri}:// models are not supported by airt fetch")
         if settings.sha256 and actual != settings.sha256:
-            raise FetchError(f"sha256 mismatch for {uri}: expected {settings.sha256}, got {actual}")
+            raise DigestMismatchError(
+                f"sha256 mismatch for {uri}: expected {settings.sha256}, got {actual}"
+            )
         part.replace(dest)
     return actual
 
 
+def _fail(path: str, exc: BaseException, code: int) -> int:
+    line = termination_line(termination_reason(exc, MODEL_FETCH_FAILED), str(exc))
+    write_termination_message(path, line)
+    print(line, file=sys.stderr)
+    return code
+
+
 def main(argv: list[str]) -> int:
+    # Before the arguments parse, the file comes from the environment (or the default).
+    path = os.environ.get("AIRT_FETCH_TERMINATION_LOG", DEFAULT_TERMINATION_LOG)
     try:
         settings = CliApp.run(FetchSettings, cli_args=argv)
     except ValidationError as exc:
-        for err in exc.errors(include_url=False):
-            field = ".".join(str(p) for p in err["loc"])
-            print(f"airt fetch: {field}: {err['msg']}", file=sys.stderr)
-        return 2
+        problems = [
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+            for err in exc.errors(include_url=False)
+        ]
+        return _fail(path, FetchError(f"airt fetch: {'; '.join(problems)}"), 2)
     except SystemExit as exc:  # --help, or argparse's own usage errors
         return int(exc.code or 0)
+    path = settings.termination_log
     try:
         digest = fetch(settings)
     except UnsupportedUri as exc:
-        print(f"airt fetch: {exc}", file=sys.stderr)
-        return 2
-    except FetchError as exc:
-        print(f"airt fetch: {exc}", file=sys.stderr)
-        return 1
+        return _fail(path, exc, 2)
+    except (FetchError, DigestMismatchError) as exc:
+        return _fail(path, exc, 1)
+    write_termination_message(
+        path, json.dumps({"modelDigest": f"sha256:{digest}"}, separators=(",", ":"))
+    )
     print(f"fetched {settings.uri} -> {settings.dest} (sha256 {digest})")
     return 0

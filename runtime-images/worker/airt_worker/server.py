@@ -2,9 +2,12 @@
 
 Called by `main`. Starts the HTTP, gRPC and metrics listeners first (live at once, ready only
 after the model is loaded and a warm-up inference succeeded), loads the model in a worker thread,
-then serves until SIGTERM/SIGINT. Drain: readiness turns false, the listeners stop accepting and
-let accepted requests finish (HTTP: uvicorn's graceful shutdown; gRPC: `stop(grace)`), the
-batcher runs everything still queued, then the process exits 0.
+then serves until SIGTERM/SIGINT. A model that cannot be loaded or warmed up ends the process
+with exit 1 after `ModelLoadFailed: <message>` is written to the termination-message file, so the
+kubelet restarts it and the operator reports the reason instead of a pod that never turns ready.
+Drain: readiness turns false, the listeners stop accepting and let accepted requests finish
+(HTTP: uvicorn's graceful shutdown; gRPC: `stop(grace)`), the batcher runs everything still
+queued, then the process exits 0.
 """
 
 from __future__ import annotations
@@ -22,7 +25,13 @@ import uvicorn
 
 from airt_worker.batching import BatchPolicy, DynamicBatcher
 from airt_worker.dataplane import DataPlane
-from airt_worker.errors import ModelLoadError
+from airt_worker.errors import (
+    MODEL_LOAD_FAILED,
+    ModelLoadError,
+    termination_line,
+    termination_reason,
+    write_termination_message,
+)
 from airt_worker.grpc_service import build_server
 from airt_worker.metrics import MetricsApp, Nvml, WorkerCollector
 from airt_worker.rest import RestApp
@@ -90,6 +99,13 @@ def _load(settings: WorkerSettings) -> ModelRunner:
     return runner
 
 
+def _report_load_failure(settings: WorkerSettings, exc: BaseException, message: str) -> None:
+    """Leave `ModelLoadFailed: <message>` where the kubelet reads the termination message; the
+    process then exits 1, so the kubelet restarts it and the operator shows the reason."""
+    reason = termination_reason(exc, MODEL_LOAD_FAILED)
+    write_termination_message(settings.termination_log, termination_line(reason, message))
+
+
 async def serve(settings: WorkerSettings) -> int:
     """Run the worker until a signal; return the process exit code."""
     loop = asyncio.get_running_loop()
@@ -149,11 +165,13 @@ async def serve(settings: WorkerSettings) -> int:
         except ModelLoadError as e:
             log.error("cannot serve the model: %s", e)
             plane.mark_failed(str(e))
+            _report_load_failure(settings, e, str(e))
             stop.set()
             code = 1
         except Exception as e:
             log.exception("model load failed")
             plane.mark_failed(f"model load failed: {e}")
+            _report_load_failure(settings, e, f"model load failed: {e}")
             stop.set()
             code = 1
         else:

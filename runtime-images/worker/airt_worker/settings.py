@@ -25,6 +25,7 @@ from pydantic_settings import (
 )
 
 from airt_worker.datatypes import NUMPY_DTYPES
+from airt_worker.errors import DEFAULT_TERMINATION_LOG
 
 ModelFormat = Literal["torchscript", "torch-export"]
 
@@ -164,6 +165,12 @@ class WorkerSettings(BaseSettings):
         description="On SIGTERM, how long accepted requests may take (0 = stop at once).",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    termination_log: str = Field(
+        default=DEFAULT_TERMINATION_LOG,
+        description="File for the one-line `ModelLoadFailed: <message>` the operator reads when "
+        "the model cannot be served (the container's terminationMessagePath); not written when "
+        "it cannot be opened.",
+    )
 
     @model_validator(mode="after")
     def _derive(self) -> WorkerSettings:
