@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Builds the pinned control-plane tools from the Go module proxy into a cache outside the work
-# tree, keyed by the pins, and prints the cache directory on its last line.
+# Builds the pinned control-plane tools, and the real node's kubelet, kube-router and model store,
+# from the Go module proxy into a cache outside the work tree, keyed by the pins, and prints the
+# cache directory on its last line.
 #
 # Called by `make tools` (and so by `make test`, `make dev`, `make cluster-up`). A second call
 # with the same pins builds nothing: each binary is skipped when it already exists in the keyed
 # directory. The key is a hash of every tools/*/go.mod and go.sum plus the Go version, so a
-# change of pin lands in a fresh directory and never mixes versions.
+# change of pin lands in a fresh directory and never mixes versions. The project's own Go source
+# (the model store) is part of the key too.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache_root="${AIRT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/airt}"
-key="$( (go env GOVERSION; cat "$here"/*/go.mod "$here"/*/go.sum) | sha256sum | cut -c1-16)"
+key="$( (go env GOVERSION; cat "$here"/*/go.mod "$here"/*/go.sum "$here"/*/*/*.go) | sha256sum | cut -c1-16)"
 bin="$cache_root/bin/$key"
 mkdir -p "$bin"
 # One build at a time per key (make test, a test fixture and make dev may all ask at once).
@@ -47,10 +49,13 @@ done
 build etcd etcd go.etcd.io/etcd/server/v3
 build kwok kwok sigs.k8s.io/kwok/cmd/kwok
 build kwok kwokctl sigs.k8s.io/kwok/cmd/kwokctl
-for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+for c in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet; do
   build k8s "$c" "k8s.io/kubernetes/cmd/$c" "$k8s_ldflags"
 done
 build registry registry github.com/google/go-containerregistry/cmd/registry
+build registry modelstore ./modelstore
+# The real node's NetworkPolicy engine: kube-router, run with its firewall controller only.
+build kube-router kube-router github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
 build helm helm helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=$helm_version"
 
 echo "$bin"

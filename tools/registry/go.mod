@@ -1,8 +1,8 @@
-// Pinned OCI registry (go-containerregistry's in-memory registry) for the tests of oci:// model fetches.
+// Pinned OCI registry (go-containerregistry) for the tests of oci:// model fetches, and the local model store (modelstore/) that real pods fetch from.
 module airt.dev/tools/registry
 
 go 1.25.0
 
 tool github.com/google/go-containerregistry/cmd/registry
 
-require github.com/google/go-containerregistry v0.22.1 // indirect
+require github.com/google/go-containerregistry v0.22.1

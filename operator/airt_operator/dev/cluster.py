@@ -13,6 +13,7 @@ kwokctl's CLI is its supported interface.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -171,7 +172,7 @@ class ClusterManager:
         audit = self.kwok_workdir / f"{self.name}-audit-policy.yaml"
         audit.write_text(yaml.safe_dump(AUDIT_POLICY, sort_keys=False))
         b = self.bin_dir
-        config = {
+        config: dict[str, Any] = {
             "kind": "KwokctlConfiguration",
             "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
             "options": {
@@ -193,6 +194,30 @@ class ClusterManager:
                 "quietPull": True,
             },
         }
+        pki = self.workdir / "pki"
+        config["componentsPatches"] = [
+            # kwok manages only the fake nodes, so a real kubelet's Node stays its own.
+            {
+                "name": "kwok-controller",
+                "extraArgs": [
+                    {"key": "manage-all-nodes", "value": "false"},
+                    {
+                        "key": "manage-nodes-with-annotation-selector",
+                        "value": "kwok.x-k8s.io/node=fake",
+                    },
+                ],
+            },
+            # logs, exec and port-forward on the real node: the API server authenticates to the
+            # kubelet with the admin pair and dials it by IP (never through the machine's resolver).
+            {
+                "name": "kube-apiserver",
+                "extraArgs": [
+                    {"key": "kubelet-client-certificate", "value": str(pki / "admin.crt")},
+                    {"key": "kubelet-client-key", "value": str(pki / "admin.key")},
+                    {"key": "kubelet-preferred-address-types", "value": "InternalIP"},
+                ],
+            },
+        ]
         path = self.config_path()
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
@@ -208,17 +233,27 @@ class ClusterManager:
         proc = self.cluster().kubectl("get", "--raw=/readyz", check=False)
         return proc.returncode == 0 and proc.stdout.strip() == "ok"
 
+    def _config_stamp(self) -> Path:
+        return self.workdir / "airt-config.sha256"
+
     def up(self, timeout_s: float = 300.0) -> bool:
-        """Start the cluster unless one is already serving; return True if this call started it."""
-        if self.is_up():
+        """Start the cluster unless one is already serving; return True if this call started it.
+
+        A running cluster made from an older configuration (say, before kwok was told to leave
+        real nodes alone) is recreated rather than reused.
+        """
+        cfg = self.write_config()
+        stamp = hashlib.sha256(cfg.read_bytes()).hexdigest()
+        current = self._config_stamp().read_text() if self._config_stamp().exists() else ""
+        if self.is_up() and current == stamp:
             self.apply_nodes(timeout_s)
             return False
         if self.workdir.exists():
             # A stopped or half-made cluster from an earlier run: start over cleanly.
             self._kwokctl("delete", "cluster", check=False)
             shutil.rmtree(self.workdir, ignore_errors=True)
-        cfg = self.write_config()
         self._kwokctl("create", "cluster", "--config", str(cfg), "--wait", f"{int(timeout_s)}s")
+        self._config_stamp().write_text(stamp)
         self._wait(lambda: self.is_up(), timeout_s, "the API server to report /readyz ok")
         self.apply_nodes(timeout_s)
         return True
