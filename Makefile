@@ -39,6 +39,12 @@ system-deps: ## Install Debian packages the tests use (Prometheus, Lua), unless 
 .PHONY: setup
 setup: env tools system-deps ## Everything above.
 
+##@ Images
+
+.PHONY: images
+images: ## Build the runtime images (buildah, no Docker daemon) as OCI archives into ~/.cache/airt/images (cached); IMAGES_CUDA=1 adds the CUDA worker.
+	@bash tools/images/build.sh
+
 ##@ Development
 
 .PHONY: generate

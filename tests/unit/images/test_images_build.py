@@ -185,8 +185,8 @@ def test_script_shape() -> None:
     assert "set -euo pipefail" in lines
     assert "flock 9" in script
     assert lines[-1] == 'echo "$out"', "the last stdout line is the images directory"
-    assert "apt-get install" in script and "buildah mmdebstrap" in script
-    assert "--disable-compression" in script and "oci-archive:" in script
+    assert "apt-get install" in script and "buildah mmdebstrap skopeo" in script
+    assert "--dest-oci-accept-uncompressed-layers" in script and "oci-archive:" in script
     # Nothing from a container registry: the base comes from mmdebstrap, never a pull.
     assert "--pull=never" in script
     assert "PYTHON_IMAGE=$base_ref" in script
