@@ -34,6 +34,10 @@ def cluster() -> Iterator[Cluster]:
     started = manager.up()
     c: Cluster = manager.cluster()
     os.environ["KUBECONFIG"] = str(c.kubeconfig)
+    # A real node left by `make dev` must not take the fake-node tiers' CPU pods.
+    from airt_operator.dev.realnode import set_real_node_only
+
+    set_real_node_only(c, False)
     try:
         yield c
     finally:

@@ -88,9 +88,20 @@ def dev_up(
     nodepool: Path = typer.Option(
         None, help="Node pool YAML (default: tools/cluster/nodepool.yaml)."
     ),
+    real_node: bool = typer.Option(
+        True,
+        "--real-node/--no-real-node",
+        help="Also join a real node (containerd + kubelet) when this machine can host one.",
+    ),
 ) -> None:
-    """Start (or reuse) the local cluster; the last line printed is KUBECONFIG=<path>."""
+    """Start (or reuse) the local cluster; the last line printed is KUBECONFIG=<path>.
+
+    The kwok fleet always comes up. The real node joins when the machine has what it needs;
+    otherwise what is missing and how to get it is printed, and the fake-node cluster stays.
+    """
+    from airt_operator.dev import realnode_preflight as preflight
     from airt_operator.dev.cluster import ClusterError, ClusterManager
+    from airt_operator.dev.realnode import RealNode, default_layout, set_real_node_only
 
     manager = ClusterManager.from_env()
     if nodepool is not None:
@@ -103,6 +114,23 @@ def dev_up(
     c = manager.cluster()
     state = "started" if started else "already up"
     typer.echo(f"cluster {c.name!r} {state}; kubectl: {c.bin_dir / 'kubectl'}")
+    if real_node:
+        missing = preflight.check()
+        if missing:
+            typer.echo(f"warning: no real node: {preflight.report(missing)}", err=True)
+            typer.echo("the fake (kwok) nodes are up; the real-node e2e tests will be skipped")
+        else:
+            node = RealNode(c, default_layout(c.name))
+            try:
+                node.up()
+                set_real_node_only(c, False)
+            except ClusterError as exc:
+                typer.echo(f"error: the real node did not come up: {exc}", err=True)
+                raise typer.Exit(1) from exc
+            typer.echo(
+                f"real node {node.layout.name} Ready (cordoned until a test or `make dev` uses "
+                f"it; logs in {node.layout.logs})"
+            )
     typer.echo(f"KUBECONFIG={c.kubeconfig}")
 
 
@@ -123,7 +151,7 @@ def dev_run() -> None:
 
 @dev_app.command("down")
 def dev_down() -> None:
-    """Stop the dev operator and worker, and delete the local cluster."""
+    """Stop the dev operator, the real node and the port-forward, and delete the local cluster."""
     from airt_operator.dev import devjob
     from airt_operator.dev.cluster import ClusterManager
 

@@ -3,16 +3,16 @@
 Called by cli.py. Steps: the local cluster (kwok GPU fleet) → CRDs and the default runtimes →
 a demo namespace enforcing Pod Security `restricted` with the volume and Secret the examples
 use → the operator as a background process → every example applied and waited on until Ready
-→ one example model built, served by a real `airt serve` process, and answered through
-tritonclient. The operator and the worker keep running afterwards (their PIDs and logs live in
-the cache directory) until `airt dev down` stops them with the cluster.
-
-kwok pods run nothing, so the served model is a local worker process: it is the same worker
-the pods would run, answering the same protocol.
+(on kwok's nodes, where pods run nothing) → the real node (realnode.py) joined, the example MLP
+pushed to the local OCI store (modelstore.py), the CPU example applied from there, sha256-pinned,
+and answered by its real pod through tritonclient (HTTP and gRPC) over `kubectl port-forward`. The operator, the real node
+and the port-forward keep running afterwards (PIDs and logs in the cache directory) until
+`airt dev down` stops them with the cluster.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -22,13 +22,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from airt_operator.dev.cluster import CACHE_ROOT, REPO_ROOT, Cluster, ClusterManager
 from airt_operator.dev.fixtures import apply_files, ensure_fixtures, install_api
+from airt_operator.dev.modelstore import ModelStore
 from airt_operator.dev.operator_proc import free_port
+from airt_operator.dev.realnode import RealNode, default_layout, set_real_node_only
 from airt_operator.dev.wait import wait_for
 
 DEV_DIR = CACHE_ROOT / "dev"
 NAMESPACE = "airt-demo"
+REAL_EXAMPLE = "mlp-local"  # the CPU example, served from the local OCI store by a real pod
 Say = Callable[[str], None]
 
 
@@ -107,11 +112,19 @@ def apply_examples(c: Cluster, say: Say, timeout_s: float = 300) -> None:
     say(f"{ready}/{total} ModelDeployments Ready")
 
 
-def serve_example(say: Say) -> dict[str, Any]:
-    """Build the example MLP, serve it with `airt serve`, and ask it through tritonclient."""
+def serve_on_real_node(c: Cluster, say: Say) -> dict[str, Any]:
+    """The CPU example served by its real pod: model pushed to the local OCI store (sha256-pinned),
+    the ModelDeployment applied, Ready on the real node, answered through tritonclient over a
+    port-forward that stays up for the user."""
     import numpy as np
+    import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
 
+    node = RealNode(c, default_layout(c.name))
+    say("starting the real node (containerd, kubelet, kube-router) and importing the images")
+    node.up()
+    store = ModelStore(CACHE_ROOT / "modelstore", c.bin_dir / "modelstore", node.layout.node_ip)
+    store.start()
     models = DEV_DIR / "models"
     if not (models / "mlp.pt").exists():
         say("building the example models (no download)")
@@ -119,43 +132,59 @@ def serve_example(say: Say) -> dict[str, Any]:
             [sys.executable, str(REPO_ROOT / "examples" / "build_models.py"), str(models)],
             check=True,
         )
-    _stop("worker")
-    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    uri = store.push(models / "mlp.pt", "models/mlp")
+    sha = hashlib.sha256((models / "mlp.pt").read_bytes()).hexdigest()
+    md = yaml.safe_load((REPO_ROOT / "examples" / "deployments" / "cpu-mlp.yaml").read_text())
+    md["metadata"] = {"name": REAL_EXAMPLE}
+    md["spec"]["model"].update({"uri": uri, "sha256": sha, "credentials": {"name": "model-store"}})
+    # Sized for the real node: this machine's cores, not a fleet's.
+    md["spec"]["replicas"] = 1
+    md["spec"]["resources"] = {"cpu": "1", "memory": "2Gi"}
+    c.apply_objects([store.secret_for("model-store", NAMESPACE), md], namespace=NAMESPACE)
+    # While it is placed, the fake CPU nodes are cordoned: this model must run for real.
+    set_real_node_only(c, True)
+    try:
+        say(f"applied {REAL_EXAMPLE} ({uri}); waiting until its pod on {node.layout.name} is Ready")
+        wait_for(lambda: REAL_EXAMPLE not in _ready_models(c)[2], 300, f"{REAL_EXAMPLE} Ready")
+    finally:
+        set_real_node_only(c, False)
+    _stop("port-forward")
+    http_port, grpc_port = free_port(), free_port()
     args = [
-        sys.executable, "-m", "airt_worker",
-        "--model-path", str(models / "mlp.pt"),
-        "--model-name", "mlp",
-        "--host", "127.0.0.1",
-        "--http-port", str(http_port),
-        "--grpc-port", str(grpc_port),
-        "--metrics-port", str(metrics_port),
-        "--threads", "1",
+        str(c.bin_dir / "kubectl"), f"--kubeconfig={c.kubeconfig}", "-n", NAMESPACE,
+        "port-forward", "--address=127.0.0.1", f"svc/{REAL_EXAMPLE}",
+        f"{http_port}:8000", f"{grpc_port}:8001",
     ]  # fmt: skip
-    config = models / "mlp.yaml"
-    if config.exists():
-        args += ["--config-file", str(config)]
-    _spawn("worker", args, dict(os.environ))
+    _spawn("port-forward", args, c.env())
     client = httpclient.InferenceServerClient(f"127.0.0.1:{http_port}")
 
     def ready() -> bool:
         try:
             return bool(client.is_model_ready("mlp"))
-        except Exception:  # not listening yet
+        except Exception:  # the port-forward is not listening yet
             return False
 
-    wait_for(ready, 120, "the example worker to be ready")
-    meta = client.get_model_metadata("mlp")
-    inp = meta["inputs"][0]
-    shape = [1 if d == -1 else int(d) for d in inp["shape"]]
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    tensor = httpclient.InferInput(inp["name"], shape, inp["datatype"])
+    wait_for(ready, 60, "the real pod to answer through the port-forward")
+    x = np.random.default_rng(0).standard_normal((1, 64)).astype(np.float32)
+    tensor = httpclient.InferInput("features", [1, 64], "FP32")
     tensor.set_data_from_numpy(x)
-    result = client.infer("mlp", [tensor])
-    out_name = meta["outputs"][0]["name"]
-    out = result.as_numpy(out_name)
+    out_name = client.get_model_metadata("mlp")["outputs"][0]["name"]
+    via_http = client.infer("mlp", [tensor]).as_numpy(out_name)
     client.close()
-    say(f"worker answered: model mlp, output {out_name} shape {list(out.shape)}")
-    return {"http": f"127.0.0.1:{http_port}", "grpc": f"127.0.0.1:{grpc_port}"}
+    g = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+    gt = grpcclient.InferInput("features", [1, 64], "FP32")
+    gt.set_data_from_numpy(x)
+    via_grpc = g.infer("mlp", [gt]).as_numpy(out_name)
+    g.close()
+    if via_http is None or via_grpc is None or not np.allclose(via_http, via_grpc):
+        raise RuntimeError("the real pod answered differently over HTTP and gRPC")
+    pod = c.get_json("pods", "-n", NAMESPACE, "-l", f"app.kubernetes.io/instance={REAL_EXAMPLE}")
+    pod_name = pod["items"][0]["metadata"]["name"] if pod["items"] else "?"
+    say(
+        f"pod {pod_name} on {node.layout.name} answered over HTTP and gRPC: "
+        f"{out_name} shape {list(via_http.shape)}"
+    )
+    return {"http": f"127.0.0.1:{http_port}", "grpc": f"127.0.0.1:{grpc_port}", "pod": pod_name}
 
 
 def run(say: Say) -> Cluster:
@@ -165,14 +194,28 @@ def run(say: Say) -> Cluster:
     say(f"cluster {'started' if started else 'reused'}: {c.kubeconfig}")
     install(c, say)
     start_operator(c, say)
+    set_real_node_only(c, False)  # a real node from an earlier run takes no fleet example
     apply_examples(c, say)
-    addr = serve_example(say)
-    say(f"example worker: http {addr['http']}, grpc {addr['grpc']} (log {DEV_DIR / 'worker.log'})")
-    say(f"try: {c.bin_dir / 'kubectl'} --kubeconfig {c.kubeconfig} get md -n {NAMESPACE}")
+    addr = serve_on_real_node(c, say)
+    kubectl = f"{c.bin_dir / 'kubectl'} --kubeconfig {c.kubeconfig}"
+    say(
+        f"{REAL_EXAMPLE} is reachable at http {addr['http']} and grpc {addr['grpc']} "
+        f"(a port-forward kept running; log {DEV_DIR / 'port-forward.log'})"
+    )
+    say("try:")
+    say(f"  curl -s http://{addr['http']}/v2/models/mlp")
+    say(f"  {kubectl} -n {NAMESPACE} port-forward svc/{REAL_EXAMPLE} 8000:8000 8001:8001")
+    say(f"  {kubectl} get md,pods -n {NAMESPACE} -o wide")
     return c
 
 
 def stop() -> None:
-    """Stop the dev operator and worker (the cluster is stopped by ClusterManager.down)."""
-    _stop("worker")
+    """Stop the dev operator, the port-forward, the model store and the real node (the cluster
+    itself is stopped by ClusterManager.down)."""
+    _stop("port-forward")
     _stop("operator")
+    manager = ClusterManager.from_env()
+    store = ModelStore(CACHE_ROOT / "modelstore", Path(), default_layout(manager.name).node_ip)
+    store.stop()
+    if manager.kubeconfig.exists() or default_layout(manager.name).workdir.exists():
+        RealNode(manager.cluster(), default_layout(manager.name)).down()

@@ -409,15 +409,17 @@ class RealNode:
                 p.unlink(missing_ok=True)
 
 
-def cordon_fake_cpu_nodes(cluster: Cluster, cordon: bool) -> list[str]:
-    """Cordon (or uncordon) kwok's CPU nodes, so CPU pods can only land on the real node."""
-    selector = f"!nvidia.com/gpu.product,!{cfg.NODE_LABEL}"
-    names: list[str] = [
-        n["metadata"]["name"] for n in cluster.get_json("nodes", "-l", selector)["items"]
-    ]
-    for name in names:
-        cluster.kubectl("cordon" if cordon else "uncordon", name)
-    return names
+def set_real_node_only(cluster: Cluster, real_only: bool) -> None:
+    """Make the real node the only place for CPU pods (kwok's CPU nodes cordoned), or the
+    opposite (the real node cordoned), so that which one runs a CPU model is never left to the
+    scheduler's scoring: tests that expect kwok's instant pods and tests that need real
+    containers share one cluster."""
+    fake = f"!nvidia.com/gpu.product,!{cfg.NODE_LABEL}"
+    real = f"{cfg.NODE_LABEL}=true"
+    for selector, schedulable in ((fake, not real_only), (real, real_only)):
+        names = [n["metadata"]["name"] for n in cluster.get_json("nodes", "-l", selector)["items"]]
+        for name in names:
+            cluster.kubectl("uncordon" if schedulable else "cordon", name)
 
 
 def describe(node: RealNode) -> dict[str, Any]:

@@ -1,0 +1,131 @@
+"""Faults on the real node, each surfaced as a reason and the real message: bytes that do not match
+their sha256, a model that cannot load, an image the node cannot get; and a delete that drains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from typing import Any
+
+import numpy as np
+from realnode_helpers import apply, md_manifest, pods_of, port_forward, wait_condition
+
+from airt_operator.dev.wait import wait_for
+from conftest import Env
+
+
+def _delete(env: Env, name: str) -> None:
+    env.cluster.kubectl("delete", "md", name, "-n", env.ns, "--wait=false", check=False)
+
+
+def test_bytes_that_do_not_match_the_sha256_fail_the_fetch_with_one_line(env: Env) -> None:
+    uri = env.store.store.publish(env.store.models / "mlp.pt", "mismatch/mlp.pt")
+    wrong = hashlib.sha256(b"not the model").hexdigest()
+    apply(env.cluster, md_manifest("mismatch", uri, wrong), env.ns)
+    try:
+        started = time.monotonic()
+        ready = wait_condition(
+            env.cluster, env.ns, "mismatch", "Ready", "False", "ModelDigestMismatch", timeout_s=60
+        )
+        assert time.monotonic() - started < 30 + 5, "the mismatch took more than 30 s to surface"
+        # The fetcher's own one-line message, read from the init container's termination message.
+        assert wrong in ready["message"] and env.store.mlp_sha256 in ready["message"], ready
+        assert "\n" not in ready["message"] and "Traceback" not in ready["message"]
+        pod = pods_of(env.cluster, env.ns, "mismatch")[0]
+        fetch = pod["status"]["initContainerStatuses"][0]
+        terminated = fetch["state"].get("terminated") or fetch["lastState"].get("terminated")
+        assert terminated["message"].startswith("ModelDigestMismatch: "), terminated
+    finally:
+        _delete(env, "mismatch")
+
+
+def test_a_model_that_cannot_load_says_so_with_the_workers_message(env: Env) -> None:
+    junk = env.store.models / "junk.pt"
+    junk.write_bytes(b"this is not a TorchScript archive\n" * 64)
+    uri = env.store.store.publish(junk, "junk/model.pt")
+    digest = hashlib.sha256(junk.read_bytes()).hexdigest()
+    apply(env.cluster, md_manifest("junk", uri, digest), env.ns)
+    try:
+        ready = wait_condition(
+            env.cluster, env.ns, "junk", "Ready", "False", "ModelLoadFailed", timeout_s=120
+        )
+        assert "ModelLoadFailed" in ready["message"], ready
+        pod = pods_of(env.cluster, env.ns, "junk")[0]
+        worker = next(c for c in pod["status"]["containerStatuses"] if c["name"] == "worker")
+        terminated = worker["state"].get("terminated") or worker["lastState"].get("terminated")
+        assert terminated and terminated["message"].startswith("ModelLoadFailed: "), worker
+        # The condition carries the worker's words, not a generic CrashLoopBackOff.
+        assert terminated["message"].removeprefix("ModelLoadFailed: ")[:60] in ready["message"]
+    finally:
+        _delete(env, "junk")
+
+
+def test_an_image_the_node_cannot_get_is_reported_with_the_kubelets_message(env: Env) -> None:
+    image = "ghcr.io/airt-dev/worker-cpu:0.0.0-absent"
+    md = md_manifest("noimage", env.store.mlp_uri, env.store.mlp_sha256)
+    md["spec"]["runtime"]["image"] = image
+    apply(env.cluster, md, env.ns)
+    try:
+        ready = wait_condition(
+            env.cluster, env.ns, "noimage", "Ready", "False", "ImagePullFailed", timeout_s=120
+        )
+        assert image in ready["message"], ready
+    finally:
+        _delete(env, "noimage")
+
+
+def test_deleting_drains_in_flight_requests_and_stops_within_the_grace_period(env: Env) -> None:
+    md = md_manifest("drain", env.store.mlp_uri, env.store.mlp_sha256)
+    apply(env.cluster, md, env.ns)
+    wait_condition(env.cluster, env.ns, "drain", "Ready", "True", timeout_s=300)
+    pod = pods_of(env.cluster, env.ns, "drain")[0]
+    name = pod["metadata"]["name"]
+    grace = pod["spec"]["terminationGracePeriodSeconds"]
+    import tritonclient.http as httpclient
+
+    results: list[Any] = []
+    stop = threading.Event()
+
+    def client(port: int) -> None:
+        c = httpclient.InferenceServerClient(f"127.0.0.1:{port}", network_timeout=60)
+        x = np.ones((1, 64), dtype=np.float32)
+        while not stop.is_set():
+            i = httpclient.InferInput("features", [1, 64], "FP32")
+            i.set_data_from_numpy(x)
+            sent = time.monotonic()
+            try:
+                c.infer("mlp", [i])
+                results.append(("ok", sent))
+            except Exception as exc:  # classified below
+                results.append((str(exc), sent))
+                break
+        c.close()
+
+    with port_forward(env.cluster, env.ns, f"pod/{name}", 8000) as (port,):
+        threads = [threading.Thread(target=client, args=(port,)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        wait_for(lambda: len(results) >= 20, 30, "requests flowing before the delete", 0.05)
+        deleted = time.monotonic()
+        env.cluster.kubectl("delete", "md", "drain", "-n", env.ns, "--wait=false")
+
+        def gone() -> bool:
+            return not [
+                p for p in pods_of(env.cluster, env.ns, "drain") if p["metadata"]["name"] == name
+            ]
+
+        wait_for(gone, grace + 30, f"pod {name} to go", 0.5)
+        took = time.monotonic() - deleted
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    ok_after_delete = [r for r in results if r[0] == "ok" and r[1] > deleted]
+    failures = [r for r in results if r[0] != "ok"]
+    # Requests kept being answered while the pod left the endpoints and drained (preStop), and
+    # no request was cut off with a server error: the only failures are connections refused or
+    # closed once the worker stopped accepting.
+    assert ok_after_delete, "no request was answered after the delete"
+    assert not [f for f in failures if "500" in f[0] or "503" in f[0]], failures
+    assert took <= grace + 15, f"the pod took {took:.1f}s to go, grace period {grace}s"
