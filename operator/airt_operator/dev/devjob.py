@@ -5,9 +5,9 @@ a demo namespace enforcing Pod Security `restricted` with the volume and Secret 
 use → the operator as a background process → every example applied and waited on until Ready
 (on kwok's nodes, where pods run nothing) → the real node (realnode.py) joined, the example MLP
 pushed to the local OCI store (modelstore.py), the CPU example applied from there, sha256-pinned,
-and answered by its real pod through tritonclient (HTTP and gRPC) over `kubectl port-forward`. The operator, the real node
-and the port-forward keep running afterwards (PIDs and logs in the cache directory) until
-`airt dev down` stops them with the cluster.
+and answered by its real pod through tritonclient (HTTP and gRPC) over `kubectl port-forward`.
+The operator, the real node and the port-forward keep running afterwards (PIDs and logs in the
+cache directory) until `airt dev down` stops them with the cluster.
 """
 
 from __future__ import annotations
