@@ -49,6 +49,7 @@ from airt_worker.errors import (
     write_termination_message,
 )
 from airt_worker.oci import OciError, fetch_oci
+from airt_worker.trust import TrustError, install_ca_bundle
 
 CHUNK = 1 << 20
 MODEL_SUFFIXES = (".pt2", ".pt")
@@ -75,6 +76,11 @@ class FetchSettings(BaseSettings):
         default=None, pattern=r"^[a-f0-9]{64}$", description="Expected sha256 (hex)."
     )
     timeout_seconds: float = Field(default=300.0, gt=0, description="Network timeout.")
+    ca_bundle: str | None = Field(
+        default=None,
+        description="PEM certificates of a private store's CA, trusted besides the public roots "
+        "(usually AIRT_FETCH_CA_BUNDLE from the model's credentials Secret).",
+    )
     termination_log: str = Field(
         default=DEFAULT_TERMINATION_LOG,
         description="File for the one-line outcome the operator reads (the container's "
@@ -191,6 +197,10 @@ def main(argv: list[str]) -> int:
     except SystemExit as exc:  # --help, or argparse's own usage errors
         return int(exc.code or 0)
     path = settings.termination_log
+    try:
+        install_ca_bundle(settings.ca_bundle)
+    except TrustError as exc:
+        return _fail(path, FetchError(str(exc)), 2)
     try:
         digest = fetch(settings)
     except UnsupportedUri as exc:

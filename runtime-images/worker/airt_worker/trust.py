@@ -27,7 +27,9 @@ def install_ca_bundle(pem: str | None, directory: Path | None = None) -> Path | 
     if not pem or not pem.strip():
         return None
     if BEGIN not in pem:
-        raise TrustError("AIRT_FETCH_CA_BUNDLE holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+        raise TrustError(
+            "AIRT_FETCH_CA_BUNDLE holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+        )
     import certifi
 
     roots = Path(certifi.where()).read_text()
