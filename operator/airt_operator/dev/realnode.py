@@ -16,6 +16,7 @@ live in the node's work directory.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import shutil
@@ -35,6 +36,7 @@ from airt_operator.dev.pause import ensure_pause_archive
 from airt_operator.dev.wait import WaitTimeoutError, wait_for
 
 GUARD_CHAIN = "AIRT-REALNODE-GUARD"
+DEFAULT_SERVICE_CIDR = "10.0.0.0/24"  # kube-apiserver's --service-cluster-ip-range default
 IMAGES_JSON = CACHE_ROOT / "images" / "images.json"
 
 
@@ -158,7 +160,11 @@ class RealNode:
             for a in argv:
                 if a.startswith(b"--service-cluster-ip-range="):
                     return a.split(b"=", 1)[1].decode()
-        raise ClusterError("could not read --service-cluster-ip-range of this cluster's API server")
+        # Not set: the API server's default range. Check it against the `kubernetes` Service.
+        ip = self.cluster.get_json("service", "kubernetes", "-n", "default")["spec"]["clusterIP"]
+        if ipaddress.ip_address(ip) not in ipaddress.ip_network(DEFAULT_SERVICE_CIDR):
+            raise ClusterError(f"the service range is unknown (the kubernetes Service is {ip})")
+        return DEFAULT_SERVICE_CIDR
 
     def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return _run("ctr", "--address", str(self.layout.socket), "-n", "k8s.io", *args, check=check)
