@@ -66,9 +66,13 @@ class Reason(StrEnum):
     MINIMUM_REPLICAS_AVAILABLE = "MinimumReplicasAvailable"
     MINIMUM_REPLICAS_UNAVAILABLE = "MinimumReplicasUnavailable"
     MODEL_LOADING = "ModelLoading"
+    SCALED_TO_ZERO = "ScaledToZero"
+    # Available, Degraded and Ready: a pod failure that names its cause (the fetcher's or the
+    # worker's termination message, or the kubelet's image pull error)
     MODEL_LOAD_FAILED = "ModelLoadFailed"
     MODEL_DIGEST_MISMATCH = "ModelDigestMismatch"
-    SCALED_TO_ZERO = "ScaledToZero"
+    MODEL_FETCH_FAILED = "ModelFetchFailed"
+    IMAGE_PULL_FAILED = "ImagePullFailed"
     # Progressing
     ROLLOUT_IN_PROGRESS = "RolloutInProgress"
     ROLLOUT_COMPLETE = "RolloutComplete"

@@ -402,12 +402,26 @@ class ModelDeploymentStatus(ApiModel):
         default=None, max_length=253, description="The InferenceRuntime chosen."
     )
     runtime_image: str | None = Field(
-        default=None, max_length=1024, description="The worker image the pods run."
+        default=None,
+        max_length=1024,
+        description="The worker image the operator asked for (the runtime's, or the spec's "
+        "override).",
+    )
+    image_id: str | None = Field(
+        default=None,
+        alias="imageID",
+        max_length=1024,
+        description="The image the worker of the newest ready pod really runs, as the kubelet "
+        "reports it (a digest, e.g. ghcr.io/airt-dev/worker-cpu@sha256:...); unset while no pod "
+        "is ready.",
     )
     model_digest: str | None = Field(
         default=None,
         max_length=128,
-        description="The resolved model digest (sha256:<hex>) the worker verified.",
+        description="The digest (sha256:<hex>) of the model the pods loaded: the one the model "
+        "fetcher computed over the bytes it placed; without a fetcher's record (a model on a "
+        "volume), the spec's sha256 once every replica runs the current template and the worker "
+        "has verified it; unset until then.",
     )
     gpu: str | None = Field(
         default=None,
