@@ -30,14 +30,21 @@ env: uv ## Create/refresh the Python environment (.venv) from the lock file.
 tools: ## Build the pinned control-plane binaries into ~/.cache/airt/bin/<key> (cached).
 	@bash tools/build.sh
 
+# What the real node (containerd, runc, CNI, iptables/ipset, openssl, gcc for the pause image) and
+# the image build (buildah, mmdebstrap) need, besides Prometheus and Lua for the tests.
+SYSTEM_PACKAGES := lua5.4 containerd runc containernetworking-plugins iptables ipset iproute2 \
+  openssl gcc libc6-dev buildah mmdebstrap uidmap
+SYSTEM_COMMANDS := lua5.4 containerd runc /usr/lib/cni/bridge iptables ipset ip openssl gcc buildah mmdebstrap
+
 .PHONY: system-deps
-system-deps: ## Install Debian packages the tests use (Prometheus, Lua), unless present.
+system-deps: ## Install Debian packages the tests, the real node and the image build use, unless present.
 	@if [ -x tools/install-prometheus.sh ]; then bash tools/install-prometheus.sh; fi
-	@command -v lua5.4 >/dev/null 2>&1 || { SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
-	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends lua5.4; }
+	@missing=0; for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null 2>&1 || [ -x $$c ] || missing=1; done; \
+	if [ $$missing = 1 ]; then SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends $(SYSTEM_PACKAGES); fi
 
 .PHONY: setup
-setup: env tools system-deps ## Everything above.
+setup: env tools system-deps images ## Everything above.
 
 ##@ Images
 
@@ -70,7 +77,7 @@ lint: ## ruff (lint and format check) and mypy (strict on our packages).
 	$(UV) run mypy
 
 .PHONY: cluster-up
-cluster-up: env tools ## Start (or reuse) the local cluster; the last line is KUBECONFIG=<path>.
+cluster-up: env tools ## Start (or reuse) the local cluster and its real node; the last line is KUBECONFIG=<path>.
 	@$(UV) run airt dev up
 
 .PHONY: cluster-down
@@ -78,7 +85,7 @@ cluster-down: env ## Stop and delete the local cluster.
 	@$(UV) run airt dev down
 
 .PHONY: dev
-dev: setup ## The main job: cluster, CRDs, runtimes, operator, examples Ready, one model answering.
+dev: setup ## The main job: cluster, CRDs, runtimes, operator, examples Ready, the CPU example answered by its real pod.
 	@$(UV) run airt dev run
 
 .PHONY: dev-down
