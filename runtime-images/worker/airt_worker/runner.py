@@ -25,7 +25,7 @@ import torch
 
 from airt_worker.batching import Pending
 from airt_worker.datatypes import FROM_TORCH, NUMPY_DTYPES, TORCH_DTYPES, Array
-from airt_worker.errors import InferenceError, ModelError, ModelLoadError
+from airt_worker.errors import DigestMismatchError, InferenceError, ModelError, ModelLoadError
 from airt_worker.introspect import export_signature, merge_inputs, script_inputs
 from airt_worker.modelspec import ModelSpec, TensorSpec
 from airt_worker.settings import TensorConfig, WorkerSettings
@@ -59,7 +59,7 @@ class ModelRunner:
         if settings.model_sha256 is not None:
             actual = sha256_of(path)
             if actual != settings.model_sha256:
-                raise ModelLoadError(
+                raise DigestMismatchError(
                     f"sha256 mismatch for {path}: expected {settings.model_sha256}, got {actual}"
                 )
         if settings.device == "cuda":

@@ -85,6 +85,8 @@ def _load(settings: WorkerSettings) -> ModelRunner:
     t0 = time.monotonic()
     runner = ModelRunner(settings)
     if settings.warmup:
+        # The cold-start benchmark splits loading from warming up at this line.
+        log.info("model loaded in %.2fs; warming up", time.monotonic() - t0)
         runner.warmup()
     log.info(
         "model %r v%s (%s) loaded on %s in %.1fs; inputs %s; outputs %s",
