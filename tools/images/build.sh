@@ -129,12 +129,12 @@ isolation="${BUILDAH_ISOLATION:-}"
 
 # TLS for the RUN steps: the host's CA bundle is mounted over the image's (a machine behind a
 # TLS-inspecting proxy trusts that proxy's CA there, e.g. through /usr/local/share/ca-certificates)
-# and uv is told to use the system roots (native-tls) instead of its built-in ones. Both are
+# and uv is told to use the system roots (system-certs) instead of its built-in ones. Both are
 # mounts, never written into a layer; on a machine with the stock bundle they change nothing.
 tls_mounts=()
 ca_bundle="${AIRT_IMAGES_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
 if [[ -s "$ca_bundle" ]]; then
-  printf '# mounted at /etc/uv/uv.toml into RUN steps by tools/images/build.sh\nnative-tls = true\n' >"$out/uv.toml"
+  printf '# mounted at /etc/uv/uv.toml into RUN steps by tools/images/build.sh\nsystem-certs = true\n' >"$out/uv.toml"
   tls_mounts=(-v "$ca_bundle:/etc/ssl/certs/ca-certificates.crt:ro" -v "$out/uv.toml:/etc/uv/uv.toml:ro")
 fi
 
@@ -150,7 +150,7 @@ pick_isolation() {
     isolation=chroot
     log "runc cannot create namespaces here: RUN steps use --isolation chroot"
   fi
-  "${B[@]}" rm "$ctr" >/dev/null
+  "${B[@]}" rm "$ctr" >/dev/null 2>&1 || true
 }
 
 # smoke <ref> <imports>: the entrypoint and the imports work as UID 65532, the image's user.
@@ -161,7 +161,7 @@ smoke() {
   "${B[@]}" run --isolation "$isolation" --user 65532:65532 "$ctr" -- airt --help >/dev/null || ok=1
   "${B[@]}" run --isolation "$isolation" --user 65532:65532 "$ctr" -- \
     python -c "import os, ${imports}; assert os.getuid() == 65532" || ok=1
-  "${B[@]}" rm "$ctr" >/dev/null
+  "${B[@]}" rm "$ctr" >/dev/null 2>&1 || true
   return "$ok"
 }
 
@@ -227,12 +227,13 @@ PY
   built=$((built + 1))
 }
 
-while read -r key dockerfile repo imports when; do
+# images.txt on fd 3: buildah run and skopeo read stdin.
+while read -r -u 3 key dockerfile repo imports when; do
   [[ -z "$key" || "$key" == \#* ]] && continue
   [[ "$when" == cuda && "${IMAGES_CUDA:-0}" != 1 ]] && continue
   if [[ -n "${IMAGES_ONLY:-}" && " $IMAGES_ONLY " != *" $key "* ]]; then continue; fi
   build_image "$key" "$dockerfile" "$repo" "$imports"
-done <"$here/images.txt"
+done 3<"$here/images.txt"
 
 # ---- images.json: the images of this run ---------------------------------------------------------
 {
