@@ -184,6 +184,15 @@ build_image() {
   fi
   ensure_base
   pick_isolation
+  # buildah's layer cache is what makes a code-only rebuild take seconds, but every dependency
+  # change leaves gigabytes of old layers behind: when the disk runs low, drop the dangling ones.
+  local free_gb
+  free_gb="$(df -Pk "$out" | awk 'NR == 2 {print int($4 / 1048576)}')"
+  if ((free_gb < ${AIRT_IMAGES_MIN_FREE_GB:-40})); then
+    log "only $free_gb GB free: pruning dangling layers from buildah's storage ..."
+    "${B[@]}" rm --all >/dev/null 2>&1 || true
+    "${B[@]}" rmi --prune >/dev/null 2>&1 || true
+  fi
   local args=()
   if [[ "$key" == worker-cpu ]]; then
     # PyTorch's CPU index is not reachable here: torch from PyPI as uv.lock pins it (the CUDA
