@@ -101,7 +101,7 @@ def dev_up(
     """
     from airt_operator.dev import realnode_preflight as preflight
     from airt_operator.dev.cluster import ClusterError, ClusterManager
-    from airt_operator.dev.realnode import RealNode, default_layout, set_real_node_only
+    from airt_operator.dev.realnode import IMAGES_JSON, RealNode, default_layout, set_real_node_only
 
     manager = ClusterManager.from_env()
     if nodepool is not None:
@@ -131,6 +131,10 @@ def dev_up(
                 f"real node {node.layout.name} Ready (cordoned until a test or `make dev` uses "
                 f"it; logs in {node.layout.logs})"
             )
+            if not IMAGES_JSON.exists():
+                typer.echo(
+                    "the airt images are not built yet: `make images`, then `make cluster-up`"
+                )
     typer.echo(f"KUBECONFIG={c.kubeconfig}")
 
 
