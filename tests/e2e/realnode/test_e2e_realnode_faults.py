@@ -10,8 +10,10 @@ import time
 from typing import Any
 
 import numpy as np
+import yaml
 from realnode_helpers import apply, md_manifest, pods_of, port_forward, wait_condition
 
+from airt_operator.dev.cluster import REPO_ROOT as ROOT
 from airt_operator.dev.wait import wait_for
 from conftest import Env
 
@@ -63,9 +65,18 @@ def test_a_model_that_cannot_load_says_so_with_the_workers_message(env: Env) -> 
 
 
 def test_an_image_the_node_cannot_get_is_reported_with_the_kubelets_message(env: Env) -> None:
-    image = "ghcr.io/airt-dev/worker-cpu:0.0.0-absent"
-    md = md_manifest("noimage", env.store.mlp_uri, env.store.mlp_sha256)
-    md["spec"]["runtime"]["image"] = image
+    # A runtime that lets a model name its image on a registry that refuses at once (a closed
+    # loopback port), so the kubelet's pull fails without any lookup leaving the machine.
+    runtime = yaml.safe_load((ROOT / "examples" / "runtimes" / "torch-cpu.yaml").read_text())
+    runtime["metadata"] = {"name": f"{env.ns}-local"}
+    runtime["spec"]["priority"] = 1
+    runtime["spec"]["policy"]["allowedImagePrefixes"] = ["127.0.0.1:1/"]
+    apply(env.cluster, runtime)
+    image = "127.0.0.1:1/airt/worker-cpu:absent"
+    md = md_manifest(
+        "noimage", env.store.mlp_uri, env.store.mlp_sha256,
+        runtime={"name": f"{env.ns}-local", "image": image},
+    )  # fmt: skip
     apply(env.cluster, md, env.ns)
     try:
         ready = wait_condition(
@@ -74,6 +85,9 @@ def test_an_image_the_node_cannot_get_is_reported_with_the_kubelets_message(env:
         assert image in ready["message"], ready
     finally:
         _delete(env, "noimage")
+        env.cluster.kubectl(
+            "delete", "inferenceruntime", f"{env.ns}-local", "--wait=false", check=False
+        )
 
 
 def test_deleting_drains_in_flight_requests_and_stops_within_the_grace_period(env: Env) -> None:

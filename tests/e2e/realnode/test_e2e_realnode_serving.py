@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from realnode_helpers import condition, get_md, pods_of, port_forward, probe_from
 
+from airt_operator.dev.cluster import CACHE_ROOT
 from airt_operator.dev.operator_proc import free_port
 from airt_operator.dev.wait import wait_for
 from conftest import Env
@@ -98,14 +99,11 @@ def test_status_records_the_image_and_the_model_digest_that_really_ran(
     pod = _pod(env)
     worker = next(c for c in pod["status"]["containerStatuses"] if c["name"] == "worker")
     status = get_md(env.cluster, env.ns, "mlp")["status"]
-    # The kubelet's imageID, which names the digest containerd holds for the image.
+    # The kubelet's imageID: the digest of the image built here (images.json), not a tag.
     assert status.get("imageID") == worker["imageID"]
-    held = env.node.image_digests()[worker["image"]]
-    assert (
-        held in worker["imageID"]
-        or worker["imageID"].endswith(held.split(":", 1)[1])
-        or (worker["imageID"].startswith("sha256:"))
-    ), (worker["imageID"], held)
+    built = json.loads((CACHE_ROOT / "images" / "images.json").read_text())["worker-cpu"]
+    assert worker["imageID"].endswith(built["digest"]), (worker["imageID"], built["digest"])
+    assert env.node.image_digests()[worker["image"]] == built["digest"]
     # The model digest the fetcher computed over the bytes it placed (its termination message).
     fetch = next(c for c in pod["status"]["initContainerStatuses"] if c["name"] == "model-fetch")
     message = json.loads(fetch["state"]["terminated"]["message"])
