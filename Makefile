@@ -33,8 +33,8 @@ tools: ## Build the pinned control-plane binaries into ~/.cache/airt/bin/<key> (
 # What the real node (containerd, runc, CNI, iptables/ipset, openssl, gcc for the pause image) and
 # the image build (buildah, mmdebstrap) need, besides Prometheus and Lua for the tests.
 SYSTEM_PACKAGES := lua5.4 containerd runc containernetworking-plugins iptables ipset iproute2 \
-  openssl gcc libc6-dev buildah mmdebstrap uidmap
-SYSTEM_COMMANDS := lua5.4 containerd runc /usr/lib/cni/bridge iptables ipset ip openssl gcc buildah mmdebstrap
+  openssl gcc libc6-dev buildah mmdebstrap skopeo uidmap
+SYSTEM_COMMANDS := lua5.4 containerd runc /usr/lib/cni/bridge iptables ipset ip openssl gcc buildah mmdebstrap skopeo
 
 .PHONY: system-deps
 system-deps: ## Install Debian packages the tests, the real node and the image build use, unless present.
