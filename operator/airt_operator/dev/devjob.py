@@ -131,6 +131,7 @@ def serve_on_real_node(c: Cluster, say: Say) -> dict[str, Any]:
         subprocess.run(
             [sys.executable, str(REPO_ROOT / "examples" / "build_models.py"), str(models)],
             check=True,
+            stdout=subprocess.DEVNULL,
         )
     uri = store.push(models / "mlp.pt", "models/mlp")
     sha = hashlib.sha256((models / "mlp.pt").read_bytes()).hexdigest()
@@ -140,10 +141,10 @@ def serve_on_real_node(c: Cluster, say: Say) -> dict[str, Any]:
     # Sized for the real node: this machine's cores, not a fleet's.
     md["spec"]["replicas"] = 1
     md["spec"]["resources"] = {"cpu": "1", "memory": "2Gi"}
-    c.apply_objects([store.secret_for("model-store", NAMESPACE), md], namespace=NAMESPACE)
     # While it is placed, the fake CPU nodes are cordoned: this model must run for real.
     set_real_node_only(c, True)
     try:
+        c.apply_objects([store.secret_for("model-store", NAMESPACE), md], namespace=NAMESPACE)
         say(f"applied {REAL_EXAMPLE} ({uri}); waiting until its pod on {node.layout.name} is Ready")
         wait_for(lambda: REAL_EXAMPLE not in _ready_models(c)[2], 300, f"{REAL_EXAMPLE} Ready")
     finally:
