@@ -140,7 +140,7 @@ def serve_on_real_node(c: Cluster, say: Say) -> dict[str, Any]:
     md["spec"]["model"].update({"uri": uri, "sha256": sha, "credentials": {"name": "model-store"}})
     # Sized for the real node: this machine's cores, not a fleet's.
     md["spec"]["replicas"] = 1
-    md["spec"]["resources"] = {"cpu": "1", "memory": "2Gi"}
+    md["spec"]["resources"] = {"cpu": "500m", "memory": "2Gi"}
     # While it is placed, the fake CPU nodes are cordoned: this model must run for real.
     set_real_node_only(c, True)
     try:
