@@ -72,13 +72,14 @@ def real_node(cluster: Cluster) -> Iterator[RealNode]:
         pytest.skip(preflight.report(missing))
     build_images()
     node = RealNode(cluster, default_layout(cluster.name))
+    was_up = node.is_up()  # a node `make dev` left running is reused and left running
     node.up()
     set_real_node_only(cluster, True)
     try:
         yield node
     finally:
         set_real_node_only(cluster, False)
-        if os.environ.get("AIRT_KEEP_CLUSTER") != "1":
+        if not was_up and os.environ.get("AIRT_KEEP_CLUSTER") != "1":
             node.down()
 
 
