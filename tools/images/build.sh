@@ -232,6 +232,11 @@ PY
   # Older archives of this image (another hash) go: the worker's are gigabytes each.
   find "$out" -maxdepth 1 -name "$key-*" ! -name "$key-$hash.*" -delete
   log "$key: built in $build_s s, exported in $((SECONDS - start)) s: $archive ($((bytes / 1048576)) MiB, $digest)"
+  free_gb="$(df -Pk "$out" | awk 'NR == 2 {print int($4 / 1048576)}')"
+  if ((free_gb < ${AIRT_IMAGES_MIN_FREE_GB:-40})); then
+    log "only $free_gb GB free after exporting $key: pruning dangling layers ..."
+    "${B[@]}" rmi --prune >/dev/null 2>&1 || true
+  fi
   result_json[$key]="$(cat "$meta")"
   built=$((built + 1))
 }

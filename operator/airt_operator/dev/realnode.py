@@ -193,7 +193,18 @@ class RealNode:
                 continue
             self.ctr("images", "import", "--no-unpack=false", str(archive))
             imported.append(ref)
+        if imported:
+            self._forget_replaced_images()
         return imported
+
+    def _forget_replaced_images(self) -> None:
+        """Drop the `sha256:<id>` references the CRI plugin keeps for images whose name now points
+        elsewhere: they alone would hold a replaced worker image (gigabytes) on the node."""
+        digests = self.image_digests()
+        named = {d for ref, d in digests.items() if not ref.startswith("sha256:")}
+        for ref, digest in digests.items():
+            if ref.startswith("sha256:") and digest not in named:
+                self.ctr("images", "rm", ref, check=False)
 
     # ---- pieces ------------------------------------------------------------------------------
 
