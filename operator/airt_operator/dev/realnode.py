@@ -19,6 +19,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -293,12 +294,10 @@ class RealNode:
                 or r.startswith(":KUBE-SRC")
             ]
             for r in rules:
-                if (
-                    r.startswith("-A ")
-                    and any(f"-j {c}" in r for c in chains)
-                    and r.split()[1] not in chains
-                ):
-                    _run("iptables", "-t", table, "-D", *r.split()[1:], check=False)
+                rule = shlex.split(r)[1:]  # kube-router's comments are quoted
+                jumps = r.startswith("-A ") and any(f"-j {c}" in r for c in chains)
+                if jumps and rule[0] not in chains:
+                    _run("iptables", "-t", table, "-D", *rule, check=False)
             for c in chains:
                 _run("iptables", "-t", table, "-F", c, check=False)
             for c in chains:
