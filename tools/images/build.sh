@@ -38,6 +38,11 @@ mkdir -p "$out"
 # One build at a time (make test, a test fixture and a developer may all ask at once).
 exec 9>"$out/.lock"
 flock 9
+# buildah stages layer blobs in $TMPDIR (default /var/tmp): keep them with the cache, and clear
+# what a build that was killed left there (gigabytes for the worker).
+export TMPDIR="$out/tmp"
+rm -rf "$TMPDIR"
+mkdir -p "$TMPDIR"
 
 log() { printf '[images] %s\n' "$*" >&2; }
 die() { printf '[images] error: %s\n' "$*" >&2; exit 1; }
