@@ -1,8 +1,9 @@
 """Fixtures of the real-node e2e tests: the node, the model store, the operator, the served model.
 
 The real node (containerd + runc + the pinned kubelet, kube-router's firewall) joins the session
-cluster for this package (the other tiers never see it schedulable), and kwok's CPU nodes are
-cordoned meanwhile, so every CPU pod
+cluster for each module here (module scope: this folder is not a Python package, so a "package"
+fixture would live until the session ends and leave kwok's CPU nodes cordoned for the tests that
+follow), and kwok's CPU nodes are cordoned meanwhile, so every CPU pod
 created here runs as real containers on it. On a machine that cannot host containers the
 package is skipped with the list of what is missing (realnode_preflight); any other failure
 fails the tests.
@@ -65,7 +66,7 @@ def build_images() -> dict[str, Any]:
     return images
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def real_node(cluster: Cluster) -> Iterator[RealNode]:
     missing = preflight.check()
     if missing:
@@ -83,7 +84,7 @@ def real_node(cluster: Cluster) -> Iterator[RealNode]:
             node.down()
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def store(
     real_node: RealNode, cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Store]:
@@ -107,7 +108,7 @@ def store(
         ms.stop()
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def env(
     cluster: Cluster, real_node: RealNode, store: Store, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Env]:
@@ -136,7 +137,7 @@ def env(
             cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def served(env: Env) -> dict[str, Any]:
     """The CPU example from the local OCI registry, sha256-pinned, Ready on the real node."""
     md = md_manifest("mlp", env.store.mlp_uri, env.store.mlp_sha256)
