@@ -181,11 +181,14 @@ def main(argv: list[str] | None = None) -> int:
         CACHE_ROOT / "modelstore", cluster.bin_dir / "modelstore", node.layout.node_ip
     )
     store.start()
-    models = CACHE / "models"
-    if not (models / "mlp.pt").exists():
+    models = Path(
         subprocess.run(
-            [sys.executable, str(REPO_ROOT / "examples/build_models.py"), str(models)], check=True
-        )
+            [sys.executable, str(REPO_ROOT / "examples/model_cache.py")],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     uri = store.push(models / "mlp.pt", "models/mlp")
     sha = hashlib.sha256((models / "mlp.pt").read_bytes()).hexdigest()
     install_api(cluster)

@@ -31,7 +31,7 @@ from worker import build_models
 
 def profile(model: str, protocol: str, seconds: float, work: Path) -> dict[str, Any]:
     settings = ServeSettings(cores=frozenset(server_cores()))
-    models = build_models(CACHE / "models")
+    models = build_models()
     r = start("airt", MODELS[model], models, settings, work)
     collapsed = work / f"profile-{model}-{protocol}.collapsed"
     try:

@@ -42,15 +42,15 @@ SERVERS = ("airt", "triton", "mlserver", "kserve")
 PROTOCOLS = ("http", "grpc")
 
 
-def build_models(out: Path) -> Path:
-    if not (out / "mlp.pt").exists() or not (out / "cnn.pt").exists():
-        log(f"building example models into {out}")
-        subprocess.run(
-            [sys.executable, str(ROOT / "examples" / "build_models.py"), str(out)],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-    return out
+def build_models() -> Path:
+    """The example models (built once per builder and torch version: examples/model_cache.py)."""
+    built = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "model_cache.py")],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return Path(built.stdout.strip())
 
 
 def limit_table(model: str, models: Path, s: ServeSettings) -> dict[int, float]:
@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
             device=a.device,
             cores=frozenset(server_cores()),
         ),
-        model_dir=build_models(CACHE / "models"),
+        model_dir=build_models(),
         work=CACHE / "runs" / name,
     )
     plan.work.mkdir(parents=True, exist_ok=True)

@@ -17,15 +17,14 @@ from workerproc import ROOT, Worker, spawn
 
 
 @pytest.fixture(scope="session")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def models() -> Path:
     sys.path.insert(0, str(ROOT / "examples"))
     try:
-        import build_models
+        import model_cache
     finally:
         sys.path.pop(0)
-    out = tmp_path_factory.mktemp("models")
-    build_models.build(out)
-    return out
+    built: Path = model_cache.example_models()
+    return built
 
 
 @pytest.fixture(scope="session")

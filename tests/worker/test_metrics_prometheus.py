@@ -294,15 +294,15 @@ def start_prometheus(stack: Stack, targets: list[int]) -> None:
 
 
 def start_worker(stack: Stack) -> None:
-    models = stack.tmp / "models"
     build = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "build_models.py"), str(models)],
+        [sys.executable, str(ROOT / "examples" / "model_cache.py")],
         capture_output=True,
         text=True,
         check=False,
         timeout=300,
     )
     assert build.returncode == 0, build.stdout + build.stderr
+    models = Path(build.stdout.strip())
     model_path, config = models / "mlp.pt", models / "mlp.yaml"
     assert model_path.is_file(), f"examples/build_models.py built no {model_path}"
     stack.worker_http, stack.worker_metrics = free_port(), free_port()

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,8 +21,9 @@ from typing import Any
 
 import yaml
 
+from airt_operator.dev import procs
 from airt_operator.dev.cluster import CACHE_ROOT, REPO_ROOT, Cluster, ClusterManager
-from airt_operator.dev.fixtures import apply_files, ensure_fixtures, install_api
+from airt_operator.dev.fixtures import apply_files, ensure_fixtures, example_models, install_api
 from airt_operator.dev.modelstore import ModelStore
 from airt_operator.dev.operator_proc import free_port
 from airt_operator.dev.realnode import RealNode, default_layout, set_real_node_only
@@ -37,30 +35,12 @@ REAL_EXAMPLE = "mlp-local"  # the CPU example, served from the local OCI store b
 Say = Callable[[str], None]
 
 
-def _pid_alive(pidfile: Path) -> int | None:
-    try:
-        pid = int(pidfile.read_text().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    return pid
-
-
 def _spawn(name: str, args: list[str], env: dict[str, str]) -> int:
-    DEV_DIR.mkdir(parents=True, exist_ok=True)
-    log = (DEV_DIR / f"{name}.log").open("ab")
-    proc = subprocess.Popen(
-        args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-    )
-    (DEV_DIR / f"{name}.pid").write_text(str(proc.pid))
-    return proc.pid
+    return procs.spawn(DEV_DIR / f"{name}.pid", DEV_DIR / f"{name}.log", args, env)
 
 
 def _stop(name: str) -> None:
-    pid = _pid_alive(DEV_DIR / f"{name}.pid")
-    if pid:
-        os.kill(pid, signal.SIGTERM)
-    (DEV_DIR / f"{name}.pid").unlink(missing_ok=True)
+    procs.stop(DEV_DIR / f"{name}.pid")
 
 
 def _ready_models(c: Cluster) -> tuple[int, int, list[str]]:
@@ -89,7 +69,7 @@ def install(c: Cluster, say: Say) -> None:
 
 
 def start_operator(c: Cluster, say: Say) -> None:
-    if _pid_alive(DEV_DIR / "operator.pid"):
+    if procs.alive(DEV_DIR / "operator.pid"):
         say("the operator is already running")
         return
     port = free_port()
@@ -125,14 +105,7 @@ def serve_on_real_node(c: Cluster, say: Say) -> dict[str, Any]:
     node.up()
     store = ModelStore(CACHE_ROOT / "modelstore", c.bin_dir / "modelstore", node.layout.node_ip)
     store.start()
-    models = DEV_DIR / "models"
-    if not (models / "mlp.pt").exists():
-        say("building the example models (no download)")
-        subprocess.run(
-            [sys.executable, str(REPO_ROOT / "examples" / "build_models.py"), str(models)],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+    models = example_models()
     uri = store.push(models / "mlp.pt", "models/mlp")
     sha = hashlib.sha256((models / "mlp.pt").read_bytes()).hexdigest()
     md = yaml.safe_load((REPO_ROOT / "examples" / "deployments" / "cpu-mlp.yaml").read_text())

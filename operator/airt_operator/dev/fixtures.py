@@ -1,4 +1,5 @@
-"""Objects the examples assume exist in a namespace: the model volume and the S3 credentials.
+"""What the examples assume exists: the model volume and S3 credentials in a namespace, and
+the example models built (example_models, cached by examples/model_cache.py).
 
 Called by `make dev` (tools/dev.sh) and by the cluster and e2e tiers before they apply the
 examples. The PersistentVolume is pre-bound to its claim (claimRef + volumeName), so binding
@@ -8,12 +9,14 @@ needs no provisioner — kwok clusters have none.
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from airt_operator.dev.cluster import REPO_ROOT, Cluster
+from airt_operator.dev.cluster import REPO_ROOT, Cluster, ClusterError
 
 MODEL_CLAIM = "airt-models"
 S3_SECRET = "airt-examples-s3"
@@ -89,3 +92,17 @@ def install_api(cluster: Cluster) -> None:
 def ensure_fixtures(cluster: Cluster, namespace: str) -> None:
     """Create the model volume, its claim and the example credentials (idempotent)."""
     cluster.apply_objects(model_volume(namespace))
+
+
+def example_models() -> Path:
+    """The example models' folder, built once per builder and torch version
+    (examples/model_cache.py, run as a script so that a cache hit imports no torch)."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "examples" / "model_cache.py")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise ClusterError(f"building the example models failed:\n{proc.stderr[-4000:]}")
+    return Path(proc.stdout.strip())

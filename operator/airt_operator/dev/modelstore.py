@@ -12,24 +12,17 @@ Pods trust the CA through the model's credentials Secret (`AIRT_FETCH_CA_BUNDLE`
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from airt_operator.dev import procs
 from airt_operator.dev.cluster import ClusterError
+from airt_operator.dev.operator_proc import free_port
 from airt_operator.dev.wait import wait_for
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _openssl(*args: str) -> None:
@@ -83,9 +76,7 @@ class ModelStore:
         return crt, key
 
     def running(self) -> bool:
-        try:
-            os.kill(int(self.pidfile.read_text()), 0)
-        except (OSError, ValueError):
+        if not procs.alive(self.pidfile):
             return False
         port_file = self.workdir / "plain.port"
         if not port_file.exists():
@@ -99,7 +90,7 @@ class ModelStore:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.files.mkdir(exist_ok=True)
         crt, key = self._certificates()
-        self.plain_port = _free_port()
+        self.plain_port = free_port()
         log = (self.workdir / "modelstore.log").open("ab")
         proc = subprocess.Popen(
             [
@@ -127,9 +118,7 @@ class ModelStore:
         wait_for(up, 30, "the model store", 0.1)
 
     def stop(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            os.kill(int(self.pidfile.read_text()), signal.SIGTERM)
-        self.pidfile.unlink(missing_ok=True)
+        procs.stop(self.pidfile)
 
     def push(self, model: Path, repository: str, tag: str = "v1") -> str:
         """Push a model file as an OCI artifact; return its pinned oci:// URI (dialled on 443)."""

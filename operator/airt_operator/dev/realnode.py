@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from airt_operator.dev import procs
 from airt_operator.dev import realnode_config as cfg
 from airt_operator.dev import realnode_preflight as preflight
 from airt_operator.dev.cluster import CACHE_ROOT, Cluster, ClusterError
@@ -61,15 +62,6 @@ def _run(
     return proc
 
 
-def _alive(pidfile: Path) -> int | None:
-    try:
-        pid = int(pidfile.read_text().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    return pid
-
-
 @dataclass
 class RealNode:
     """One real node of one local cluster."""
@@ -80,7 +72,7 @@ class RealNode:
     # ---- lifecycle ---------------------------------------------------------------------------
 
     def is_up(self) -> bool:
-        if not all(_alive(self._pidfile(p)) for p in ("containerd", "kubelet", "kube-router")):
+        if not all(procs.alive(self._pidfile(p)) for p in ("containerd", "kubelet", "kube-router")):
             return False
         return self.node_ready()
 
@@ -213,23 +205,10 @@ class RealNode:
         return self.layout.workdir / f"{name}.pid"
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
-        self.layout.logs.mkdir(parents=True, exist_ok=True)
-        log = (self.layout.logs / f"{name}.log").open("ab")
-        proc = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
-        )
-        self._pidfile(name).write_text(str(proc.pid))
+        procs.spawn(self._pidfile(name), self.layout.logs / f"{name}.log", args, env)
 
     def _stop(self, name: str, timeout_s: float = 15.0) -> None:
-        pid = _alive(self._pidfile(name))
-        if pid:
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline and _alive(self._pidfile(name)):
-                time.sleep(0.1)
-            if _alive(self._pidfile(name)):
-                os.kill(pid, signal.SIGKILL)
-        self._pidfile(name).unlink(missing_ok=True)
+        procs.stop(self._pidfile(name), timeout_s)
 
     def _tail(self, name: str, n: int = 30) -> str:
         path = self.layout.logs / f"{name}.log"
@@ -378,7 +357,7 @@ class RealNode:
 
     def _remove_pods(self) -> None:
         """Kill and delete every container task containerd still runs for this node."""
-        if not self.layout.socket.exists() or not _alive(self._pidfile("containerd")):
+        if not self.layout.socket.exists() or not procs.alive(self._pidfile("containerd")):
             return
         tasks = self.ctr("tasks", "ls", "-q", check=False).stdout.split()
         for t in tasks:

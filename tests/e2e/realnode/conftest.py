@@ -85,21 +85,19 @@ def real_node(cluster: Cluster) -> Iterator[RealNode]:
 
 
 @pytest.fixture(scope="module")
-def store(
-    real_node: RealNode, cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Store]:
+def store(real_node: RealNode, cluster: Cluster) -> Iterator[Store]:
     ms = ModelStore(
         CACHE_ROOT / "modelstore", cluster.bin_dir / "modelstore", real_node.layout.node_ip
     )
     ms.start()
-    models = tmp_path_factory.mktemp("models")
     build = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "examples" / "build_models.py"), str(models)],
+        [sys.executable, str(REPO_ROOT / "examples" / "model_cache.py")],
         capture_output=True,
         text=True,
         check=False,
     )
     assert build.returncode == 0, build.stdout + build.stderr
+    models = Path(build.stdout.strip())
     mlp = models / "mlp.pt"
     uri = ms.push(mlp, "models/mlp")
     try:
