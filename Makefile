@@ -6,6 +6,8 @@ SHELL := bash
 UV_VERSION ?= 0.13.9
 UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PYTEST_ARGS ?=
+# `make test` runs the tiers in this many pytest-xdist processes (tests/conftest.py groups them).
+PYTEST_WORKERS ?= 2
 export UV_LINK_MODE ?= hardlink
 
 ##@ General
@@ -96,7 +98,7 @@ dev-down: ## Stop the dev operator and worker, and delete the local cluster.
 
 .PHONY: test
 test: setup lint check-generated ## Set up what is missing, then lint and run every test tier.
-	$(UV) run pytest -ra $(PYTEST_ARGS) tests
+	$(UV) run pytest -ra -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS) tests
 
 .PHONY: test-unit
 test-unit: env ## Unit tier only.

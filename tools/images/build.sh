@@ -206,15 +206,25 @@ build_image() {
   fi
   log "$key: building $ref from $dockerfile (hash $hash, revision $revision) ..."
   local start=$SECONDS
-  "${B[@]}" build --layers --force-rm --pull=never --network host --isolation "$isolation" \
-    --format oci -f "$root/$dockerfile" -t "$ref" \
-    --build-arg "PYTHON_IMAGE=$base_ref" \
-    --build-arg "VERSION=$version" --build-arg "REVISION=$revision" \
-    --build-arg UV_NO_CACHE=0 -v "$uv_cache:/root/.cache/uv" \
-    "${tls_mounts[@]}" \
-    "${args[@]}" "$root" >&2
+  local common=(--layers --force-rm --pull=never --network host --isolation "$isolation"
+    --format oci -f "$root/$dockerfile"
+    --build-arg "PYTHON_IMAGE=$base_ref"
+    --build-arg "VERSION=$version" --build-arg "REVISION=$revision"
+    --build-arg UV_NO_CACHE=0 -v "$uv_cache:/root/.cache/uv"
+    "${tls_mounts[@]}" "${args[@]}")
+  if grep -qiE '^FROM .* AS deps$' "$root/$dockerfile"; then
+    # The dependency stage is no parent of the final image, so it would be a dangling image
+    # that the pruning above removes, and the next code change would reinstall gigabytes of
+    # dependencies. A tag keeps it; the full build below finds its layers in the cache.
+    "${B[@]}" build "${common[@]}" --target deps -t "localhost/airt-cache/$key-deps:latest" "$root" >&2
+  fi
+  "${B[@]}" build "${common[@]}" -t "$ref" "$root" >&2
   local build_s=$((SECONDS - start))
   smoke "$ref" "$imports" || die "$key: the smoke check failed in $ref"
+  # Older archives of this image (another hash) and the image the new one replaced go before
+  # the export: the worker's are gigabytes each, and the disk need not hold both.
+  find "$out" -maxdepth 1 -name "$key-*" ! -name "$key-$hash.*" -delete
+  "${B[@]}" rmi --prune >/dev/null 2>&1 || true
   start=$SECONDS
   rm -f "$archive.tmp"
   # skopeo, not `buildah push --disable-compression`: buildah 1.28 gzips layers for oci-archive
@@ -234,14 +244,7 @@ with open(path, "w") as f:
     json.dump({"ref": ref, "archive": archive, "digest": digest, "bytes": int(size), "hash": key}, f)
 PY
   mv "$meta.tmp" "$meta"
-  # Older archives of this image (another hash) go: the worker's are gigabytes each.
-  find "$out" -maxdepth 1 -name "$key-*" ! -name "$key-$hash.*" -delete
   log "$key: built in $build_s s, exported in $((SECONDS - start)) s: $archive ($((bytes / 1048576)) MiB, $digest)"
-  free_gb="$(df -Pk "$out" | awk 'NR == 2 {print int($4 / 1048576)}')"
-  if ((free_gb < ${AIRT_IMAGES_MIN_FREE_GB:-40})); then
-    log "only $free_gb GB free after exporting $key: pruning dangling layers ..."
-    "${B[@]}" rmi --prune >/dev/null 2>&1 || true
-  fi
   result_json[$key]="$(cat "$meta")"
   built=$((built + 1))
 }

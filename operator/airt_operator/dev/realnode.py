@@ -184,6 +184,11 @@ class RealNode:
         for ref, digest, archive in wanted:
             if have.get(ref) == digest:
                 continue
+            if ref in have:
+                # The replaced image goes first, so the node's disk need not hold both (the
+                # worker's is gigabytes); running containers keep their own snapshots.
+                self.ctr("images", "rm", ref, check=False)
+                self._forget_replaced_images()
             self.ctr("images", "import", "--no-unpack=false", str(archive))
             imported.append(ref)
         if imported:
