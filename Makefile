@@ -98,7 +98,7 @@ dev-down: ## Stop the dev operator and worker, and delete the local cluster.
 
 .PHONY: test
 test: setup lint check-generated ## Set up what is missing, then lint and run every test tier.
-	$(UV) run pytest -ra -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS) tests
+	$(UV) run pytest -ra -n $(PYTEST_WORKERS) $(PYTEST_ARGS) tests
 
 .PHONY: test-unit
 test-unit: env ## Unit tier only.

@@ -4,7 +4,7 @@ Every test under tests/<tier>/ gets the marker <tier>, so `pytest -m unit` selec
 `cluster` fixture starts the local control plane once per session (or reuses one already up,
 as `make cluster-up` leaves it) and tears down only a cluster it started itself.
 
-`make test` runs the tiers in two pytest-xdist processes (`--dist loadgroup`). The cluster and
+`make test` runs the tiers in two pytest-xdist processes, scheduled by tier. The cluster and
 e2e tiers share one control plane and one real node, and their fixtures toggle state on them
 (cordons, the operator), so they form one group that runs in one process, in file order; the
 worker tier's session workers are started once, so it is a second group; unit tests go to
@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,18 +27,29 @@ TIERS = ("unit", "worker", "cluster", "e2e")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-# The xdist group of each tier (see the module docstring); unit tests have none.
-GROUPS = {"cluster": "control-plane", "e2e": "control-plane", "worker": "worker-processes"}
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's hook reads the groups into the node IDs
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         parts = Path(str(item.fspath)).relative_to(ROOT / "tests").parts
         if parts and parts[0] in TIERS:
             item.add_marker(getattr(pytest.mark, parts[0]))
-            if parts[0] in GROUPS:
-                item.add_marker(pytest.mark.xdist_group(name=GROUPS[parts[0]]))
+
+
+# The xdist work unit of each tier (see the module docstring); unit tests are one unit each.
+GROUPS = {"cluster": "control-plane", "e2e": "control-plane", "worker": "worker-processes"}
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """pytest-xdist's scheduler, grouped by tier. Its own `--dist loadgroup` cannot be used: it
+    marks a group by rewriting `item._nodeid`, which this pytest no longer reads."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class TierScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            parts = nodeid.split("/", 2)
+            tier = parts[1] if len(parts) > 2 and parts[0] == "tests" else ""
+            return GROUPS.get(tier, nodeid)
+
+    return TierScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
