@@ -243,7 +243,8 @@ class References:
         self.torch = torch
         self.models = models
         self.device = torch.device(device)
-        self.threads = threads
+        # the workers' intra-op thread count, so the in-process limit is measured like for like
+        torch.set_num_threads(threads)
         self._cache: dict[str, Any] = {}
 
     def module(self, file: str) -> Any:
@@ -633,9 +634,9 @@ def time_sizes(
     refs: References, case: ModelCase, sizes: list[int], budget_s: float
 ) -> tuple[dict[int, float], list[int]]:
     """Seconds of one in-process call at each batch size: the lower decile of at least five
-    timed calls (bench/limit.py's statistic, fewer calls when the budget is small). Sizes are
-    timed heaviest first; any the budget leaves untimed are interpolated from their timed
-    neighbours and listed as such."""
+    timed calls (bench/limit.py's statistic, fewer calls when the budget is small). The largest
+    and smallest sizes are timed first, then the rest from the largest down; any the budget
+    leaves untimed are interpolated from their timed neighbours and listed as such."""
     import torch
 
     from loadgen import input_pool
@@ -650,7 +651,9 @@ def time_sizes(
 
     end = time.monotonic() + budget_s
     per_call: dict[int, float] = {}
-    order = sorted(sizes, reverse=True)
+    # The largest and the smallest first, so that any untimed size lies between timed ones.
+    order = sorted({max(sizes), min(sizes)}, reverse=True)
+    order += [r for r in sorted(sizes, reverse=True) if r not in order]
     share = budget_s / max(len(order), 1)
     with torch.inference_mode():
         for rows in order:
