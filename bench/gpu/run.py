@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             if done.returncode not in (0, 1):
                 error = f"check.py exited with {done.returncode}"
         except subprocess.TimeoutExpired:
-            error = f"check.py outlived the budget ({args.budget_s:g} s + {args.grace_s:g} s) and was killed"
+            limit = f"{args.budget_s:g} s + {args.grace_s:g} s"
+            error = f"check.py outlived the budget ({limit}) and was killed"
         (args.out / "install.json").unlink(missing_ok=True)
 
     if not record_path.exists():  # the checks never wrote their result: say what is known
