@@ -158,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             str(args.out),
             "--install-record",
             str(args.out / "install.json"),
+            "--grace-s",
+            str(args.grace_s),
         ]
         if args.models_cache is not None:
             cmd += ["--models-cache", str(args.models_cache)]
