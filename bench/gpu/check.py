@@ -704,11 +704,14 @@ def add_limits(
         limit = limit_for(batches, per_call)
         p["limit_samples_per_s"] = round(limit, 1) if limit else None
         p["ratio_to_limit"] = round(p["samples_per_s"] / limit, 3) if limit else None
-    return {
+    doc: dict[str, Any] = {
         "status": "ran",
         "per_call_ms": {str(k): round(v * 1e3, 4) for k, v in sorted(per_call.items())},
         "interpolated_sizes": interpolated,
     }
+    if refs.device.type == "cuda":  # what the model itself takes on the GPU, in-process
+        doc["torch_max_memory_allocated_bytes"] = refs.torch.cuda.max_memory_allocated()
+    return doc
 
 
 # ------------------------------------------------------------------------------- the steps

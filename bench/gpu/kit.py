@@ -12,9 +12,10 @@ runs), downloaded for CPython 3.12 on manylinux x86-64, the machine's interprete
 - `wheels/`: packages the machine does not have at all (its list is in
   /work/.library/device/KINDS.md; pydantic, uvicorn, httptools, orjson and tritonclient among
   them), always installed;
-- `fallback/`: packages the machine has in a version that is not recorded (grpcio, protobuf);
-  the worker's gRPC stubs refuse older runtimes, so run.py installs these only when the
-  machine's own version is outside the range the worker declares.
+- `fallback/`: packages the machine has in a version that is not recorded (grpcio, protobuf,
+  typing-extensions); the worker's gRPC stubs refuse older runtimes and pydantic needs a recent
+  typing-extensions, so run.py installs these only when the machine's own version is outside
+  the range needed.
 
 A wheel already in the folder is not downloaded again; the project's wheel is rebuilt every time
 (it is the code under test). `manifest.json` lists every file with its sha256 and group.
@@ -57,8 +58,9 @@ MISSING = (
     "zope-interface",
     "brotli",
 )
-#: Present there, version unknown: name -> the range the worker declares (pyproject.toml).
-FALLBACK = {"grpcio": ">=1.81.1", "protobuf": ">=6.33.5,<7"}
+#: Present there, version unknown: name -> the range the worker (pyproject.toml) or the kit's
+#: pydantic needs.
+FALLBACK = {"grpcio": ">=1.81.1", "protobuf": ">=6.33.5,<7", "typing-extensions": ">=4.16.0"}
 
 PLATFORMS = (
     "manylinux_2_28_x86_64",

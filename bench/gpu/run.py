@@ -21,6 +21,7 @@ import argparse
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -165,12 +166,16 @@ def main(argv: list[str] | None = None) -> int:
             cmd += ["--models-cache", str(args.models_cache)]
         if args.keep_work:
             cmd.append("--keep-work")
+        # Its own process group, so that a kill takes the workers it started along with it.
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, start_new_session=True)
         try:
             # Grace beyond the budget for a slow start-up and the write-up; then it is killed.
-            done = subprocess.run(cmd, env=env, cwd=ROOT, timeout=max(remaining, 1) + args.grace_s)
-            if done.returncode not in (0, 1):
-                error = f"check.py exited with {done.returncode}"
+            code = proc.wait(timeout=max(remaining, 1) + args.grace_s)
+            if code not in (0, 1):
+                error = f"check.py exited with {code}"
         except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
             limit = f"{args.budget_s:g} s + {args.grace_s:g} s"
             error = f"check.py outlived the budget ({limit}) and was killed"
         (args.out / "install.json").unlink(missing_ok=True)
