@@ -938,7 +938,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         def multi() -> dict[str, Any]:
             if not ok:
                 raise RuntimeError("no workers")
-            rows = []
+            rows: list[dict[str, Any]] = []
             for c in multi_points:
                 one = measure_point(workers["cnn.pt2"], "grpc", c, per_multi, sampler)
                 two = measure_point(workers["cnn.pt2-x2"], "grpc", c, per_multi, sampler)

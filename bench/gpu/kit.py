@@ -218,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     manifest = build(args.out)
     size = int(str(manifest["bytes"]))
-    print(f"{args.out}: {len(manifest['files'])} wheels, {size / 2**20:.1f} MiB")  # type: ignore[arg-type]
+    files = manifest["files"]
+    count = len(files) if isinstance(files, list) else 0
+    print(f"{args.out}: {count} wheels, {size:,} bytes ({size / 2**20:.1f} MiB)")
     return 0
 
 
