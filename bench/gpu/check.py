@@ -7,9 +7,10 @@ folder and bench/ on PYTHONPATH). Steps, each recorded even when an earlier one 
 1. environment: interpreter, torch, the device, and where each worker dependency came from;
 2. models: the example models built with examples/build_models.py (the same builder the tests
    and `make dev` use), on this machine;
-3. workers: five `python -m airt_worker` processes with `--device` as given — mlp.pt
-   (TorchScript, FP32), halves.pt (TorchScript, FP16 and BF16), halves.pt2 (torch.export, FP16
-   and BF16), cnn.pt2 (torch.export, FP32) and cnn.pt2 again with two model instances;
+3. workers: five `python -m airt_worker` processes with `--device` as given — mlp.pt2
+   (torch.export, FP32), halves.pt (TorchScript, FP16 and BF16), halves.pt2 (torch.export, FP16
+   and BF16), cnn.pt (TorchScript, FP32, as bench/worker.py serves it) and cnn.pt again with two
+   model instances (only two torch.export workers: loading a program costs a CPU-bound start-up);
 4. conformance: per worker, readiness and metadata, HTTP binary, HTTP JSON, gRPC, and dynamic
    batching under concurrent requests, each answer held against the same model file run
    in-process on the same device; each check PASS or FAIL;
@@ -106,8 +107,8 @@ class ModelCase:
         return out
 
 
-MLP = ModelCase("mlp", "mlp.pt", "mlp.yaml", "torchscript", (("features", "FP32", (64,)),))
-CNN = ModelCase("cnn", "cnn.pt2", "cnn.yaml", "torch-export", (("image", "FP32", (3, 32, 32)),))
+MLP = ModelCase("mlp", "mlp.pt2", "mlp.yaml", "torch-export", (("features", "FP32", (64,)),))
+CNN = ModelCase("cnn", "cnn.pt", "cnn.yaml", "torchscript", (("image", "FP32", (3, 32, 32)),))
 HALVES_TS = ModelCase(
     "halves",
     "halves.pt",
@@ -848,11 +849,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         logs = work / "logs"
         logs.mkdir(exist_ok=True)
         plan = [
-            ("mlp.pt", MLP, 1),
+            ("mlp.pt2", MLP, 1),
             ("halves.pt", HALVES_TS, 1),
             ("halves.pt2", HALVES_EXPORT, 1),
-            ("cnn.pt2", CNN, 1),
-            ("cnn.pt2-x2", CNN, 2),
+            ("cnn.pt", CNN, 1),
+            ("cnn.pt-x2", CNN, 2),
         ]
         for key, case, instances in plan:
             workers[key] = spawn(key, case, models, logs, args.device, instances, threads)
@@ -909,7 +910,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if not ok:
                 raise RuntimeError("no workers")
             all_points: list[dict[str, Any]] = []
-            for key in ("mlp.pt", "cnn.pt2"):
+            for key in ("mlp.pt2", "cnn.pt"):
                 w = workers[key]
                 points = [
                     measure_point(w, proto, c, per_point, sampler)
@@ -940,8 +941,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 raise RuntimeError("no workers")
             rows: list[dict[str, Any]] = []
             for c in multi_points:
-                one = measure_point(workers["cnn.pt2"], "grpc", c, per_multi, sampler)
-                two = measure_point(workers["cnn.pt2-x2"], "grpc", c, per_multi, sampler)
+                one = measure_point(workers["cnn.pt"], "grpc", c, per_multi, sampler)
+                two = measure_point(workers["cnn.pt-x2"], "grpc", c, per_multi, sampler)
                 rows.append(
                     {
                         "concurrency": c,
@@ -952,7 +953,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         else None,
                     }
                 )
-            conforming = [c for c in checks.records if c["worker"] == "cnn.pt2-x2"]
+            conforming = [c for c in checks.records if c["worker"] == "cnn.pt-x2"]
             failed = [c for c in conforming if c["status"] == FAIL]
             errors = sum(r[k]["errors"] for r in rows for k in ("one_instance", "two_instances"))
             return {

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GPU = ROOT / "bench" / "gpu"
 #: The budget given to the entry script; every step must still run inside it on 2 cores.
 BUDGET_S = 60
-WORKERS = {"mlp.pt", "halves.pt", "halves.pt2", "cnn.pt2", "cnn.pt2-x2"}
+WORKERS = {"mlp.pt2", "halves.pt", "halves.pt2", "cnn.pt", "cnn.pt-x2"}
 CHECKS = {
     "ready, metadata, config",
     "http binary",
@@ -117,7 +117,7 @@ def test_gpu_check_runs_offline_on_cpu(kit: Path, tmp_path: Path) -> None:
     for module in ("torch", "grpc", "numpy"):
         assert env_step["modules"].get(module, {"from": "machine"})["from"] == "machine"
     assert steps["models"]["status"] == "PASS"
-    assert {"mlp.pt", "cnn.pt2", "halves.pt", "halves.pt2"} <= set(steps["models"]["files"])
+    assert {"mlp.pt2", "cnn.pt", "halves.pt", "halves.pt2"} <= set(steps["models"]["files"])
     assert steps["workers"]["status"] == "PASS", context
     assert set(steps["workers"]["ready_after_s"]) == WORKERS
 
