@@ -2,7 +2,8 @@
 model called in-process, and several model instances on one GPU.
 
 Started by bench/gpu/run.py once the kit is installed (never by hand: it expects the kit's
-folder and bench/ on PYTHONPATH). Steps, each recorded even when an earlier one failed:
+folder and bench/ on PYTHONPATH). Steps, each recorded even when an earlier one failed (the
+workers are started as soon as the models exist, and start up while step 1 runs):
 
 1. environment: interpreter, torch, the device, and where each worker dependency came from;
 2. models: the example models built with examples/build_models.py (the same builder the tests
@@ -791,11 +792,12 @@ def build_models(out: Path, cache: Path | None) -> dict[str, Any]:
     """The example models, built by examples/build_models.py; with `cache`, reused from a
     folder keyed by the builder's bytes and torch's version (the CPU test's shortcut)."""
     import hashlib
-
-    import torch
+    from importlib import metadata
 
     builder = ROOT / "examples" / "build_models.py"
-    key = hashlib.sha256(builder.read_bytes() + torch.__version__.encode()).hexdigest()[:16]
+    # torch's version from its metadata: a cache hit costs no torch import
+    torch_version = metadata.version("torch")
+    key = hashlib.sha256(builder.read_bytes() + torch_version.encode()).hexdigest()[:16]
     if cache is not None:
         cached = cache / key
         if (cached / "done").exists():
@@ -835,7 +837,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "budget_s": args.budget_s,
         "steps": {"install": install} if install else {},
     }
-    step(record, "environment", lambda: environment(args.device, site))
     # Models and worker logs stay out of --out: on the GPU machine only a few files come back.
     work = Path(tempfile.mkdtemp(prefix="airt-gpu-check-"))
     record["work_dir"] = str(work)
@@ -845,7 +846,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     threads = len(cores) if cores else 1
     workers: dict[str, Worker] = {}
 
-    def start() -> dict[str, Any]:
+    def spawn_all() -> None:
+        """Start every worker; they import torch and load while this process looks at its own
+        environment, so the two overlap."""
         logs = work / "logs"
         logs.mkdir(exist_ok=True)
         plan = [
@@ -857,6 +860,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ]
         for key, case, instances in plan:
             workers[key] = spawn(key, case, models, logs, args.device, instances, threads)
+
+    def start() -> dict[str, Any]:
+        if spawn_error:
+            raise RuntimeError(spawn_error)
         # Start-up may run into the grace run.py allows past the budget (torch imports on a
         # busy machine), leaving 20 s of it to stop the workers and write the results.
         ready = wait_ready(list(workers.values()), clock.deadline + max(args.grace_s - 20, 10))
@@ -868,6 +875,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
 
     try:
+        spawn_error = ""
+        try:
+            spawn_all()
+        except Exception as e:  # recorded by the workers step below
+            spawn_error = f"{type(e).__name__}: {e}"
+        step(record, "environment", lambda: environment(args.device, site))
         step(record, "workers", start)
         refs = References(models, args.device, threads)
         if cores:  # the load generator and the in-process limit stay off the workers' cores
