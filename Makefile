@@ -121,3 +121,11 @@ test-e2e: setup ## e2e tier only.
 .PHONY: bench
 bench: setup ## Run the benchmarks; results and plots go to docs/benchmarks/.
 	@if [ -f bench/run.py ]; then $(UV) run python bench/run.py; else echo "no benchmarks yet"; fi
+
+.PHONY: gpu-kit
+gpu-kit: env ## Download the GPU check's offline kit into bench/gpu/kit (the wheels the GPU machine lacks, and airt's own).
+	$(UV) run python bench/gpu/kit.py
+
+.PHONY: gpu-kit-env
+gpu-kit-env: env ## Create (cached) the Python 3.12 stand-in for the GPU machine that tests/worker/test_gpu_kit.py runs the kit in.
+	$(UV) run python bench/gpu/standin.py
