@@ -27,6 +27,7 @@ from airt_operator.metrics import OperatorMetrics
 from airt_operator.reconcile.build import BuildSettings
 from airt_operator.reconciler import Reconciler
 from airt_operator.settings import OperatorSettings
+from airt_operator.workqueue import Backoff
 
 
 class JsonFormatter(logging.Formatter):
@@ -98,6 +99,7 @@ async def run_operator(settings: OperatorSettings) -> None:
         World(),
         clusterwide=not settings.namespaces,
         workers=settings.max_concurrent_reconciles,
+        backoff=Backoff(settings.retry_base_seconds, settings.retry_max_seconds),
     )
     ready = asyncio.Event()
 

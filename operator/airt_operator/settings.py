@@ -33,6 +33,14 @@ class OperatorSettings(BaseSettings):
     resync_seconds: float = Field(
         default=300.0, gt=0, description="Safety-net re-check of every ModelDeployment."
     )
+    retry_base_seconds: float = Field(
+        default=0.5, gt=0, description="First delay before a failed reconcile is tried again."
+    )
+    retry_max_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Cap of the doubling delay between attempts of a reconcile that keeps failing.",
+    )
     max_concurrent_reconciles: int = Field(
         default=32,
         ge=1,

@@ -145,16 +145,26 @@ class Kube:
         return json.loads(text) if text else None
 
     async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply under the operator's field manager (force: we own these fields)."""
+        """Server-side apply under the operator's field manager (force: we own these fields —
+        the caller has checked that the object is absent or owned, reconcile/ownership.py).
+
+        Apply creates what is missing, so a 404 means the kind itself is not served: a CRD
+        that was just established is not in the API server's handlers for a moment. That is
+        worth retrying, unlike the 404 of a read."""
         kind = kind_of(manifest)
         meta = manifest["metadata"]
-        result: dict[str, Any] = await self._call(
-            "PATCH",
-            kind.path(meta.get("namespace"), meta["name"]),
-            body=manifest,
-            content_type="application/apply-patch+yaml",
-            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
-        )
+        try:
+            result: dict[str, Any] = await self._call(
+                "PATCH",
+                kind.path(meta.get("namespace"), meta["name"]),
+                body=manifest,
+                content_type="application/apply-patch+yaml",
+                query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            )
+        except KubeError as exc:
+            if exc.status == 404:
+                raise KubeError(f"{exc} (kind not served yet?)", 404, True) from exc
+            raise
         return result
 
     async def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
