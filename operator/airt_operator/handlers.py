@@ -28,6 +28,7 @@ from typing import Any
 
 import kopf
 
+from airt_operator.health import Health
 from airt_operator.kube.client import KubeError
 from airt_operator.kube.resources import (
     CHILD_KINDS,
@@ -201,6 +202,7 @@ def register(
     clusterwide: bool = True,
     workers: int = 32,
     backoff: Backoff | None = None,
+    health: Health | None = None,
 ) -> WorkQueue:
     """Register every handler on `registry`, bound to this reconciler and world; `workers`
     coroutines drain the queue of event-driven reconciles."""
@@ -324,6 +326,9 @@ def register(
     @kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions", registry=registry)
     async def crd_event(**kwargs: Any) -> None:
         world.update(kwargs)
+        if health is not None:
+            # kopf runs no handler before every index has listed once (health.py).
+            health.synced = True
         if kwargs["name"] == "servicemonitors.monitoring.coreos.com":
             present = kwargs.get("type") != "DELETED"
             if present != world.service_monitor_crd:
