@@ -62,7 +62,7 @@ CLUSTER_CRD = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/clusterko
 
 async def test_a_missing_peering_crd_is_a_start_up_error_naming_the_fix() -> None:
     kube = TableKube({})
-    with pytest.raises(StartupError, match="clusterkopfpeerings.kopf.dev is not installed") as e:
+    with pytest.raises(StartupError, match=r"clusterkopfpeerings\.kopf\.dev is not installed") as e:
         await check_peering(cast(Kube, kube), OperatorSettings(standalone=False))
     assert "--standalone" in str(e.value) and "kopf-peering.yaml" in str(e.value)
 
