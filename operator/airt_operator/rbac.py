@@ -128,6 +128,15 @@ def rules() -> list[Rule]:
             _verbs(("get", "patch", "update")),
             "write ModelDeployment status (conditions, replicas, url)",
         ),
+        # The OwnerReferencesPermissionEnforcement admission plugin refuses a child whose
+        # ownerReference sets blockOwnerDeletion unless its writer may update the owner's
+        # finalizers; ours all do (so a foreground deletion waits for them).
+        Rule(
+            (MODEL_DEPLOYMENT.group,),
+            (f"{MODEL_DEPLOYMENT.plural}/finalizers",),
+            _verbs(("update",)),
+            "children set blockOwnerDeletion on their ModelDeployment ownerReference",
+        ),
         _kind_rule(
             INFERENCE_RUNTIME,
             "watch InferenceRuntimes (resolution, re-reconcile on change); kopf patches metadata",
