@@ -44,13 +44,17 @@ from airt_operator.reconcile.observe import (
 )
 from airt_operator.reconcile.ownership import ChildConflict, conflict_of, owned_by
 from airt_operator.reconcile.render import RenderError, render_stamped
-from airt_operator.reconcile.resolve import ResolutionFailure, resolve
+from airt_operator.reconcile.resolve import ResolutionFailure, ResolvedRuntime, resolve
 
 log = logging.getLogger("airt.operator")
 
 # Events owed per object at most: a long outage must not grow them without bound (the newest
 # transitions are the ones worth telling).
 MAX_PENDING_EVENTS = 20
+
+# Failed attempts in a row (409, 429, 5xx, timeouts on a child's apply) before the status says
+# that the operator is retrying, and why.
+EXPLAIN_AFTER_FAILURES = 3
 
 # How long after an apply a missing or older child in the index is taken for watch lag.
 INDEX_LAG_BUDGET_S = 10.0
@@ -128,6 +132,8 @@ class Reconciler:
     _seen: dict[tuple[str, str, str], int] = field(default_factory=dict)
     # Events written into status but not yet posted (a failed POST is re-sent next attempt).
     _events: dict[tuple[str, str], list[PendingEvent]] = field(default_factory=dict)
+    # Consecutive attempts whose children could not be applied for a reason worth retrying.
+    _failing: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._slots = asyncio.Semaphore(self.max_concurrent)
@@ -139,6 +145,7 @@ class Reconciler:
         self._locks.pop((namespace, name), None)
         self._written.pop((namespace, name), None)
         self._events.pop((namespace, name), None)
+        self._failing.pop((namespace, name), None)
         for k in [k for k in self._applied if k[:2] == (namespace, name)]:
             self._applied.pop(k, None)
             self._seen.pop(k, None)
@@ -233,6 +240,7 @@ class Reconciler:
             return ReconcileOutcome(Result.CONFLICT, str(exc))
         except KubeError as exc:
             if exc.retryable:
+                await self._explain_retrying(snap, generation, old, resolved, exc)
                 raise
             # The API server refused a child (admission, quota, RBAC): say so in status.
             failed = degraded_apply_failed(str(exc))
@@ -248,7 +256,33 @@ class Reconciler:
         status_wrote = await self._write_status(
             snap, generation, old, conds, status_fields(ctx, obs)
         )
+        self._failing.pop((ns, name), None)
         return ReconcileOutcome(Result.APPLIED if wrote or status_wrote else Result.UNCHANGED)
+
+    async def _explain_retrying(
+        self,
+        snap: Snapshot,
+        generation: int,
+        old: list[Condition],
+        resolved: ResolvedRuntime,
+        exc: KubeError,
+    ) -> None:
+        """After a few failed attempts in a row, say in status why the children are not in
+        place (the work queue keeps retrying). A single 409 or 500 is not worth a status write
+        and an Event; one that persists is. The write is best effort: with the API server away
+        it fails too, and the next attempt tries again."""
+        key = _ns_name(snap)
+        failures = self._failing[key] = self._failing.get(key, 0) + 1
+        if failures < EXPLAIN_AFTER_FAILURES:
+            return
+        cond = degraded_apply_failed(f"retrying after {failures} failed attempts: {exc}")
+        resolved_cond = resolved_conditions(resolved.reason, resolved.message, ok=True)
+        try:
+            await self._write_status(
+                snap, generation, old, failed_resolution(resolved_cond, cond), {}
+            )
+        except KubeError as err:
+            log.info("status of %s/%s not written either: %s", *key, err)
 
     @staticmethod
     def _wants_service_monitor(monitoring: Any, snap: Snapshot) -> bool:
