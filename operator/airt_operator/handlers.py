@@ -96,8 +96,10 @@ class World:
             live = self._one(f"child_{kind.plural}_idx", (namespace, name))
             if live is not None:
                 children[(kind.api_version, kind.kind)] = live
+        ns_facts = self._one("ns_idx", namespace)
         return Snapshot(
             body=body,
+            namespace_labels=dict((ns_facts or {}).get("labels") or {}) if ns_facts else None,
             runtimes=self._all("irt_idx", None),
             children=children,
             pods=self._all("pod_idx", (namespace, name)),
@@ -261,6 +263,12 @@ def register(
         pod_entry
     )
     kopf.index("v1", "nodes", id="node_idx", registry=registry)(node_entry)
+
+    async def namespace_entry(name: str, body: kopf.Body, **_: Any) -> Any:
+        # Only the labels: runtimes select the namespaces that may use them.
+        return {name: _plain({"labels": dict(body["metadata"].get("labels") or {})})}
+
+    kopf.index("v1", "namespaces", id="ns_idx", registry=registry)(namespace_entry)
     for kind in WATCHED_CHILD_KINDS:
         kopf.index(*_sel(kind), id=_child_index(kind), labels=MANAGED, registry=registry)(
             _child_entry
@@ -322,6 +330,16 @@ def register(
         kopf.on.event(
             *_sel(kind), id=f"owner_event_{kind.plural}", labels=extra, registry=registry
         )(owner_event)
+
+    @kopf.on.event("v1", "namespaces", registry=registry)
+    async def namespace_event(**kwargs: Any) -> None:
+        # A namespace's labels decide which runtimes its models may use.
+        world.update(kwargs)
+        if kwargs.get("type") is None:
+            return
+        for ns, n in world.model_keys():
+            if ns == kwargs["name"]:
+                queue.add(ns, n)
 
     @kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions", registry=registry)
     async def crd_event(**kwargs: Any) -> None:

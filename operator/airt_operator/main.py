@@ -143,6 +143,8 @@ async def run_operator(settings: OperatorSettings) -> None:
             fetcher_image=settings.fetcher_image,
             monitoring_namespace=settings.monitoring_namespace,
             drain_seconds=settings.drain_seconds,
+            default_model_size=settings.default_model_size,
+            egress_except=tuple(settings.egress_except_cidrs),
         ),
         resync_seconds=settings.resync_seconds,
         max_concurrent=settings.max_concurrent_reconciles,

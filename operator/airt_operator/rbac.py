@@ -105,8 +105,9 @@ KOPF_CLUSTER_RULES: tuple[Rule, ...] = (
     Rule(
         ("",),
         ("namespaces",),
-        _verbs(("list", "watch")),
-        "kopf, cluster-wide, follows namespaces as they come and go",
+        _verbs(("get", "list", "watch")),
+        "index namespace labels (a runtime's namespaceSelector); kopf, cluster-wide, follows "
+        "namespaces as they come and go",
     ),
 )
 KOPF_NAMESPACED_READ = Rule(
@@ -223,9 +224,9 @@ def as_yaml(rule_list: Sequence[Rule] | None = None) -> str:
 
 
 def namespaced_mode_cluster_rules() -> list[Rule]:
-    """The ClusterRole of a namespaced install: cluster-scoped objects only, and none of what
-    only a cluster-wide operator needs (following namespaces, the ClusterKopfPeering)."""
-    skip = {("", "namespaces"), ("kopf.dev", "clusterkopfpeerings")}
+    """The ClusterRole of a namespaced install: cluster-scoped objects only, and not the
+    ClusterKopfPeering (replicas peer per namespace there)."""
+    skip = {("kopf.dev", "clusterkopfpeerings")}
     return [r for r in cluster_scoped_rules() if (r.api_groups[0], r.resources[0]) not in skip]
 
 

@@ -103,6 +103,7 @@ class Snapshot:
     pods: Sequence[Mapping[str, Any]]
     nodes: Sequence[Mapping[str, Any]]
     service_monitor_crd: bool
+    namespace_labels: Mapping[str, str] | None = None  # None: not indexed (yet)
 
 
 def _wire(conds: Sequence[Condition]) -> list[dict[str, Any]]:
@@ -208,7 +209,7 @@ class Reconciler:
             except ApiValidationError as exc:
                 log.warning("skipping invalid InferenceRuntime: %s", exc)
         try:
-            resolved = resolve(md, runtimes)
+            resolved = resolve(md, runtimes, snap.namespace_labels)
         except ResolutionFailure as failure:
             cond = resolved_conditions(failure.reason, failure.message, ok=False)
             await self._write_status(snap, generation, old, failed_resolution(cond), {})
