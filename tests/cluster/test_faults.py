@@ -129,9 +129,9 @@ def test_injected_api_errors_back_off_explain_and_lose_nothing(
         assert _condition(_md(cluster, ns, "never"), "Ready")["status"] == "False"
         # A child the API server refuses is retried with doubling delays, not in a hot loop.
         before = proxy.count("PATCH", deploy % "never")
-        observe_for(12)
+        observe_for(8)
         attempts = proxy.count("PATCH", deploy % "never") - before
-        assert attempts <= 5, f"{attempts} applies of a refused child in 12 s"
+        assert attempts <= 4, f"{attempts} applies of a refused child in 8 s"
     finally:
         op.stop()
         proxy.stop()
@@ -148,8 +148,20 @@ def test_api_server_killed_during_drift_repair_and_status_writes(
     apiserver = plane["kube-apiserver"]
     try:
         _apply(cluster, ns, _model("drift"), _model("edit"))
-        for name in ("drift", "edit"):
-            wait_for(lambda n=name: _ready(cluster, ns, n), 90, f"{name} Ready")  # type: ignore[misc]
+
+        def repaired() -> bool:
+            got = cluster.kubectl("get", "service", "drift", "-n", ns, "-o", "json", check=False)
+            return got.returncode == 0 and bool(
+                json.loads(got.stdout)["metadata"].get("ownerReferences")
+            )
+
+        def resolved() -> bool:
+            c = _condition(_md(cluster, ns, "edit"), "RuntimeResolved")
+            return c.get("status") == "True"
+
+        # Reconciled once (no need to wait for Ready: the pods are not what this is about).
+        wait_for(repaired, 60, "drift's Service")
+        wait_for(resolved, 60, "edit reconciled")
         # Drift, and a spec edit whose status has to change (the runtime no longer exists),
         # then the API server goes away before, during or after the operator's writes.
         cluster.kubectl("delete", "service", "drift", "-n", ns)
@@ -162,13 +174,6 @@ def test_api_server_killed_during_drift_repair_and_status_writes(
             apiserver.wait_ready()
             plane.revive()  # the controller manager and scheduler may have lost their leases
         wait_for(op.healthy, 60, "the operator's /healthz to recover")
-
-        def repaired() -> bool:
-            got = cluster.kubectl("get", "service", "drift", "-n", ns, "-o", "json", check=False)
-            return got.returncode == 0 and bool(
-                json.loads(got.stdout)["metadata"].get("ownerReferences")
-            )
-
         wait_for(repaired, 60, "the deleted Service to be put back")
 
         def edited() -> dict[str, Any]:
@@ -192,7 +197,7 @@ def test_api_server_killed_during_drift_repair_and_status_writes(
 def test_operator_killed_while_creating_many_models(
     cluster: Cluster, namespace: str, tmp_path: Path
 ) -> None:
-    ns, n = namespace, 20
+    ns, n = namespace, 8
     models = example_copies(n, "burst", cpu="10m", memory="64Mi")
     cluster.apply_objects(models, ns)
     first = OperatorProcess.start(cluster.kubeconfig, tmp_path / "first.log", namespaces=(ns,))
