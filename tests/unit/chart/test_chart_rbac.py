@@ -231,3 +231,26 @@ def test_every_resource_the_kopf_handlers_use_is_granted() -> None:
     # Change handlers and timers make kopf write its bookkeeping on the object (metadata only).
     for group, plural in families["changing"] | families["spawning"]:
         assert _allowed(group, plural, "patch"), (group, plural)
+
+
+def test_default_runtimes_require_pinned_models_and_pass_access_policy(render: Render) -> None:
+    objects = render(
+        "--set-json",
+        'defaultRuntimes.torchCpu.policy.namespaceSelector={"matchLabels":{"airt.dev/ml":"yes"}}',
+        "--set-json",
+        'defaultRuntimes.torchCpu.policy.allowedCredentialSecrets=["s3-models"]',
+        "--set",
+        "defaultRuntimes.torchCpu.policy.maxModelSize=8Gi",
+    )
+    runtimes = {
+        r["metadata"]["name"]: r["spec"]["policy"] for r in by_kind(objects, "InferenceRuntime")
+    }
+    assert all(p["requireModelSha256"] is True for p in runtimes.values()), runtimes
+    cpu = runtimes["torch-cpu"]
+    assert cpu["namespaceSelector"] == {"matchLabels": {"airt.dev/ml": "yes"}}
+    assert cpu["allowedCredentialSecrets"] == ["s3-models"] and cpu["maxModelSize"] == "8Gi"
+    # What the chart renders is what the operator's own model accepts.
+    from airt_operator.api import parse_inference_runtime
+
+    for r in by_kind(objects, "InferenceRuntime"):
+        parse_inference_runtime(r)
