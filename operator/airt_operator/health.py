@@ -6,7 +6,8 @@ watches synced), by kopf's own peering log lines (a standby replica) and by the 
 
 Why watch kopf's log for the pause: kopf keeps its pause toggles private, and a standby replica
 never runs a handler, so "synced" alone would keep every standby unhealthy for ever (and the
-kubelet would restart it). A paused replica is healthy when it reaches the API server.
+kubelet would restart it). A paused replica is healthy when it reaches the API server. A peered
+operator starts paused (kopf pre-activates its peering toggles and logs only the resumption).
 
 Why "synced" is the first CRD event: kopf runs no handler of any kind before every index has
 finished its initial listing, and the CRD watch always has objects (airt's own CRDs), so the

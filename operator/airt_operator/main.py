@@ -123,7 +123,9 @@ async def check_peering(kube: Kube, settings: OperatorSettings) -> None:
 async def run_operator(settings: OperatorSettings) -> None:
     _configure_logging(settings.log_format)
     metrics = OperatorMetrics()
-    health = Health()
+    # kopf starts a peered operator paused (its peering toggles are pre-activated) and logs
+    # only when it resumes: a standby never says it is paused.
+    health = Health(paused=not settings.standalone)
     kube = await Kube.connect(
         metrics, connections=settings.max_concurrent_reconciles + SPARE_CONNECTIONS
     )

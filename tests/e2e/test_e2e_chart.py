@@ -243,7 +243,8 @@ def test_service_account_may_do_what_the_operator_needs(installed: Release) -> N
         ("patch", "inferenceruntimes.airt.dev/status"),
         ("create", "deployments.apps", "-n", "team-a"),
         ("patch", "services", "-n", "team-a"),
-        ("update", "modeldeployments.airt.dev/finalizers", "-n", "team-a"),
+        # (finalizers is not a discoverable subresource: kubectl needs --subresource for it)
+        ("update", "modeldeployments.airt.dev", "--subresource=finalizers", "-n", "team-a"),
         ("create", "networkpolicies.networking.k8s.io", "-n", "team-a"),
         ("create", "poddisruptionbudgets.policy", "-n", "team-a"),
         ("create", "horizontalpodautoscalers.autoscaling", "-n", "team-a"),
@@ -324,17 +325,17 @@ def test_namespaced_mode_writes_only_in_its_namespaces(
             out = cluster.kubectl("auth", "can-i", *args, as_sa, check=False).stdout.strip()
             return out == "yes"
 
-        for verb, resource in (
+        for verb, *resource in (
             ("create", "deployments.apps"),
             ("patch", "services"),
             ("delete", "networkpolicies.networking.k8s.io"),
             ("patch", "modeldeployments.airt.dev/status"),
-            ("update", "modeldeployments.airt.dev/finalizers"),
+            ("update", "modeldeployments.airt.dev", "--subresource=finalizers"),
             ("create", "events"),
         ):
-            assert can(verb, resource, "-n", team), (verb, resource)
-            assert not can(verb, resource, "-n", elsewhere), (verb, resource)
-            assert not can(verb, resource, "-n", "kube-system"), (verb, resource)
+            assert can(verb, *resource, "-n", team), (verb, resource)
+            assert not can(verb, *resource, "-n", elsewhere), (verb, resource)
+            assert not can(verb, *resource, "-n", "kube-system"), (verb, resource)
         assert can("watch", "modeldeployments.airt.dev", "-n", team)
         assert not can("watch", "modeldeployments.airt.dev", "--all-namespaces")
         assert can("patch", "inferenceruntimes.airt.dev/status")  # airt's own cluster-scoped CRD
