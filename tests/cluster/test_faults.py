@@ -197,7 +197,7 @@ def test_api_server_killed_during_drift_repair_and_status_writes(
 def test_operator_killed_while_creating_many_models(
     cluster: Cluster, namespace: str, tmp_path: Path
 ) -> None:
-    ns, n = namespace, 8
+    ns, n = namespace, 6
     models = example_copies(n, "burst", cpu="10m", memory="64Mi")
     cluster.apply_objects(models, ns)
     first = OperatorProcess.start(cluster.kubeconfig, tmp_path / "first.log", namespaces=(ns,))
