@@ -179,6 +179,11 @@ class FaultProxy:
                 await self._runner.cleanup()
             if self._session is not None:
                 await self._session.close()
+            # Watches still being relayed: cancel them, so the loop stops with nothing pending.
+            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in rest:
+                task.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(30)
         self._loop.call_soon_threadsafe(self._loop.stop)
