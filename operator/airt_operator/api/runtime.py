@@ -101,7 +101,7 @@ class LabelSelector(ApiModel):
     """A Kubernetes label selector: every matchLabels pair and every expression must hold."""
 
     match_labels: dict[str, Annotated[str, StringConstraints(max_length=63)]] | None = Field(
-        default=None, description="Labels that must be present with these values."
+        default=None, max_length=32, description="Labels that must be present with these values."
     )
     match_expressions: list[SelectorRequirement] | None = Field(
         default=None, max_length=16, description="Requirements that must all hold."

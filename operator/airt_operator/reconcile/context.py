@@ -88,7 +88,7 @@ class RenderContext:
     egress_except: tuple[str, ...] = ()
     model_max_bytes: int = 20 * 2**30
     model_volume_size: str = "20Gi"
-    tmp_size: str = "256Mi"
+    tmp_size: str = "1Gi"
     drain_seconds: int = 30
     labels: tuple[tuple[str, str], ...] = ()
 
