@@ -60,6 +60,7 @@ images: ## Build the runtime images (buildah, no Docker daemon) as OCI archives 
 generate: ## Regenerate the CRDs, docs/api.md and the chart's copies (CRDs, operator RBAC rules).
 	$(UV) run airt crds --out crds --api-doc docs/api.md
 	$(UV) run python -m airt_operator.rbac --out charts/airt/files/operator-rules.yaml
+	$(UV) run python -m airt_operator.rbac --out-dir charts/airt/files/rbac
 	rm -f charts/airt/files/crds/*.yaml
 	cp crds/*.yaml charts/airt/files/crds/
 

@@ -2,18 +2,20 @@
 
 Registered by the composition root (main.py) on a kopf OperatorRegistry. kopf's indices keep
 an in-memory copy of every object a reconcile needs (ModelDeployments, InferenceRuntimes,
-children, pods, GPU nodes), so reconciles read nothing from the API server.
+labelled children, pods, GPU nodes), so reconciles read almost nothing from the API server
+(a child the index lacks is read once before it is created: see reconcile/ownership.py).
 
 Triggers:
-- a ModelDeployment's spec changes (create/update/resume): reconcile with kopf's retry
-  semantics — TemporaryError to wait, PermanentError when the spec can never work;
+- a ModelDeployment's spec changes (create/update/resume): reconcile at once; a spec that can
+  never work is a PermanentError (its status says why), anything waiting may fix is handed to
+  the work queue's backoff;
 - a child or pod changes (drift, rollout progress, scheduling): reconcile its owner;
 - an InferenceRuntime changes: reconcile every ModelDeployment (resolution may change);
 - a slow timer as a safety net (it writes nothing when nothing changed).
 
-Only the spec triggers await their reconcile (they need kopf's retry semantics); every other
-trigger puts the ModelDeployment's key on a coalescing work queue (workqueue.py) and returns, so
-kopf's per-object workers and the event bodies they hold are released at once.
+Only the spec triggers await their reconcile (kopf's diff-base records the spec handled); every
+other trigger puts the ModelDeployment's key on a coalescing work queue (workqueue.py) and
+returns, so kopf's per-object workers and the event bodies they hold are released at once.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 
 import kopf
 
+from airt_operator.health import Health
 from airt_operator.kube.client import KubeError
 from airt_operator.kube.resources import (
     CHILD_KINDS,
@@ -36,7 +39,7 @@ from airt_operator.kube.resources import (
 )
 from airt_operator.reconcile.runtime_status import needs_write, runtime_status
 from airt_operator.reconciler import ReconcileOutcome, Reconciler, Result, Snapshot
-from airt_operator.workqueue import WorkQueue
+from airt_operator.workqueue import Backoff, WorkQueue
 
 log = logging.getLogger("airt.operator")
 
@@ -47,6 +50,9 @@ WATCHED_CHILD_KINDS = tuple(k for k in CHILD_KINDS if k is not SERVICE_MONITOR)
 MANAGED = {"app.kubernetes.io/managed-by": "airt-operator"}
 MD = (MODEL_DEPLOYMENT.group, MODEL_DEPLOYMENT.version, MODEL_DEPLOYMENT.plural)
 IRT = (INFERENCE_RUNTIME.group, INFERENCE_RUNTIME.version, INFERENCE_RUNTIME.plural)
+# Outcomes that waiting may fix: queued again with backoff. INVALID is terminal: the status
+# names the reason, and only a change of the spec or of a runtime queues it again.
+RETRIED = (Result.WAITING, Result.FAILED, Result.CONFLICT)
 
 
 class World:
@@ -90,8 +96,10 @@ class World:
             live = self._one(f"child_{kind.plural}_idx", (namespace, name))
             if live is not None:
                 children[(kind.api_version, kind.kind)] = live
+        ns_facts = self._one("ns_idx", namespace)
         return Snapshot(
             body=body,
+            namespace_labels=dict((ns_facts or {}).get("labels") or {}) if ns_facts else None,
             runtimes=self._all("irt_idx", None),
             children=children,
             pods=self._all("pod_idx", (namespace, name)),
@@ -195,7 +203,9 @@ def register(
     world: World,
     clusterwide: bool = True,
     workers: int = 32,
-) -> None:
+    backoff: Backoff | None = None,
+    health: Health | None = None,
+) -> WorkQueue:
     """Register every handler on `registry`, bound to this reconciler and world; `workers`
     coroutines drain the queue of event-driven reconciles."""
     runtimes_dirty = asyncio.Event()
@@ -204,13 +214,21 @@ def register(
     async def run(namespace: str, name: str) -> ReconcileOutcome | None:
         return await reconciler.reconcile(namespace, name, lambda: world.snapshot(namespace, name))
 
-    async def run_quietly(namespace: str, name: str) -> None:
-        # Event-driven reconciles have no kopf retry: log, and the next event or timer retries.
+    async def run_queued(namespace: str, name: str) -> bool:
+        # Done unless it must be tried again: the queue retries with backoff (a spec that can
+        # never work is not retried; its status says why, and a spec or runtime change
+        # queues it again).
         outcome = await run(namespace, name)
-        if outcome and outcome.result in (Result.WAITING, Result.FAILED):
+        if outcome is None:
+            # No snapshot: the object is gone, or the index has not caught up with a
+            # just-created one (and its index event queues it again).
+            return True
+        if outcome.result in RETRIED:
             log.warning("reconcile of %s/%s: %s", namespace, name, outcome.message)
+            return False
+        return True
 
-    queue = WorkQueue(run_quietly, workers)
+    queue = WorkQueue(run_queued, workers, backoff)
 
     # --- indices: what a reconcile reads ---------------------------------------------------
     # Index functions are coroutines: kopf runs a plain function in its thread pool, a thread
@@ -245,6 +263,12 @@ def register(
         pod_entry
     )
     kopf.index("v1", "nodes", id="node_idx", registry=registry)(node_entry)
+
+    async def namespace_entry(name: str, body: kopf.Body, **_: Any) -> Any:
+        # Only the labels: runtimes select the namespaces that may use them.
+        return {name: _plain({"labels": dict(body["metadata"].get("labels") or {})})}
+
+    kopf.index("v1", "namespaces", id="ns_idx", registry=registry)(namespace_entry)
     for kind in WATCHED_CHILD_KINDS:
         kopf.index(*_sel(kind), id=_child_index(kind), labels=MANAGED, registry=registry)(
             _child_entry
@@ -259,10 +283,18 @@ def register(
         namespace, name = kwargs["namespace"], kwargs["name"]
         outcome = await run(namespace, name)
         if outcome is None:
-            raise kopf.TemporaryError("not indexed yet", delay=1)
-        if outcome.result == Result.WAITING:
-            raise kopf.TemporaryError(outcome.message, delay=outcome.retry_after or 5)
-        if outcome.result in (Result.INVALID, Result.FAILED):
+            queue.retry(namespace, name)  # not indexed yet: look again shortly
+            return
+        if outcome.result in RETRIED:
+            # Retried by the work queue with backoff rather than by kopf: kopf's retries record
+            # their progress in the object's annotations, a write per attempt.
+            delay = queue.retry(namespace, name)
+            log.warning(
+                "reconcile of %s/%s: %s (retry in %.1fs)", namespace, name, outcome.message, delay
+            )
+            return
+        queue.forget(namespace, name)
+        if outcome.result == Result.INVALID:
             # The status already says why (a condition reason and an Event): do not hot-loop.
             raise kopf.PermanentError(outcome.message)
 
@@ -273,6 +305,7 @@ def register(
         namespace, name, type = kwargs["namespace"], kwargs["name"], kwargs.get("type")
         if type == "DELETED":
             reconciler.forget(namespace, name)
+            queue.forget(namespace, name)
             return
         if type is not None:  # status changes by others (or HPA scaling via /scale)
             queue.add(namespace, name)
@@ -298,9 +331,22 @@ def register(
             *_sel(kind), id=f"owner_event_{kind.plural}", labels=extra, registry=registry
         )(owner_event)
 
+    @kopf.on.event("v1", "namespaces", registry=registry)
+    async def namespace_event(**kwargs: Any) -> None:
+        # A namespace's labels decide which runtimes its models may use.
+        world.update(kwargs)
+        if kwargs.get("type") is None:
+            return
+        for ns, n in world.model_keys():
+            if ns == kwargs["name"]:
+                queue.add(ns, n)
+
     @kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions", registry=registry)
     async def crd_event(**kwargs: Any) -> None:
         world.update(kwargs)
+        if health is not None:
+            # kopf runs no handler before every index has listed once (health.py).
+            health.synced = True
         if kwargs["name"] == "servicemonitors.monitoring.coreos.com":
             present = kwargs.get("type") != "DELETED"
             if present != world.service_monitor_crd:
@@ -325,6 +371,7 @@ def register(
                 task.cancel()
         for task in memo.get("workers", []):
             task.cancel()
+        queue.stop()
 
     async def runtime_status_loop() -> None:
         # Runtime status follows model changes; events come in bursts, so passes are coalesced.
@@ -349,6 +396,8 @@ def register(
             await asyncio.sleep(reconciler.resync_seconds)
             for ns, n in world.model_keys():
                 queue.add(ns, n)
+
+    return queue
 
 
 def _sel(kind: Any) -> tuple[str, ...]:

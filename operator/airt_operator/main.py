@@ -1,8 +1,9 @@
 """The operator's composition root: settings → client → reconciler → kopf handlers → run.
 
-Called by `airt operator run` (cli.py). Builds every piece once, configures kopf (peering,
-where its own bookkeeping lives, posting), serves /metrics and /healthz, and runs kopf's
-asyncio operator until it is stopped.
+Called by `airt operator run` (cli.py). Builds every piece once, checks that a peered
+operator's peering exists (a loud start-up error naming the fix, rather than kopf's silent
+wait), configures kopf (peering, where its own bookkeeping lives, posting), serves /metrics and
+/healthz (health.py), and runs kopf's asyncio operator until it is stopped.
 
 The JSON log formatter is ten lines here rather than a dependency: the operator image stays
 small, and the fields are the few a log pipeline needs.
@@ -21,12 +22,16 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from airt_operator.handlers import World, register
-from airt_operator.kube.client import SPARE_CONNECTIONS, Kube
+from airt_operator.health import Health, PeeringLogWatcher
+from airt_operator.kube.client import SPARE_CONNECTIONS, Kube, KubeError
 from airt_operator.kube.client import login as kube_login
 from airt_operator.metrics import OperatorMetrics
 from airt_operator.reconcile.build import BuildSettings
 from airt_operator.reconciler import Reconciler
 from airt_operator.settings import OperatorSettings
+from airt_operator.workqueue import Backoff
+
+log = logging.getLogger("airt.operator")
 
 
 class JsonFormatter(logging.Formatter):
@@ -52,7 +57,9 @@ def _configure_logging(fmt: str) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
-async def _serve_http(metrics: OperatorMetrics, port: int, ready: asyncio.Event) -> web.AppRunner:
+async def _serve_http(
+    metrics: OperatorMetrics, port: int, health: Health, kube: Kube
+) -> web.AppRunner:
     async def metrics_view(_: web.Request) -> web.Response:
         return web.Response(
             body=generate_latest(metrics.registry),
@@ -60,9 +67,16 @@ async def _serve_http(metrics: OperatorMetrics, port: int, ready: asyncio.Event)
         )
 
     async def health_view(_: web.Request) -> web.Response:
-        if ready.is_set():
-            return web.json_response({"status": "ok"})
-        return web.json_response({"status": "starting"}, status=503)
+        if not health.api_fresh():
+            # Nothing answered lately (a quiet steady state, or an outage): ask once.
+            try:
+                await kube.ping()
+            except KubeError as exc:
+                health.api_failed(str(exc))
+        problems = health.problems()
+        if problems:
+            return web.json_response({"status": "unhealthy", "problems": problems}, status=503)
+        return web.json_response({"status": "ok", "paused": health.paused})
 
     app = web.Application()
     app.router.add_get("/metrics", metrics_view)
@@ -73,12 +87,56 @@ async def _serve_http(metrics: OperatorMetrics, port: int, ready: asyncio.Event)
     return runner
 
 
+class StartupError(Exception):
+    """The operator cannot work as configured; the message says how to fix it."""
+
+
+async def check_peering(kube: Kube, settings: OperatorSettings) -> None:
+    """Refuse to start a peered operator whose peering cannot exist.
+
+    Without the peering CRD, kopf pauses every watch and waits for it to appear, silently: the
+    operator looked healthy and did nothing. A missing peering object is the same trap."""
+    name = settings.peering_name
+    if settings.namespaces:
+        crd, kind = "kopfpeerings.kopf.dev", "KopfPeering"
+        paths = [
+            f"/apis/kopf.dev/v1/namespaces/{ns}/kopfpeerings/{name}" for ns in settings.namespaces
+        ]
+    else:
+        crd, kind = "clusterkopfpeerings.kopf.dev", "ClusterKopfPeering"
+        paths = [f"/apis/kopf.dev/v1/clusterkopfpeerings/{name}"]
+    fix = (
+        "install the chart's peering CRDs (charts/airt/crds/kopf-peering.yaml) and create the "
+        f"{kind} {name!r} (the chart does both), or run one replica with --standalone"
+    )
+    found = await kube.exists(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd}")
+    if found is False:
+        raise StartupError(f"peering is on, but the CRD {crd} is not installed: {fix}")
+    if found is None:
+        log.warning("cannot read CRD %s to check peering (forbidden); assuming it exists", crd)
+        return
+    for path in paths:
+        if await kube.exists(path) is False:
+            raise StartupError(f"peering is on, but {path} does not exist: {fix}")
+
+
 async def run_operator(settings: OperatorSettings) -> None:
     _configure_logging(settings.log_format)
     metrics = OperatorMetrics()
+    # kopf starts a peered operator paused (its peering toggles are pre-activated) and logs
+    # only when it resumes: a standby never says it is paused.
+    health = Health(paused=not settings.standalone)
     kube = await Kube.connect(
         metrics, connections=settings.max_concurrent_reconciles + SPARE_CONNECTIONS
     )
+    kube.on_success = health.api_ok
+    logging.getLogger("kopf").addHandler(PeeringLogWatcher(health))
+    if not settings.standalone:
+        try:
+            await check_peering(kube, settings)
+        except StartupError:
+            await kube.close()
+            raise
     reconciler = Reconciler(
         kube,
         metrics,
@@ -87,6 +145,8 @@ async def run_operator(settings: OperatorSettings) -> None:
             fetcher_image=settings.fetcher_image,
             monitoring_namespace=settings.monitoring_namespace,
             drain_seconds=settings.drain_seconds,
+            default_model_size=settings.default_model_size,
+            egress_except=tuple(settings.egress_except_cidrs),
         ),
         resync_seconds=settings.resync_seconds,
         max_concurrent=settings.max_concurrent_reconciles,
@@ -98,8 +158,9 @@ async def run_operator(settings: OperatorSettings) -> None:
         World(),
         clusterwide=not settings.namespaces,
         workers=settings.max_concurrent_reconciles,
+        backoff=Backoff(settings.retry_base_seconds, settings.retry_max_seconds),
+        health=health,
     )
-    ready = asyncio.Event()
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -118,17 +179,17 @@ async def run_operator(settings: OperatorSettings) -> None:
         # one active and the others standbys that take over when it goes away.
         settings.peering.priority = random.randint(1, 2**31 - 1)
         if not settings.peering.standalone:
-            logging.getLogger("airt.operator").info(
+            log.info(
                 "peering %r with priority %d", settings.peering.name, settings.peering.priority
             )
-        ready.set()
+        health.started = True
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
         # The same credentials as the operator's own writes (kube/client.py).
         return kube_login()
 
-    runner = await _serve_http(metrics, settings.health_port, ready)
+    runner = await _serve_http(metrics, settings.health_port, health, kube)
     try:
         await kopf.operator(
             registry=registry,
@@ -144,5 +205,9 @@ async def run_operator(settings: OperatorSettings) -> None:
 
 
 def main(settings: OperatorSettings) -> int:
-    asyncio.run(run_operator(settings))
+    try:
+        asyncio.run(run_operator(settings))
+    except StartupError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
     return 0

@@ -1,11 +1,13 @@
-"""The operator's ClusterRole rules: the one source of truth for what the operator may do.
+"""The operator's RBAC rules: the one source of truth for what the operator may do.
 
 Derived from the Kind table in kube/resources.py (what the reconciler reads and writes) plus what
-kopf itself needs (peering, events, CRD and namespace scans). Called by:
-- `python -m airt_operator.rbac` (prints the rules as YAML; `--out PATH` writes them), which
-  `make generate` runs to produce charts/airt/files/operator-rules.yaml, the file the chart's
-  ClusterRole includes verbatim;
-- tests/unit/chart/test_rbac.py, which fails when that committed file drifts from `rules()`.
+kopf itself needs (peering, events, CRD and namespace scans), split by what an install mode must
+confine: rules on cluster-scoped objects, reads of namespaced objects, writes of namespaced
+objects. Called by:
+- `python -m airt_operator.rbac` (prints every rule as YAML; `--out PATH` writes them to
+  charts/airt/files/operator-rules.yaml, the reference list; `--out-dir DIR` writes the files
+  the chart's roles include verbatim, one per role and install mode), which `make generate` runs;
+- tests/unit/chart/test_chart_rbac.py, which fails when a committed file drifts from the code.
 
 Nothing here grants Secrets: the worker pods get their model credentials through `envFrom`
 (the kubelet reads the Secret, not the operator), so the operator never needs to read one.
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,20 +83,17 @@ EXTRA_READ_RULES: tuple[Rule, ...] = (
     ),
 )
 
+READ = ("get", "list", "watch")
+WRITE = ("create", "update", "patch", "delete")
+
 # What kopf does on its own, whichever handlers the operator registers.
-KOPF_RULES: tuple[Rule, ...] = (
+KOPF_CLUSTER_RULES: tuple[Rule, ...] = (
     Rule(
         ("kopf.dev",),
         ("clusterkopfpeerings",),
         _verbs(("get", "list", "watch", "patch")),
         "kopf peering (cluster-wide operator): replicas announce themselves in the "
         "ClusterKopfPeering's status; the chart creates the object",
-    ),
-    Rule(
-        ("kopf.dev",),
-        ("kopfpeerings",),
-        _verbs(("get", "list", "watch", "patch")),
-        "kopf peering (namespaced operators, should one run): read and keep-alive",
     ),
     Rule(
         ("apiextensions.k8s.io",),
@@ -106,21 +105,36 @@ KOPF_RULES: tuple[Rule, ...] = (
     Rule(
         ("",),
         ("namespaces",),
-        _verbs(("list", "watch")),
-        "kopf, cluster-wide, follows namespaces as they come and go",
+        _verbs(("get", "list", "watch")),
+        "index namespace labels (a runtime's namespaceSelector); kopf, cluster-wide, follows "
+        "namespaces as they come and go",
     ),
+)
+KOPF_NAMESPACED_READ = Rule(
+    ("kopf.dev",),
+    ("kopfpeerings",),
+    _verbs(READ),
+    "kopf peering (namespaced operator): read the KopfPeering",
+)
+KOPF_NAMESPACED_WRITE = Rule(
+    ("kopf.dev",),
+    ("kopfpeerings",),
+    _verbs(("patch",)),
+    "kopf peering (namespaced operator): keep-alive in the KopfPeering's status",
 )
 
 
-def rules() -> list[Rule]:
-    """Every rule of the operator's ClusterRole, in a fixed order."""
-    out: list[Rule] = [
-        # kopf keeps its finalizer and progress annotations on the objects it handles (metadata
-        # only: the operator never writes a spec), hence patch on the custom resources.
-        _kind_rule(
-            MODEL_DEPLOYMENT,
-            "watch ModelDeployments; kopf patches their metadata (finalizer, progress)",
-            extra_verbs=("patch",),
+def _model_rules() -> tuple[list[Rule], list[Rule]]:
+    """ModelDeployment rules: (reads, writes)."""
+    reads = [_kind_rule(MODEL_DEPLOYMENT, "watch ModelDeployments")]
+    writes = [
+        # kopf keeps its progress annotations on the objects it handles (metadata only: the
+        # operator never writes a spec), hence patch on the custom resource.
+        Rule(
+            (MODEL_DEPLOYMENT.group,),
+            (MODEL_DEPLOYMENT.plural,),
+            _verbs(("patch",)),
+            "kopf patches ModelDeployment metadata (its last-handled spec annotation)",
         ),
         Rule(
             (MODEL_DEPLOYMENT.group,),
@@ -128,6 +142,34 @@ def rules() -> list[Rule]:
             _verbs(("get", "patch", "update")),
             "write ModelDeployment status (conditions, replicas, url)",
         ),
+        # The OwnerReferencesPermissionEnforcement admission plugin refuses a child whose
+        # ownerReference sets blockOwnerDeletion unless its writer may update the owner's
+        # finalizers; ours all do (so a foreground deletion waits for them).
+        Rule(
+            (MODEL_DEPLOYMENT.group,),
+            (f"{MODEL_DEPLOYMENT.plural}/finalizers",),
+            _verbs(("update",)),
+            "children set blockOwnerDeletion on their ModelDeployment ownerReference",
+        ),
+    ]
+    return reads, writes
+
+
+def _child_rules(verbs: Sequence[str], what: str) -> list[Rule]:
+    # Merged by (group, verbs) so the roles stay short and readable.
+    merged: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    for kind in CHILD_KINDS:
+        wanted = _verbs(v for v in kind.verbs if v in verbs)
+        merged.setdefault((kind.group, wanted), []).append(kind.plural)
+    return [
+        Rule((group,), tuple(plurals), v, f"{what} ({', '.join(plurals)})")
+        for (group, v), plurals in merged.items()
+    ]
+
+
+def cluster_scoped_rules() -> list[Rule]:
+    """Rules on cluster-scoped objects: granted by a ClusterRole in every install mode."""
+    return [
         _kind_rule(
             INFERENCE_RUNTIME,
             "watch InferenceRuntimes (resolution, re-reconcile on change); kopf patches metadata",
@@ -139,25 +181,36 @@ def rules() -> list[Rule]:
             _verbs(("get", "patch", "update")),
             "write InferenceRuntime status (Ready, modelDeployments)",
         ),
+        *EXTRA_READ_RULES,
+        *KOPF_CLUSTER_RULES,
     ]
-    # Children: merged by (group, verbs) so the ClusterRole stays short and readable.
-    merged: dict[tuple[str, tuple[str, ...]], list[str]] = {}
-    for kind in CHILD_KINDS:
-        merged.setdefault((kind.group, _verbs(kind.verbs)), []).append(kind.plural)
-    for (group, verbs), plurals in merged.items():
-        out.append(
-            Rule(
-                (group,),
-                tuple(plurals),
-                verbs,
-                f"children of a ModelDeployment ({', '.join(plurals)}), server-side applied",
-            )
-        )
-    out.append(_kind_rule(POD, "observe the serving pods (Scheduled, crash loops)"))
-    out.append(_kind_rule(EVENT, "record Events on ModelDeployments (operator and kopf)"))
-    out.extend(EXTRA_READ_RULES)
-    out.extend(KOPF_RULES)
-    return out
+
+
+def namespaced_read_rules() -> list[Rule]:
+    """Reads of namespaced objects: cluster-wide in cluster mode, per namespace otherwise."""
+    reads, _ = _model_rules()
+    return [
+        *reads,
+        *_child_rules(READ, "read the children of a ModelDeployment"),
+        _kind_rule(POD, "observe the serving pods (Scheduled, crash loops)"),
+        KOPF_NAMESPACED_READ,
+    ]
+
+
+def namespaced_write_rules() -> list[Rule]:
+    """Writes of namespaced objects: the rights an install mode must confine."""
+    _, writes = _model_rules()
+    return [
+        *writes,
+        *_child_rules(WRITE, "write the children of a ModelDeployment, server-side applied"),
+        _kind_rule(EVENT, "record Events on ModelDeployments (operator and kopf)"),
+        KOPF_NAMESPACED_WRITE,
+    ]
+
+
+def rules() -> list[Rule]:
+    """Every rule the operator needs, in a fixed order (the union of the three sets)."""
+    return [*cluster_scoped_rules(), *namespaced_read_rules(), *namespaced_write_rules()]
 
 
 def as_yaml(rule_list: Sequence[Rule] | None = None) -> str:
@@ -170,13 +223,39 @@ def as_yaml(rule_list: Sequence[Rule] | None = None) -> str:
     return "".join(parts)
 
 
+def namespaced_mode_cluster_rules() -> list[Rule]:
+    """The ClusterRole of a namespaced install: cluster-scoped objects only, and not the
+    ClusterKopfPeering (replicas peer per namespace there)."""
+    skip = {("kopf.dev", "clusterkopfpeerings")}
+    return [r for r in cluster_scoped_rules() if (r.api_groups[0], r.resources[0]) not in skip]
+
+
+# The files the chart includes (charts/airt/files/rbac/), by install mode.
+ROLE_FILES: dict[str, Callable[[], list[Rule]]] = {
+    # cluster mode: one ClusterRole for cluster-scoped objects and reads everywhere, one for
+    # namespaced writes (bound cluster-wide; the chart's ValidatingAdmissionPolicy keeps them
+    # out of kube-system and the operator's own namespace, which RBAC cannot express).
+    "cluster.yaml": lambda: [*cluster_scoped_rules(), *namespaced_read_rules()],
+    "cluster-write.yaml": namespaced_write_rules,
+    # namespaced mode: a ClusterRole for cluster-scoped objects, a Role in each watched namespace.
+    "namespaced-cluster.yaml": namespaced_mode_cluster_rules,
+    "namespaced.yaml": lambda: [*namespaced_read_rules(), *namespaced_write_rules()],
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m airt_operator.rbac",
-        description="Print (or write) the operator's ClusterRole rules as YAML.",
+        description="Print (or write) the operator's RBAC rules as YAML.",
     )
-    parser.add_argument("--out", type=Path, help="write to this file instead of stdout")
+    parser.add_argument("--out", type=Path, help="write every rule to this file, not stdout")
+    parser.add_argument("--out-dir", type=Path, help="write the chart's rule files here")
     args = parser.parse_args(argv)
+    if args.out_dir is not None:
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        for name, make in ROLE_FILES.items():
+            (args.out_dir / name).write_text(as_yaml(make()))
+        return 0
     text = as_yaml()
     if args.out is None:
         sys.stdout.write(text)

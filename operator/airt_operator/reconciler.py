@@ -35,16 +35,26 @@ from airt_operator.reconcile.observe import (
     Observation,
     conditions_of,
     degraded_apply_failed,
+    degraded_child_conflict,
     failed_resolution,
     merge_conditions,
     observe,
     resolved_conditions,
     status_fields,
 )
+from airt_operator.reconcile.ownership import ChildConflict, conflict_of, owned_by
 from airt_operator.reconcile.render import RenderError, render_stamped
-from airt_operator.reconcile.resolve import ResolutionFailure, resolve
+from airt_operator.reconcile.resolve import ResolutionFailure, ResolvedRuntime, resolve
 
 log = logging.getLogger("airt.operator")
+
+# Events owed per object at most: a long outage must not grow them without bound (the newest
+# transitions are the ones worth telling).
+MAX_PENDING_EVENTS = 20
+
+# Failed attempts in a row (409, 429, 5xx, timeouts on a child's apply) before the status says
+# that the operator is retrying, and why.
+EXPLAIN_AFTER_FAILURES = 3
 
 # How long after an apply a missing or older child in the index is taken for watch lag.
 INDEX_LAG_BUDGET_S = 10.0
@@ -56,6 +66,7 @@ class Result(StrEnum):
     WAITING = "waiting"
     FAILED = "failed"
     INVALID = "invalid"
+    CONFLICT = "conflict"
 
 
 @dataclass(frozen=True)
@@ -63,6 +74,23 @@ class ReconcileOutcome:
     result: Result
     message: str = ""
     retry_after: float | None = None
+
+
+class ChildConflictError(Exception):
+    """Some children's places are taken by objects this ModelDeployment does not own."""
+
+    def __init__(self, conflicts: Sequence[ChildConflict]) -> None:
+        super().__init__("; ".join(c.message() for c in conflicts))
+        self.conflicts = list(conflicts)
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    """A core/v1 Event owed for a condition transition already written to status."""
+
+    type: str
+    reason: str
+    message: str
 
 
 @dataclass(frozen=True)
@@ -75,6 +103,7 @@ class Snapshot:
     pods: Sequence[Mapping[str, Any]]
     nodes: Sequence[Mapping[str, Any]]
     service_monitor_crd: bool
+    namespace_labels: Mapping[str, str] | None = None  # None: not indexed (yet)
 
 
 def _wire(conds: Sequence[Condition]) -> list[dict[str, Any]]:
@@ -102,6 +131,10 @@ class Reconciler:
     # apply, and the newest resourceVersion the index has shown us of that child.
     _applied: dict[tuple[str, str, str], tuple[int, str, float]] = field(default_factory=dict)
     _seen: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    # Events written into status but not yet posted (a failed POST is re-sent next attempt).
+    _events: dict[tuple[str, str], list[PendingEvent]] = field(default_factory=dict)
+    # Consecutive attempts whose children could not be applied for a reason worth retrying.
+    _failing: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._slots = asyncio.Semaphore(self.max_concurrent)
@@ -112,6 +145,8 @@ class Reconciler:
     def forget(self, namespace: str, name: str) -> None:
         self._locks.pop((namespace, name), None)
         self._written.pop((namespace, name), None)
+        self._events.pop((namespace, name), None)
+        self._failing.pop((namespace, name), None)
         for k in [k for k in self._applied if k[:2] == (namespace, name)]:
             self._applied.pop(k, None)
             self._seen.pop(k, None)
@@ -128,6 +163,7 @@ class Reconciler:
                 return None
             start = time.monotonic()
             try:
+                await self._send_events(snap)  # owed from an earlier attempt
                 outcome = await self._reconcile(snap)
             except KubeError as exc:
                 outcome = ReconcileOutcome(
@@ -173,7 +209,7 @@ class Reconciler:
             except ApiValidationError as exc:
                 log.warning("skipping invalid InferenceRuntime: %s", exc)
         try:
-            resolved = resolve(md, runtimes)
+            resolved = resolve(md, runtimes, snap.namespace_labels)
         except ResolutionFailure as failure:
             cond = resolved_conditions(failure.reason, failure.message, ok=False)
             await self._write_status(snap, generation, old, failed_resolution(cond), {})
@@ -194,8 +230,18 @@ class Reconciler:
             return ReconcileOutcome(Result.INVALID, str(exc))
         try:
             wrote = await self._apply_children(desired, snap)
+        except ChildConflictError as exc:
+            # Not the spec's fault and not permanent: the foreign object may go away (nothing
+            # of it reaches the watches, so the handlers retry with backoff).
+            conflict = degraded_child_conflict(str(exc))
+            resolved_cond = resolved_conditions(resolved.reason, resolved.message, ok=True)
+            await self._write_status(
+                snap, generation, old, failed_resolution(resolved_cond, conflict), {}
+            )
+            return ReconcileOutcome(Result.CONFLICT, str(exc))
         except KubeError as exc:
             if exc.retryable:
+                await self._explain_retrying(snap, generation, old, resolved, exc)
                 raise
             # The API server refused a child (admission, quota, RBAC): say so in status.
             failed = degraded_apply_failed(str(exc))
@@ -211,7 +257,33 @@ class Reconciler:
         status_wrote = await self._write_status(
             snap, generation, old, conds, status_fields(ctx, obs)
         )
+        self._failing.pop((ns, name), None)
         return ReconcileOutcome(Result.APPLIED if wrote or status_wrote else Result.UNCHANGED)
+
+    async def _explain_retrying(
+        self,
+        snap: Snapshot,
+        generation: int,
+        old: list[Condition],
+        resolved: ResolvedRuntime,
+        exc: KubeError,
+    ) -> None:
+        """After a few failed attempts in a row, say in status why the children are not in
+        place (the work queue keeps retrying). A single 409 or 500 is not worth a status write
+        and an Event; one that persists is. The write is best effort: with the API server away
+        it fails too, and the next attempt tries again."""
+        key = _ns_name(snap)
+        failures = self._failing[key] = self._failing.get(key, 0) + 1
+        if failures < EXPLAIN_AFTER_FAILURES:
+            return
+        cond = degraded_apply_failed(f"retrying after {failures} failed attempts: {exc}")
+        resolved_cond = resolved_conditions(resolved.reason, resolved.message, ok=True)
+        try:
+            await self._write_status(
+                snap, generation, old, failed_resolution(resolved_cond, cond), {}
+            )
+        except KubeError as err:
+            log.info("status of %s/%s not written either: %s", *key, err)
 
     @staticmethod
     def _wants_service_monitor(monitoring: Any, snap: Snapshot) -> bool:
@@ -251,40 +323,78 @@ class Reconciler:
         self._seen[key] = max(self._seen.get(key, 0), version)
         return version < applied[0]
 
+    async def _live_child(
+        self, snap: Snapshot, manifest: Mapping[str, Any]
+    ) -> tuple[Mapping[str, Any] | None, bool]:
+        """The live object in this child's place, and whether it came from a direct read.
+
+        The watches see labelled objects only, so an unlabelled namesake (a Service or a
+        RoleBinding someone made by hand) is invisible there: a child the index lacks is read
+        before it is written. An indexed object under another name is not this child."""
+        ns, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+        kind = kind_of(dict(manifest))
+        if kind is SERVICE_MONITOR:  # not watched: always read
+            return await self.kube.get(kind, ns, name), True
+        live = snap.children.get((kind.api_version, kind.kind))
+        if live is not None and (live.get("metadata") or {}).get("name") == name:
+            return live, False
+        return None, False
+
     async def _apply_children(self, desired: Sequence[dict[str, Any]], snap: Snapshot) -> bool:
-        wrote = False
+        uid = str(snap.body["metadata"]["uid"])
+        # Every child is looked at before any is written: one that belongs to someone else
+        # stops the whole set, so pods never run under a ServiceAccount or RoleBinding that
+        # another party controls.
+        plan: list[tuple[dict[str, Any], Mapping[str, Any] | None]] = []
+        conflicts: list[ChildConflict] = []
         wanted: set[tuple[str, str]] = set()
         for manifest in desired:
-            key = (manifest["apiVersion"], manifest["kind"])
-            wanted.add(key)
-            live = snap.children.get(key)
-            if manifest["kind"] == SERVICE_MONITOR.kind:  # not watched: read it
-                live = await self.kube.get(SERVICE_MONITOR, *_ns_name(snap))
+            wanted.add((manifest["apiVersion"], manifest["kind"]))
+            live, read = await self._live_child(snap, manifest)
             if self._index_behind(snap, manifest, live):
                 continue  # our own apply is not in the watch yet; it is what we want
-            if needs_apply(manifest, dict(live) if live is not None else None):
-                log.info(
-                    "applying %s %s/%s (%s)",
-                    manifest["kind"],
+            if live is None and not read:
+                live = await self.kube.get(
+                    kind_of(manifest),
                     manifest["metadata"]["namespace"],
                     manifest["metadata"]["name"],
-                    "drifted or changed" if live is not None else "missing",
                 )
-                result = await self.kube.apply(manifest)
-                self._remember_apply(snap, manifest, result)
-                self.metrics.children_applied.labels(kind=manifest["kind"]).inc()
-                wrote = True
+            conflict = conflict_of(manifest, live, uid)
+            if conflict is not None:
+                conflicts.append(conflict)
+            elif needs_apply(manifest, dict(live) if live is not None else None):
+                plan.append((manifest, live))
+        if conflicts:
+            raise ChildConflictError(conflicts)
+        wrote = False
+        for manifest, live in plan:
+            log.info(
+                "applying %s %s/%s (%s)",
+                manifest["kind"],
+                manifest["metadata"]["namespace"],
+                manifest["metadata"]["name"],
+                "drifted or changed" if live is not None else "missing",
+            )
+            result = await self.kube.apply(manifest)
+            self._remember_apply(snap, manifest, result)
+            self.metrics.children_applied.labels(kind=manifest["kind"]).inc()
+            wrote = True
         # Children no longer wanted (a PDB after scaling to one replica, an HPA after
         # autoscaling was removed) are deleted; ownerReferences cover only the owner's deletion.
+        # Only what this ModelDeployment owns is deleted: a labelled namesake is not ours.
         meta = snap.body["metadata"]
         for kind in CHILD_KINDS:
             key = (kind.api_version, kind.kind)
             if key in wanted:
                 continue
-            present = key in snap.children
+            live = snap.children.get(key)
             if kind is SERVICE_MONITOR and snap.service_monitor_crd:
-                present = await self.kube.get(kind, *_ns_name(snap)) is not None
-            if present:
+                live = await self.kube.get(kind, *_ns_name(snap))
+            if (
+                live is not None
+                and (live.get("metadata") or {}).get("name") == meta["name"]
+                and owned_by(live, uid)
+            ):
                 await self.kube.delete(kind, meta["namespace"], meta["name"])
                 wrote = True
         return wrote
@@ -319,6 +429,7 @@ class Reconciler:
             dict(result.get("status") or {}),
         )
         before = {c.type: c for c in old}
+        events = self._events.setdefault((meta["namespace"], meta["name"]), [])
         for c in merged:
             prev = before.get(c.type)
             if prev is None or prev.status != c.status or prev.reason != c.reason:
@@ -327,13 +438,29 @@ class Reconciler:
                 )
                 if c.type == ConditionType.PROGRESSING.value:
                     warn = c.reason == Reason.PROGRESS_DEADLINE_EXCEEDED.value
-                await self.kube.event(
-                    dict(snap.body),
-                    "Warning" if warn else "Normal",
-                    c.reason,
-                    f"{c.type}={c.status}: {c.message}",
+                events.append(
+                    PendingEvent(
+                        "Warning" if warn else "Normal",
+                        c.reason,
+                        f"{c.type}={c.status}: {c.message}",
+                    )
                 )
+        del events[:-MAX_PENDING_EVENTS]
+        await self._send_events(snap)
         return True
+
+    async def _send_events(self, snap: Snapshot) -> None:
+        """Post the Events still owed for this object, oldest first.
+
+        An Event is owed from the moment its status transition is written: a POST that fails
+        leaves it (and those after it) here, and the next attempt of this object's reconcile
+        sends it, even though the status it describes no longer changes."""
+        key = _ns_name(snap)
+        events = self._events.get(key)
+        while events:
+            e = events[0]
+            await self.kube.event(dict(snap.body), e.type, e.reason, e.message)
+            events.pop(0)
 
 
 def _hash_of(manifest: Mapping[str, Any]) -> str:

@@ -1,4 +1,5 @@
-"""A coalescing work queue for event-driven reconciles, drained by a fixed number of workers.
+"""A coalescing work queue for reconciles, drained by a fixed number of workers, that retries
+a failed key with capped exponential backoff.
 
 Called by the kopf handlers (handlers.py): a child's, a pod's or a runtime's event only says
 "look at ModelDeployment X again". Awaiting that reconcile inside the kopf handler would keep
@@ -7,7 +8,13 @@ with thousands of children changing at once that is thousands of bodies and reco
 flight (the operator reached 540 MB creating 1,000 ModelDeployments that way). Here an event
 costs one key: a key already waiting is not queued twice, and a key that changes while its
 reconcile runs is queued again, so the last event is never lost (controller-runtime's
-workqueue semantics). asyncio.Queue has no de-duplication, hence these thirty lines.
+workqueue semantics). asyncio.Queue has no de-duplication, hence this module.
+
+A reconcile that fails (the API server is away, a child's place is taken, a kind is not served
+yet) is queued again after a delay that doubles with each consecutive failure of that key, up to
+a cap, so nothing waits for the next event or the slow resync and a key that keeps failing costs
+a bounded number of attempts per minute. An event for a key that is waiting out its delay runs
+it at once (the event may be the fix); a success forgets the key's failures.
 """
 
 from __future__ import annotations
@@ -15,33 +22,99 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 log = logging.getLogger("airt.operator")
 
 Key = tuple[str, str]  # (namespace, name)
 
 
-class WorkQueue:
-    """Keys to reconcile, each at most once in the queue; `workers` coroutines drain it."""
+@dataclass(frozen=True)
+class Backoff:
+    """Delays between attempts of a failing key: base · 2^(failures-1), at most `cap` seconds."""
 
-    def __init__(self, run: Callable[[str, str], Awaitable[None]], workers: int) -> None:
+    base_s: float = 0.5
+    cap_s: float = 60.0
+
+    def delay(self, failures: int) -> float:
+        if failures <= 0:
+            return 0.0
+        # 2**64 would be a float overflow long after the cap is reached: stop doubling early.
+        return min(self.cap_s, self.base_s * float(2 ** min(failures - 1, 62)))
+
+
+class WorkQueue:
+    """Keys to reconcile, each at most once in the queue; `workers` coroutines drain it.
+
+    `run` returns True when the key is done and False when it should be tried again later; an
+    exception counts as False (a bug in one reconcile must neither stop a worker nor drop the
+    key).
+    """
+
+    def __init__(
+        self,
+        run: Callable[[str, str], Awaitable[bool]],
+        workers: int,
+        backoff: Backoff | None = None,
+    ) -> None:
         self._run = run
         self._workers = workers
+        self._backoff = backoff or Backoff()
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._pending: set[Key] = set()
+        self._failures: dict[Key, int] = {}
+        self._timers: dict[Key, asyncio.TimerHandle] = {}
 
     def add(self, namespace: str, name: str) -> None:
         key = (namespace, name)
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()  # an event while waiting out a backoff: look now
+        self._enqueue(key)
+
+    def _enqueue(self, key: Key) -> None:
         if key in self._pending:
             return  # already waiting: its reconcile will read the newest state
         self._pending.add(key)
         self._queue.put_nowait(key)
 
+    def retry(self, namespace: str, name: str) -> float:
+        """Queue the key again after its backoff delay (one more failure); returns the delay."""
+        key = (namespace, name)
+        failures = self._failures.get(key, 0) + 1
+        self._failures[key] = failures
+        delay = self._backoff.delay(failures)
+        old = self._timers.pop(key, None)
+        if old is not None:
+            old.cancel()
+        self._timers[key] = asyncio.get_running_loop().call_later(delay, self._fire, key)
+        return delay
+
+    def _fire(self, key: Key) -> None:
+        self._timers.pop(key, None)
+        self._enqueue(key)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The key succeeded or its object is gone: drop its failures and any waiting retry."""
+        key = (namespace, name)
+        self._failures.pop(key, None)
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+
+    def failures(self, namespace: str, name: str) -> int:
+        return self._failures.get((namespace, name), 0)
+
     def __len__(self) -> int:
         return len(self._pending)
 
+    @property
+    def waiting_retries(self) -> int:
+        return len(self._timers)
+
     async def join(self) -> None:
-        """Until every key queued so far has been reconciled (tests, shutdown)."""
+        """Until every key queued so far has been reconciled (tests, shutdown); keys waiting
+        out a backoff are not in the queue yet."""
         await self._queue.join()
 
     def start(self) -> list[asyncio.Task[None]]:
@@ -50,6 +123,11 @@ class WorkQueue:
             for i in range(self._workers)
         ]
 
+    def stop(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+
     async def _work(self) -> None:
         while True:
             key = await self._queue.get()
@@ -57,8 +135,15 @@ class WorkQueue:
             # queues the key again, so that event's change is looked at too.
             self._pending.discard(key)
             try:
-                await self._run(*key)
-            except Exception:  # a bug in one reconcile must not stop the worker
+                done = await self._run(*key)
+            except Exception:
                 log.exception("reconcile of %s/%s failed unexpectedly", *key)
+                done = False
+            try:
+                if done:
+                    self._failures.pop(key, None)
+                else:
+                    delay = self.retry(*key)
+                    log.info("reconcile of %s/%s retried in %.1fs", *key, delay)
             finally:
                 self._queue.task_done()

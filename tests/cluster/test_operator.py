@@ -27,7 +27,7 @@ from airt_operator.dev.wait import observe_for, wait_for
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples" / "deployments").glob("*.yaml"))
 RUNTIMES = ROOT / "examples" / "runtimes"
-CHILD_KINDS = ["serviceaccount", "role", "rolebinding", "service", "networkpolicy", "deployment"]
+CHILD_KINDS = ["serviceaccount", "service", "networkpolicy", "deployment"]
 
 
 def _examples() -> list[dict[str, Any]]:

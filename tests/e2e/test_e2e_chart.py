@@ -165,7 +165,10 @@ def test_helm_install_succeeds(cluster: Cluster, installed: Release) -> None:
     assert deployment["spec"]["replicas"] == 2
     assert deployment["status"].get("readyReplicas") == 2  # admitted under `restricted`
     role = cluster.get_json("clusterrole", rel.sa)
-    assert role["rules"] == [r.as_dict() for r in rbac.rules()]
+    cluster_mode = [*rbac.cluster_scoped_rules(), *rbac.namespaced_read_rules()]
+    assert role["rules"] == [r.as_dict() for r in cluster_mode]
+    write = cluster.get_json("clusterrole", f"{rel.sa}-write")
+    assert write["rules"] == [r.as_dict() for r in rbac.namespaced_write_rules()]
     for name in CRD_NAMES:
         crd = cluster.get_json("crd", name)
         assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
@@ -223,6 +226,9 @@ def test_service_account_is_denied_what_it_must_not_do(installed: Release) -> No
         ("delete", "namespaces"),
         ("create", "configmaps", "-n", "default"),
         ("patch", "nodes"),
+        # The pods get no Role, so the operator needs no RBAC writes at all.
+        ("create", "roles.rbac.authorization.k8s.io", "-n", "team-a"),
+        ("create", "rolebindings.rbac.authorization.k8s.io", "-n", "team-a"),
     ]
     granted = [c for c in denied if rel.can_i(*c)]
     assert not granted, f"the operator's ServiceAccount may: {granted}"
@@ -237,8 +243,8 @@ def test_service_account_may_do_what_the_operator_needs(installed: Release) -> N
         ("patch", "inferenceruntimes.airt.dev/status"),
         ("create", "deployments.apps", "-n", "team-a"),
         ("patch", "services", "-n", "team-a"),
-        ("create", "roles.rbac.authorization.k8s.io", "-n", "team-a"),
-        ("create", "rolebindings.rbac.authorization.k8s.io", "-n", "team-a"),
+        # (finalizers is not a discoverable subresource: kubectl needs --subresource for it)
+        ("update", "modeldeployments.airt.dev", "--subresource=finalizers", "-n", "team-a"),
         ("create", "networkpolicies.networking.k8s.io", "-n", "team-a"),
         ("create", "poddisruptionbudgets.policy", "-n", "team-a"),
         ("create", "horizontalpodautoscalers.autoscaling", "-n", "team-a"),
@@ -252,6 +258,92 @@ def test_service_account_may_do_what_the_operator_needs(installed: Release) -> N
     # serve; the unit tests check that rule in the generated ClusterRole.)
     missing = [c for c in needed if not rel.can_i(*c)]
     assert not missing, f"the operator's ServiceAccount may not: {missing}"
+
+
+def test_admission_policy_keeps_the_operator_out_of_protected_namespaces(
+    cluster: Cluster, installed: Release
+) -> None:
+    """RBAC grants the writes everywhere (it cannot say "all but"); the chart's
+    ValidatingAdmissionPolicy refuses them in kube-system and the release's own namespace."""
+    rel = installed
+    who = f"--as=system:serviceaccount:{rel.ns}:{rel.sa}"
+    service = json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "airt-probe"},
+            "spec": {"ports": [{"port": 80}]},
+        }
+    )
+
+    def create(ns: str) -> subprocess.CompletedProcess[str]:
+        return cluster.kubectl(
+            "create", "-n", ns, "--dry-run=server", who, "-f", "-", input=service, check=False
+        )
+
+    # The policy's binding takes effect within a second or so of its creation.
+    for ns in ("kube-system", rel.ns):
+        assert rel.can_i("create", "services", "-n", ns)  # RBAC alone would allow it
+        denied = wait_for(
+            lambda n=ns: (p := create(n)).returncode != 0 and p,  # type: ignore[misc]
+            30,
+            f"the policy to refuse the operator in {ns}",
+        )
+        assert "may not write in namespaces" in denied.stderr, denied.stderr
+    other = f"{rel.ns}-team"
+    cluster.kubectl("create", "namespace", other)
+    try:
+        allowed = create(other)
+        assert allowed.returncode == 0, allowed.stderr
+    finally:
+        cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
+
+
+def test_namespaced_mode_writes_only_in_its_namespaces(
+    cluster: Cluster, installed: Release
+) -> None:
+    """The chart's RBAC with watchNamespaces, applied under another release name: impersonating
+    its ServiceAccount, writes are allowed in the watched namespace and nowhere else."""
+    rel = installed
+    name = f"{rel.name}-ns"
+    team, elsewhere = f"{rel.ns}-a", f"{rel.ns}-b"
+    rendered = rel.helm(
+        "template", name, str(CHART), "-n", rel.ns, "-f", str(rel.values),
+        "--set", f"watchNamespaces={{{team}}}", "--kube-version", "1.34.4",
+    ).stdout  # fmt: skip
+    kinds = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+    objs = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] in kinds]
+    sa = next(o["metadata"]["name"] for o in objs if o["kind"] == "ServiceAccount")
+    for ns in (team, elsewhere):
+        cluster.kubectl("create", "namespace", ns)
+    doc = json.dumps({"apiVersion": "v1", "kind": "List", "items": objs})
+    try:
+        cluster.kubectl("apply", "-f", "-", input=doc)
+        as_sa = f"--as=system:serviceaccount:{rel.ns}:{sa}"
+
+        def can(*args: str) -> bool:
+            out = cluster.kubectl("auth", "can-i", *args, as_sa, check=False).stdout.strip()
+            return out == "yes"
+
+        for verb, *resource in (
+            ("create", "deployments.apps"),
+            ("patch", "services"),
+            ("delete", "networkpolicies.networking.k8s.io"),
+            ("patch", "modeldeployments.airt.dev/status"),
+            ("update", "modeldeployments.airt.dev", "--subresource=finalizers"),
+            ("create", "events"),
+        ):
+            assert can(verb, *resource, "-n", team), (verb, resource)
+            assert not can(verb, *resource, "-n", elsewhere), (verb, resource)
+            assert not can(verb, *resource, "-n", "kube-system"), (verb, resource)
+        assert can("watch", "modeldeployments.airt.dev", "-n", team)
+        assert not can("watch", "modeldeployments.airt.dev", "--all-namespaces")
+        assert can("patch", "inferenceruntimes.airt.dev/status")  # airt's own cluster-scoped CRD
+        assert not can("patch", "clusterkopfpeerings.kopf.dev")
+    finally:
+        cluster.kubectl("delete", "-f", "-", "--ignore-not-found", input=doc, check=False)
+        for ns in (team, elsewhere):
+            cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 def _operator_available() -> str | None:
@@ -444,6 +536,8 @@ def test_helm_uninstall_keeps_the_crds(cluster: Cluster, installed: Release) -> 
     for args in (
         ("clusterrole", rel.sa),
         ("clusterrolebinding", rel.sa),
+        ("clusterrole", f"{rel.sa}-write"),
+        ("validatingadmissionpolicy", f"{rel.sa}-write"),
         ("clusterkopfpeering", rel.fullname),
         ("inferenceruntime", f"{rel.name}-torch-cpu"),
         ("deployment", rel.sa, "-n", rel.ns),

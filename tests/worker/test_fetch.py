@@ -235,3 +235,26 @@ def test_oci_artifact_pinned_by_digest(registry: str, tmp_path: Path) -> None:
         "--uri", f"oci://{registry}/models/mlp@{other}", "--dest", str(dest), env=env
     )
     assert wrong.returncode == 1 and "models/mlp" in wrong.stderr
+
+
+def test_a_model_over_the_size_cap_is_refused_and_nothing_is_left(
+    http_root: str, tmp_path: Path
+) -> None:
+    dest = tmp_path / "models" / "model"
+    proc = airt_fetch(
+        "--uri", f"{http_root}/models/mlp.pt", "--dest", str(dest), "--max-bytes", "1048576"
+    )
+    assert proc.returncode == 1
+    assert "ModelFetchFailed" in proc.stderr and "limit of 1048576 bytes" in proc.stderr
+    assert not dest.exists() and list(dest.parent.iterdir()) == []
+
+
+def test_a_redirect_from_https_to_http_is_refused() -> None:
+    from airt_worker.fetch import FetchError, _NoDowngrade
+
+    handler = _NoDowngrade()
+    req = urllib.request.Request("https://models.example/m.pt")
+    with pytest.raises(FetchError, match="not https"):
+        handler.redirect_request(req, None, 302, "Found", {}, "http://mirror.example/m.pt")
+    again = handler.redirect_request(req, None, 302, "Found", {}, "https://cdn.example/m.pt")
+    assert again is not None and again.full_url == "https://cdn.example/m.pt"

@@ -82,6 +82,7 @@ class Reason(StrEnum):
     REPLICAS_UNAVAILABLE = "ReplicasUnavailable"
     CRASH_LOOP = "CrashLoop"
     APPLY_FAILED = "ApplyFailed"
+    CHILD_CONFLICT = "ChildConflict"
 
 
 # Which conditions make up Ready, and the status each must have for the model to be Ready.

@@ -23,10 +23,12 @@ from pydantic import ConfigDict, Field, StringConstraints, model_validator
 from .base import (
     API_VERSION,
     DNS1123_LABEL,
+    DNS1123_SUBDOMAIN,
     ENV_NAME,
     IMAGE,
     ApiModel,
     ObjectMeta,
+    Quantity,
     cel,
     cel_pattern,
     check_object_name,
@@ -83,6 +85,45 @@ class RuntimeDefaults(ApiModel):
     )
 
 
+class SelectorRequirement(ApiModel):
+    """One label requirement (a Kubernetes LabelSelectorRequirement)."""
+
+    key: str = Field(max_length=317, description="The label key.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
+        description="In, NotIn, Exists or DoesNotExist."
+    )
+    values: list[Annotated[str, StringConstraints(max_length=63)]] | None = Field(
+        default=None, max_length=64, description="Values for In and NotIn."
+    )
+
+
+class LabelSelector(ApiModel):
+    """A Kubernetes label selector: every matchLabels pair and every expression must hold."""
+
+    match_labels: dict[str, Annotated[str, StringConstraints(max_length=63)]] | None = Field(
+        default=None, max_length=32, description="Labels that must be present with these values."
+    )
+    match_expressions: list[SelectorRequirement] | None = Field(
+        default=None, max_length=16, description="Requirements that must all hold."
+    )
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        if any(labels.get(k) != v for k, v in (self.match_labels or {}).items()):
+            return False
+        for r in self.match_expressions or []:
+            present = r.key in labels
+            inside = present and labels[r.key] in (r.values or [])
+            ok = {
+                "In": inside,
+                "NotIn": not inside,
+                "Exists": present,
+                "DoesNotExist": not present,
+            }[r.operator]
+            if not ok:
+                return False
+        return True
+
+
 @cel_pattern(
     r"^[a-z0-9][-a-z0-9._:]*(/[a-z0-9][-a-z0-9._]*)*/$",
     "must be an image prefix ending in '/', e.g. ghcr.io/my-team/",
@@ -114,7 +155,33 @@ class RuntimePolicy(ApiModel):
     )
     require_model_sha256: bool = Field(
         default=False,
-        description="Refuse models that do not give model.sha256.",
+        description="Refuse remote models that are not pinned: without model.sha256, an "
+        "oci:// URI must be pinned by @sha256 and an hf:// revision must be a full commit id "
+        "(a branch or tag can move). pvc:// models are not downloaded and are exempt.",
+    )
+    namespace_selector: LabelSelector | None = Field(
+        default=None,
+        description="Namespaces whose ModelDeployments may use this runtime, by their labels; "
+        "every namespace when omitted.",
+    )
+    allowed_credential_secrets: (
+        list[Annotated[str, StringConstraints(max_length=253, pattern=DNS1123_SUBDOMAIN)]] | None
+    ) = Field(
+        default=None,
+        max_length=64,
+        description="Names of the Secrets that model.credentials may name; any Secret of the "
+        "model's namespace when omitted.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    max_model_size: Quantity | None = Field(
+        default=None,
+        description="Largest model the fetcher downloads (a quantity, e.g. 20Gi); also the "
+        "size limit of the volume it writes to. The operator's default (20Gi) when omitted.",
+    )
+    in_cluster_model_store: bool = Field(
+        default=False,
+        description="The model store runs inside the cluster: the fetcher may reach pod and "
+        "service addresses (otherwise its egress excludes the cluster's own ranges).",
     )
 
 

@@ -30,6 +30,7 @@ from airt_operator.metrics import OperatorMetrics
 FIELD_MANAGER = "airt-operator"
 USER_AGENT = "airt-operator/0.1.0"
 REQUEST_TIMEOUT_S = 30.0
+PING_TIMEOUT_S = 3.0
 # Connections to the API server for the operator's own writes: one per reconcile in flight plus
 # a few spare (the runtime-status loop). Each TLS connection costs ~0.3 MB (asyncio keeps a
 # 256 KiB buffer per SSL transport); unbounded, a burst of 1,000 new ModelDeployments opened
@@ -88,6 +89,8 @@ class Kube:
     metrics: OperatorMetrics
     relogin: Callable[[], kopf.ConnectionInfo] = login
     connections: int = MAX_CONNECTIONS
+    # Told of every answered request (health.py: "the API server is reachable").
+    on_success: Callable[[], None] | None = None
 
     @classmethod
     async def connect(
@@ -134,6 +137,8 @@ class Kube:
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 self.metrics.api_errors.labels(method=method, status="0").inc()
                 raise KubeError(f"{method} {path}: {exc!r}", None, True) from exc
+            if status < 500 and self.on_success is not None:
+                self.on_success()  # an answer, even a refusal, proves the server is there
             if status == 401 and attempt == 1:
                 await self._renew()
                 continue
@@ -145,16 +150,26 @@ class Kube:
         return json.loads(text) if text else None
 
     async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply under the operator's field manager (force: we own these fields)."""
+        """Server-side apply under the operator's field manager (force: we own these fields —
+        the caller has checked that the object is absent or owned, reconcile/ownership.py).
+
+        Apply creates what is missing, so a 404 means the kind itself is not served: a CRD
+        that was just established is not in the API server's handlers for a moment. That is
+        worth retrying, unlike the 404 of a read."""
         kind = kind_of(manifest)
         meta = manifest["metadata"]
-        result: dict[str, Any] = await self._call(
-            "PATCH",
-            kind.path(meta.get("namespace"), meta["name"]),
-            body=manifest,
-            content_type="application/apply-patch+yaml",
-            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
-        )
+        try:
+            result: dict[str, Any] = await self._call(
+                "PATCH",
+                kind.path(meta.get("namespace"), meta["name"]),
+                body=manifest,
+                content_type="application/apply-patch+yaml",
+                query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            )
+        except KubeError as exc:
+            if exc.status == 404:
+                raise KubeError(f"{exc} (kind not served yet?)", 404, True) from exc
+            raise
         return result
 
     async def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
@@ -194,14 +209,31 @@ class Kube:
             content_type="application/merge-patch+json",
         )
 
-    async def crd_exists(self, name: str) -> bool:
+    async def ping(self) -> None:
+        """One cheap request (GET /version, readable by every authenticated user) with a short
+        timeout: raises KubeError when the API server does not answer."""
         try:
-            await self._call(
-                "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
-            )
+            async with self.session.get(
+                self.server + "/version", timeout=aiohttp.ClientTimeout(total=PING_TIMEOUT_S)
+            ) as resp:
+                await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise KubeError(f"GET /version: {exc!r}", None, True) from exc
+        if status >= 500:
+            raise KubeError(f"GET /version: {status}", status, True)
+        if self.on_success is not None:
+            self.on_success()
+
+    async def exists(self, path: str) -> bool | None:
+        """Whether the object at `path` exists; None when the operator may not read it."""
+        try:
+            await self._call("GET", path)
         except KubeError as exc:
-            if exc.status in (403, 404):
+            if exc.status == 404:
                 return False
+            if exc.status == 403:
+                return None
             raise
         return True
 

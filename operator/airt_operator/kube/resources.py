@@ -45,8 +45,6 @@ INFERENCE_RUNTIME = Kind(
 )
 
 SERVICE_ACCOUNT = Kind("", "v1", "ServiceAccount", "serviceaccounts")
-ROLE = Kind("rbac.authorization.k8s.io", "v1", "Role", "roles")
-ROLE_BINDING = Kind("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings")
 DEPLOYMENT = Kind("apps", "v1", "Deployment", "deployments")
 SERVICE = Kind("", "v1", "Service", "services")
 NETWORK_POLICY = Kind("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies")
@@ -56,11 +54,11 @@ SERVICE_MONITOR = Kind("monitoring.coreos.com", "v1", "ServiceMonitor", "service
 POD = Kind("", "v1", "Pod", "pods", verbs=WATCH)
 EVENT = Kind("", "v1", "Event", "events", verbs=("create", "patch"))
 
-# Children, in the order they are applied (identity and RBAC before the pods that use them).
+# Children, in the order they are applied (the identity before the pods that use it). Earlier
+# versions also rendered an empty Role and its RoleBinding; ModelDeployments made then keep them
+# until they are deleted (the garbage collector removes them with their owner).
 CHILD_KINDS: tuple[Kind, ...] = (
     SERVICE_ACCOUNT,
-    ROLE,
-    ROLE_BINDING,
     SERVICE,
     NETWORK_POLICY,
     DEPLOYMENT,

@@ -31,6 +31,22 @@ class BuildSettings:
     default_memory: str = "2Gi"
     default_shm: str = "1Gi"
     drain_seconds: int = 30
+    default_model_size: str = "20Gi"
+    egress_except: tuple[str, ...] = ("169.254.0.0/16",)
+
+
+_BYTES = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
+          "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50}  # fmt: skip
+
+
+def quantity_bytes(quantity: int | str) -> int:
+    """A memory or storage quantity in bytes ("20Gi" → 21474836480, 1000 → 1000)."""
+    if isinstance(quantity, int):
+        return quantity
+    m = re.match(r"^([0-9.]+)(k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$", quantity)
+    if not m:
+        raise ValueError(f"not a byte quantity: {quantity}")
+    return int(float(m.group(1)) * _BYTES[m.group(2) or ""])
 
 
 def cpu_cores(quantity: str) -> float:
@@ -111,6 +127,8 @@ def build_context(
 
     a = spec.autoscaling
     scheme = model.uri.split("://", 1)[0]
+    policy = rt.policy
+    model_size = (policy.max_model_size if policy else None) or settings.default_model_size
     precision = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
     return RenderContext(
         name=name,
@@ -151,5 +169,8 @@ def build_context(
         monitoring_namespace=settings.monitoring_namespace,
         service_monitor=service_monitor,
         storage_egress_ports=_STORAGE_PORTS.get(scheme, ()),
+        egress_except=() if policy and policy.in_cluster_model_store else settings.egress_except,
+        model_max_bytes=quantity_bytes(model_size),
+        model_volume_size=str(model_size),
         drain_seconds=settings.drain_seconds,
     )

@@ -83,6 +83,12 @@ class RenderContext:
     monitoring_namespace: str = "monitoring"
     service_monitor: bool = False
     storage_egress_ports: tuple[int, ...] = ()
+    # Addresses the fetcher may not reach (the cluster's pod and service ranges, link-local
+    # metadata endpoints); empty when the runtime declares its model store in-cluster.
+    egress_except: tuple[str, ...] = ()
+    model_max_bytes: int = 20 * 2**30
+    model_volume_size: str = "20Gi"
+    tmp_size: str = "1Gi"
     drain_seconds: int = 30
     labels: tuple[tuple[str, str], ...] = ()
 

@@ -356,6 +356,12 @@ def degraded_apply_failed(message: str) -> Condition:
     return _cond(ConditionType.DEGRADED, T, Reason.APPLY_FAILED, message)
 
 
+def degraded_child_conflict(message: str) -> Condition:
+    """Degraded=True when a child's name is taken by an object this ModelDeployment does not
+    own (the operator never takes such an object over)."""
+    return _cond(ConditionType.DEGRADED, T, Reason.CHILD_CONFLICT, message)
+
+
 def failed_resolution(*known: Condition) -> list[Condition]:
     """Conditions when reconciling stopped early (no runtime, a refused child): Ready from
     what is known, which is False because one of `known` is in its wrong state."""

@@ -9,7 +9,8 @@ by name so the choice is stable.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from airt_operator.api import InferenceRuntime, ModelDeployment, Reason
@@ -45,8 +46,27 @@ def wants_gpu(md: ModelDeployment) -> bool:
     return bool(res and res.gpu)
 
 
-def incompatibility(md: ModelDeployment, rt: InferenceRuntime) -> str | None:
-    """Why this runtime cannot run this model, or None when it can."""
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def _pinned(uri: str) -> bool:
+    """Whether a remote URI names immutable content without a separate sha256: an OCI digest,
+    or a Hugging Face revision that is a full commit id (branches and tags move)."""
+    scheme = _scheme(uri)
+    if scheme == "oci":
+        return "@sha256:" in uri
+    if scheme == "hf":
+        return bool(_COMMIT.match(uri.rpartition("@")[2])) if "@" in uri else False
+    return False
+
+
+def incompatibility(
+    md: ModelDeployment, rt: InferenceRuntime, namespace_labels: Mapping[str, str] | None = None
+) -> str | None:
+    """Why this runtime cannot run this model, or None when it can.
+
+    `namespace_labels` are the labels of the model's namespace (for the runtime's namespace
+    selector); unknown, only the name label every namespace carries is assumed."""
     spec, name = rt.spec, rt.metadata.name
     model = md.spec.model
     if model.format not in spec.formats:
@@ -67,8 +87,27 @@ def incompatibility(md: ModelDeployment, rt: InferenceRuntime) -> str | None:
         limit = policy.max_gpus_per_replica
         if gpu and not gpu.mig and limit is not None and gpu.count > limit:
             return f"runtime {name} allows at most {limit} GPUs per replica, not {gpu.count}"
-        if policy.require_model_sha256 and not model.sha256:
-            return f"runtime {name} requires spec.model.sha256"
+        remote = _scheme(model.uri) != "pvc"
+        if policy.require_model_sha256 and remote and not model.sha256 and not _pinned(model.uri):
+            return (
+                f"runtime {name} requires a pinned model: spec.model.sha256, an oci:// URI "
+                "pinned by @sha256, or an hf:// revision that is a full commit id"
+            )
+        namespace = md.metadata.namespace or ""
+        selector = policy.namespace_selector
+        labels = dict(namespace_labels or {"kubernetes.io/metadata.name": namespace})
+        if selector is not None and not selector.matches(labels):
+            return (
+                f"runtime {name} allows only the namespaces its namespaceSelector selects, "
+                f"not {namespace}"
+            )
+        allowed = policy.allowed_credential_secrets
+        secret = model.credentials.name if model.credentials else None
+        if secret and allowed is not None and secret not in allowed:
+            return (
+                f"runtime {name} allows credentials Secrets {', '.join(allowed) or '(none)'}, "
+                f"not {secret}"
+            )
     return None
 
 
@@ -87,7 +126,11 @@ def _image(md: ModelDeployment, rt: InferenceRuntime) -> str:
     return override
 
 
-def resolve(md: ModelDeployment, runtimes: Iterable[InferenceRuntime]) -> ResolvedRuntime:
+def resolve(
+    md: ModelDeployment,
+    runtimes: Iterable[InferenceRuntime],
+    namespace_labels: Mapping[str, str] | None = None,
+) -> ResolvedRuntime:
     """The runtime for this model, or ResolutionFailure with the reason and a clear message."""
     catalog = {rt.metadata.name: rt for rt in runtimes if rt.metadata.name}
     named = md.spec.runtime.name if md.spec.runtime else None
@@ -97,7 +140,7 @@ def resolve(md: ModelDeployment, runtimes: Iterable[InferenceRuntime]) -> Resolv
             raise ResolutionFailure(
                 Reason.RUNTIME_NOT_FOUND, f"InferenceRuntime {named} (spec.runtime.name) not found"
             )
-        why = incompatibility(md, rt)
+        why = incompatibility(md, rt, namespace_labels)
         if why:
             reason = (
                 Reason.RUNTIME_POLICY_VIOLATION
@@ -111,7 +154,7 @@ def resolve(md: ModelDeployment, runtimes: Iterable[InferenceRuntime]) -> Resolv
     for rt in sorted(catalog.values(), key=lambda r: r.metadata.name or ""):
         if not rt.spec.auto_select:
             continue
-        why = incompatibility(md, rt)
+        why = incompatibility(md, rt, namespace_labels)
         if why:
             reasons.append(why)
         else:

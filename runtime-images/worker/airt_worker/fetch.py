@@ -15,6 +15,10 @@ Sources, each through the library that owns the protocol:
 - `oci://registry/repository@sha256:…`: an OCI artifact through oras-py, checked against the
   pinned manifest digest and its layer digest (oci.py).
 
+Hardening: a redirect from https to anything but https is refused (a downgrade would hand the
+model, and any credentials in the URL, to whoever sits on the path); `--max-bytes` caps what is
+written, whatever the source claims, so a wrong or hostile URI cannot fill the node's disk.
+
 Exit codes: 0 placed, 1 download or verification failed, 2 bad arguments or unsupported URI.
 
 The termination message (`--termination-log`, default /dev/termination-log, which Kubernetes
@@ -35,7 +39,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
@@ -76,6 +80,9 @@ class FetchSettings(BaseSettings):
         default=None, pattern=r"^[a-f0-9]{64}$", description="Expected sha256 (hex)."
     )
     timeout_seconds: float = Field(default=300.0, gt=0, description="Network timeout.")
+    max_bytes: int | None = Field(
+        default=None, gt=0, description="Refuse a model larger than this many bytes."
+    )
     ca_bundle: str | None = Field(
         default=None,
         description="PEM certificates of a private store's CA, trusted besides the public roots "
@@ -88,19 +95,46 @@ class FetchSettings(BaseSettings):
     )
 
 
-def _copy_hashing(src: BinaryIO, dst: BinaryIO) -> str:
+def _copy_hashing(src: BinaryIO, dst: BinaryIO, max_bytes: int | None = None) -> str:
     digest = hashlib.sha256()
+    written = 0
     while chunk := src.read(CHUNK):
+        written += len(chunk)
+        if max_bytes is not None and written > max_bytes:
+            raise FetchError(f"the model is larger than the limit of {max_bytes} bytes")
         digest.update(chunk)
         dst.write(chunk)
     return digest.hexdigest()
 
 
+class _NoDowngrade(urllib.request.HTTPRedirectHandler):
+    """Follow redirects, except from https to a scheme that is not https."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if req.full_url.startswith("https://") and not newurl.startswith("https://"):
+            raise FetchError(f"refused a redirect from {req.full_url} to {newurl} (not https)")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 @contextmanager
-def _open_http(uri: str, timeout: float) -> Iterator[BinaryIO]:
+def _open_http(uri: str, timeout: float, max_bytes: int | None = None) -> Iterator[BinaryIO]:
     request = urllib.request.Request(uri, headers={"User-Agent": "airt-fetch/0.1"})
+    opener = urllib.request.build_opener(_NoDowngrade)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with opener.open(request, timeout=timeout) as response:
+            length = response.headers.get("Content-Length")
+            if max_bytes is not None and length and length.isdigit() and int(length) > max_bytes:
+                raise FetchError(
+                    f"GET {uri}: {length} bytes is more than the limit of {max_bytes} bytes"
+                )
             yield response
     except OSError as exc:
         raise FetchError(f"GET {uri}: {exc}") from exc
@@ -149,23 +183,24 @@ def fetch(settings: FetchSettings) -> str:
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".fetch-") as tmp:
         part = Path(tmp) / "model.part"
+        cap = settings.max_bytes
         if scheme in ("http", "https"):
-            with part.open("wb") as out, _open_http(uri, settings.timeout_seconds) as src:
-                actual = _copy_hashing(src, out)
+            with part.open("wb") as out, _open_http(uri, settings.timeout_seconds, cap) as src:
+                actual = _copy_hashing(src, out, cap)
         elif scheme in ("s3", "gs"):
             with part.open("wb") as out, _open_fsspec(uri) as src:
-                actual = _copy_hashing(src, out)
+                actual = _copy_hashing(src, out, cap)
         elif scheme == "hf":
             found = _hf_model_file(uri, Path(tmp) / "snapshot")
             with found.open("rb") as src, part.open("wb") as out:
-                actual = _copy_hashing(src, out)
+                actual = _copy_hashing(src, out, cap)
         elif scheme == "oci":
             try:
                 found = fetch_oci(uri, Path(tmp))
             except OciError as exc:
                 raise FetchError(str(exc)) from exc
             with found.open("rb") as src, part.open("wb") as out:
-                actual = _copy_hashing(src, out)
+                actual = _copy_hashing(src, out, cap)
         else:
             raise UnsupportedUri(f"{scheme or uri}:// models are not supported by airt fetch")
         if settings.sha256 and actual != settings.sha256:

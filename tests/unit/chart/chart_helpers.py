@@ -17,6 +17,7 @@ SERVED = (
     "airt.dev/v1alpha1/ModelDeployment",
     "airt.dev/v1alpha1/InferenceRuntime",
     "kopf.dev/v1/ClusterKopfPeering",
+    "kopf.dev/v1/KopfPeering",
 )
 
 Render = Callable[..., list[dict[str, Any]]]

@@ -34,8 +34,12 @@ def test_default_render_has_every_part(render: Render) -> None:
     assert kinds == sorted(
         [
             "ClusterKopfPeering",
-            "ClusterRole",
+            "ClusterRole",  # cluster-scoped objects and reads
+            "ClusterRole",  # namespaced writes
             "ClusterRoleBinding",
+            "ClusterRoleBinding",
+            "ValidatingAdmissionPolicy",  # keeps those writes out of protected namespaces
+            "ValidatingAdmissionPolicyBinding",
             "CustomResourceDefinition",
             "CustomResourceDefinition",
             "Deployment",

@@ -128,7 +128,10 @@ async def test_status_patch_is_a_merge_patch_of_the_status_subresource(
 
 
 @pytest.mark.parametrize(
-    ("status", "retryable"), [(409, True), (429, True), (503, True), (422, False), (403, False)]
+    ("status", "retryable"),
+    # 404 on an apply (which creates what is missing): the kind is not served yet, e.g. a CRD
+    # established a moment ago — worth retrying.
+    [(409, True), (429, True), (503, True), (404, True), (422, False), (403, False)],
 )
 async def test_failures_map_to_retryable_or_permanent_errors_with_the_servers_message(
     api: tuple[FakeApiServer, str], status: int, retryable: bool

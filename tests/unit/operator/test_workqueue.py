@@ -1,10 +1,11 @@
-"""The coalescing work queue behind event-driven reconciles (airt_operator.workqueue)."""
+"""The coalescing work queue behind reconciles (airt_operator.workqueue): de-duplication, and
+retries with capped exponential backoff that never lose a key."""
 
 from __future__ import annotations
 
 import asyncio
 
-from airt_operator.workqueue import WorkQueue
+from airt_operator.workqueue import Backoff, WorkQueue
 
 
 async def _drain(queue: WorkQueue) -> None:
@@ -20,8 +21,9 @@ async def _drain(queue: WorkQueue) -> None:
 async def test_a_burst_of_events_for_one_object_is_one_reconcile() -> None:
     runs: list[tuple[str, str]] = []
 
-    async def run(ns: str, name: str) -> None:
+    async def run(ns: str, name: str) -> bool:
         runs.append((ns, name))
+        return True
 
     queue = WorkQueue(run, workers=4)
     for _ in range(50):
@@ -38,11 +40,12 @@ async def test_an_event_during_a_reconcile_queues_the_object_again() -> None:
     started = asyncio.Event()
     release = asyncio.Event()
 
-    async def run(ns: str, name: str) -> None:
+    async def run(ns: str, name: str) -> bool:
         runs.append(name)
         if len(runs) == 1:
             started.set()
             await release.wait()
+        return True
 
     queue = WorkQueue(run, workers=2)
     queue.add("ns", "a")
@@ -64,7 +67,7 @@ async def test_workers_bound_concurrency_and_survive_a_failing_reconcile() -> No
     peak = 0
     done: list[str] = []
 
-    async def run(ns: str, name: str) -> None:
+    async def run(ns: str, name: str) -> bool:
         nonlocal active, peak
         active += 1
         peak = max(peak, active)
@@ -73,11 +76,73 @@ async def test_workers_bound_concurrency_and_survive_a_failing_reconcile() -> No
         if name == "bad":
             raise RuntimeError("a bug in one reconcile")
         done.append(name)
+        return True
 
-    queue = WorkQueue(run, workers=3)
+    queue = WorkQueue(run, workers=3, backoff=Backoff(base_s=60))
     queue.add("ns", "bad")
     for i in range(20):
         queue.add("ns", f"m{i}")
     await _drain(queue)
     assert peak <= 3
     assert sorted(done) == sorted(f"m{i}" for i in range(20))
+    assert queue.failures("ns", "bad") == 1 and queue.waiting_retries == 1  # not dropped
+    queue.stop()
+
+
+def test_backoff_doubles_up_to_its_cap() -> None:
+    b = Backoff(base_s=0.5, cap_s=60)
+    assert [b.delay(n) for n in range(1, 10)] == [0.5, 1, 2, 4, 8, 16, 32, 60, 60]
+    assert b.delay(10_000) == 60
+
+
+async def test_a_failing_key_is_retried_with_backoff_until_it_succeeds() -> None:
+    attempts: list[int] = []
+    succeeded = asyncio.Event()
+
+    async def run(ns: str, name: str) -> bool:
+        attempts.append(queue.failures(ns, name))
+        if len(attempts) < 4:
+            if len(attempts) == 2:
+                raise RuntimeError("an unexpected error is retried too")
+            return False
+        succeeded.set()
+        return True
+
+    queue = WorkQueue(run, workers=2, backoff=Backoff(base_s=0.01, cap_s=1))
+    queue.add("ns", "a")
+    tasks = queue.start()
+    try:
+        await asyncio.wait_for(succeeded.wait(), timeout=10)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert attempts == [0, 1, 2, 3]  # each attempt after one more recorded failure
+    assert queue.failures("ns", "a") == 0 and queue.waiting_retries == 0
+
+
+async def test_an_event_runs_a_key_waiting_out_its_backoff_at_once() -> None:
+    runs: list[str] = []
+    second = asyncio.Event()
+
+    async def run(ns: str, name: str) -> bool:
+        runs.append(name)
+        if len(runs) == 2:
+            second.set()
+        return len(runs) > 1
+
+    queue = WorkQueue(run, workers=1, backoff=Backoff(base_s=3600))
+    queue.add("ns", "a")
+    tasks = queue.start()
+    try:
+        await asyncio.wait_for(queue.join(), timeout=10)
+        assert queue.waiting_retries == 1  # an hour away
+        queue.add("ns", "a")  # the object changed: that may be the fix
+        await asyncio.wait_for(second.wait(), timeout=10)
+        await asyncio.wait_for(queue.join(), timeout=10)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert runs == ["a", "a"]
+    assert queue.waiting_retries == 0 and queue.failures("ns", "a") == 0
