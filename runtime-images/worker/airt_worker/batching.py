@@ -11,8 +11,11 @@ request's rows are never split; requests whose non-batch shapes differ are never
 `preferred_batch_sizes` are formed when possible; the oldest request waits at most
 `max_queue_delay_microseconds` for a batch to fill; beyond `max_queue_size` waiting requests a new
 one is rejected at once; a request still queued when its timeout passes is rejected; `instances`
-batches may run at the same time. Because batches are formed only when an instance is free,
-requests that arrive while every instance is busy naturally accumulate into the next batch.
+batches may run at the same time. A batch still running after the execution timeout fails its
+requests at once (503); its instance counts as stuck, gets no more batches and makes the worker
+not live until it returns — a thread cannot be stopped, so the kubelet's restart is the remedy.
+Because batches are formed only when an instance is free, requests that arrive while every
+instance is busy naturally accumulate into the next batch.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from airt_worker.errors import InferenceError, UnavailableError
+from airt_worker.errors import ExecutionTimeoutError, InferenceError, UnavailableError
 
 
 @dataclass(slots=True, eq=False)
@@ -118,8 +121,13 @@ class DynamicBatcher:
         policy: BatchPolicy,
         instances: int,
         on_batch: Callable[[list[Pending]], None] | None = None,
+        execution_timeout_ns: int = 0,
     ) -> None:
         self._execute = execute
+        self._execution_timeout_ns = execution_timeout_ns
+        #: instance -> monotonic ns its batch started, for instances past the execution timeout
+        self.stuck: dict[int, int] = {}
+        self.execution_timeouts = 0
         self._policy = policy
         self._on_batch = on_batch
         self._queue: collections.deque[Pending] = collections.deque()
@@ -150,12 +158,15 @@ class DynamicBatcher:
     async def submit(self, item: Pending) -> list[Any]:
         """Queue `item` and wait for its outputs; raises the item's InferenceError."""
         if self._closing:
-            raise UnavailableError("the worker is shutting down and accepts no new requests")
+            raise UnavailableError(
+                "the worker is shutting down and accepts no new requests", "SHUTTING_DOWN"
+            )
         limit = self._policy.max_queue_size
         if limit and len(self._queue) >= limit:
             raise UnavailableError(
                 f"exceeds maximum queue size: {len(self._queue)} requests already queued "
-                f"(max_queue_size {limit})"
+                f"(max_queue_size {limit})",
+                "QUEUE_FULL",
             )
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[list[Any]] = loop.create_future()
@@ -178,7 +189,9 @@ class DynamicBatcher:
 
     def _timeout_error(self, item: Pending) -> UnavailableError:
         waited = (time.monotonic_ns() - item.enqueued_ns) // 1000
-        return UnavailableError(f"request timeout expired: waited {waited} us in the queue")
+        return UnavailableError(
+            f"request timeout expired: waited {waited} us in the queue", "QUEUE_TIMEOUT"
+        )
 
     def _discard(self, item: Pending) -> None:
         with contextlib.suppress(ValueError):
@@ -196,7 +209,8 @@ class DynamicBatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self._executor.shutdown(wait=True)
+        # a stuck instance's thread never returns: do not wait for it (the process exits anyway)
+        self._executor.shutdown(wait=not self.stuck)
 
     def _maybe_idle(self) -> None:
         if not self._queue and not self._in_flight:
@@ -213,11 +227,40 @@ class DynamicBatcher:
                 item.batch_size = len(batch)
             loop = asyncio.get_running_loop()
             done = loop.run_in_executor(self._executor, self._execute, instance, batch)
-            done.add_done_callback(functools.partial(self._finish, batch, instance))
+            watchdog = None
+            if self._execution_timeout_ns:
+                watchdog = loop.call_later(
+                    self._execution_timeout_ns / 1e9, self._expire, batch, instance, now
+                )
+            done.add_done_callback(functools.partial(self._finish, batch, instance, watchdog))
 
-    def _finish(self, batch: list[Pending], instance: int, f: asyncio.Future[None]) -> None:
-        self._free.put_nowait(instance)
+    def _expire(self, batch: list[Pending], instance: int, started_ns: int) -> None:
+        """The batch outlived the execution timeout: fail it now, mark its instance stuck."""
+        self.stuck[instance] = started_ns
+        self.execution_timeouts += 1
         self._in_flight -= len(batch)
+        seconds = self._execution_timeout_ns / 1e9
+        error = ExecutionTimeoutError(
+            f"the model did not finish a batch of {len(batch)} requests within {seconds:g}s "
+            "(execution_timeout_seconds); the model instance is stuck"
+        )
+        for item in batch:
+            if item.future is not None and not item.future.done():
+                item.future.set_exception(error)
+        self._maybe_idle()
+
+    def _finish(
+        self,
+        batch: list[Pending],
+        instance: int,
+        watchdog: asyncio.TimerHandle | None,
+        f: asyncio.Future[None],
+    ) -> None:
+        self._free.put_nowait(instance)
+        if watchdog is not None:
+            watchdog.cancel()
+        if self.stuck.pop(instance, None) is None:  # an expired batch was already accounted
+            self._in_flight -= len(batch)
         exc = f.exception() if not f.cancelled() else None
         for item in batch:
             fut = item.future

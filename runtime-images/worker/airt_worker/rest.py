@@ -11,10 +11,11 @@ split of the path. Domain errors map to HTTP statuses once, in `STATUS`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -25,10 +26,16 @@ from airt_worker.errors import (
     ModelError,
     NotFoundError,
     PayloadTooLargeError,
+    RequestTimeoutError,
     UnavailableError,
     UnsupportedError,
 )
+from airt_worker.limits import MemoryBudget
+from airt_worker.messages import InferRequest, InferResponse
+from airt_worker.offload import Offload
 from airt_worker.rest_codec import (
+    DecodeLimits,
+    OutputChoice,
     UnsupportedEncodingError,
     choose_response_encoding,
     compress,
@@ -43,6 +50,7 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+T = TypeVar("T")
 
 #: The one mapping from domain errors to HTTP statuses (Triton's choices).
 STATUS: dict[type[InferenceError], int] = {
@@ -51,6 +59,7 @@ STATUS: dict[type[InferenceError], int] = {
     UnavailableError: 503,
     UnsupportedError: 501,
     PayloadTooLargeError: 413,
+    RequestTimeoutError: 408,
     UnsupportedEncodingError: 415,
     ModelError: 500,
 }
@@ -69,10 +78,24 @@ def status_of(e: InferenceError) -> int:
 class RestApp:
     """ASGI application for every v2 HTTP endpoint of one data plane."""
 
-    def __init__(self, plane: DataPlane, max_request_bytes: int, compress_min_bytes: int) -> None:
+    def __init__(
+        self,
+        plane: DataPlane,
+        max_request_bytes: int,
+        compress_min_bytes: int,
+        *,
+        max_json_bytes: int | None = None,
+        body_timeout_s: float = 5.0,
+        budget: MemoryBudget | None = None,
+        codec: Offload | None = None,
+    ) -> None:
         self.plane = plane
         self.max_request_bytes = max_request_bytes
         self.compress_min_bytes = compress_min_bytes
+        self.limits = DecodeLimits(max_request_bytes, max_json_bytes)
+        self.body_timeout_s = body_timeout_s
+        self.budget = budget or MemoryBudget(1 << 62)
+        self.codec = codec or Offload()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -96,25 +119,58 @@ class RestApp:
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send, received: int) -> None:
         parts = path_parts(scope["path"])
+        held = 0  # bytes of the memory budget this request holds
+        accepted = False  # handed to the data plane, which counts its own failures
+        close = False  # answer with `connection: close` (the rest of the body is not read)
         try:
             model, version = _model_path(parts, "infer")
             headers = _headers(scope)
-            body = await self._read_body(receive, headers)
+            declared = _declared_length(headers.get("content-length"), self.max_request_bytes)
+            close = True
+            self.budget.reserve(declared, "the request body")
+            held = declared
+            body = await self._read_body(receive)
+            close = False
+            if len(body) > held:  # chunked bodies: reserve what actually came
+                self.budget.reserve(len(body) - held, "the request body")
+                held = len(body)
             encoding = headers.get("content-encoding", "")
-            if encoding:
-                body = decompress(body, encoding, self.max_request_bytes)
             header_len = _header_length(headers.get("inference-header-content-length"))
-            request, choice = decode_request(body, header_len, model, version)
+            if encoding or len(body) >= self.codec.threshold:
+                # decompressing and decoding a large body runs off the event loop, which keeps
+                # answering health checks and small requests meanwhile
+                extra = _decode_cost(len(body), header_len, bool(encoding), self.max_request_bytes)
+                self.budget.reserve(extra, "decoding the request")
+                held += extra
+                request, choice = await self.codec.run(
+                    _decode, body, encoding, header_len, model, version, self.limits
+                )
+            else:
+                request, choice = _decode(body, encoding, header_len, model, version, self.limits)
+            del body
             request.received_ns = received
-            response = await self.plane.infer(request)
-            payload, json_len = encode_response(response, choice)
+            accepted = True
+            response = await _cancel_on_disconnect(self.plane.infer(request), receive)
+            if _response_size(response) >= self.codec.threshold:
+                payload, json_len = await self.codec.run(encode_response, response, choice)
+            else:
+                payload, json_len = encode_response(response, choice)
         except InferenceError as e:
-            await _respond(send, status_of(e), orjson.dumps({"error": e.message}), _JSON)
+            if not accepted:
+                self.plane.record_rejection(e, received)
+            extra_headers = [*_JSON, (b"connection", b"close")] if close else _JSON
+            await _respond(send, status_of(e), orjson.dumps({"error": e.message}), extra_headers)
             return
+        except asyncio.CancelledError:
+            if accepted and not _current_cancelling():  # the client went away: nobody to answer
+                return
+            raise
         except Exception as e:
             log.exception("unexpected error in /infer")
             await _respond(send, 500, orjson.dumps({"error": f"internal error: {e}"}), _JSON)
             return
+        finally:
+            self.budget.release(held)
         out_headers: list[tuple[bytes, bytes]]
         if json_len is None:
             out_headers = [(b"content-type", b"application/json")]
@@ -126,37 +182,45 @@ class RestApp:
         if len(payload) >= self.compress_min_bytes:
             enc = choose_response_encoding(headers.get("accept-encoding", ""))
             if enc is not None:
-                payload = compress(payload, enc)
+                if len(payload) >= self.codec.threshold:
+                    payload = await self.codec.run(compress, payload, enc)
+                else:
+                    payload = compress(payload, enc)
                 out_headers.append((b"Content-Encoding", enc.encode()))
         await _respond(send, 200, payload, out_headers)
 
-    async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes:
+    async def _read_body(self, receive: Receive) -> bytes:
+        """The whole body, at most `max_request_bytes`; a pause longer than the body timeout
+        ends the request with 408 (the connection is then closed)."""
         limit = self.max_request_bytes
-        declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _drain(receive)
-            raise PayloadTooLargeError(
-                f"request body of {declared} bytes exceeds the limit of {limit} bytes "
-                "(max_request_bytes)"
-            )
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise InvalidInputError("the client disconnected before sending the whole body")
-            chunk: bytes = message.get("body", b"")
-            if chunk:
-                size += len(chunk)
-                if size > limit:
-                    if message.get("more_body", False):
-                        await _drain(receive)
-                    raise PayloadTooLargeError(
-                        f"request body exceeds the limit of {limit} bytes (max_request_bytes)"
-                    )
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.body_timeout_s) as deadline:
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise InvalidInputError(
+                            "the client disconnected before sending the whole body"
+                        )
+                    chunk: bytes = message.get("body", b"")
+                    if chunk:
+                        size += len(chunk)
+                        if size > limit:
+                            raise PayloadTooLargeError(
+                                f"request body exceeds the limit of {limit} bytes "
+                                "(max_request_bytes)"
+                            )
+                        chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+                    deadline.reschedule(loop.time() + self.body_timeout_s)
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"the request body stalled: nothing received for {self.body_timeout_s:g}s "
+                f"after {size} bytes (body_timeout_seconds)"
+            ) from None
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     # ---------------------------------------------------------------------- other routes
@@ -299,12 +363,69 @@ async def _read_small(receive: Receive, limit: int = 1 << 20) -> bytes:
     return b"".join(chunks)
 
 
-async def _drain(receive: Receive) -> None:
-    """Consume and drop the rest of a body we refused, so the client can read our answer."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect" or not message.get("more_body", False):
-            return
+def _declared_length(value: str | None, limit: int) -> int:
+    """The Content-Length, refused at once (413) when over the limit: the body is never read,
+    the connection is closed after the answer."""
+    if value is None:
+        return 0
+    if not value.isdigit():
+        raise InvalidInputError(f"Content-Length {value!r} is not a number")
+    declared = int(value)
+    if declared > limit:
+        raise PayloadTooLargeError(
+            f"request body of {declared} bytes exceeds the limit of {limit} bytes "
+            "(max_request_bytes)"
+        )
+    return declared
+
+
+#: Memory a parsed JSON document takes per byte of its text (Python objects for numbers and
+#: lists); a measured upper bound for number arrays, the worst case of an /infer body.
+JSON_EXPANSION = 16
+
+
+def _decode_cost(body_len: int, header_len: int | None, compressed: bool, limit: int) -> int:
+    """Memory decoding a body may take beyond the body itself, reserved before decoding."""
+    if compressed:  # the inflated body is at most `limit`; its JSON part is unknown yet
+        return limit * 2
+    json_len = body_len if header_len is None else min(max(header_len, 0), body_len)
+    return json_len * JSON_EXPANSION + (body_len - json_len)
+
+
+def _decode(
+    body: bytes,
+    encoding: str,
+    header_len: int | None,
+    model: str,
+    version: str,
+    limits: DecodeLimits,
+) -> tuple[InferRequest, OutputChoice]:
+    if encoding:
+        assert limits.max_tensor_bytes is not None
+        body = decompress(body, encoding, limits.max_tensor_bytes)
+    return decode_request(body, header_len, model, version, limits)
+
+
+def _response_size(response: InferResponse) -> int:
+    return sum(int(t.data.nbytes) for t in response.outputs)
+
+
+def _current_cancelling() -> int:
+    task = asyncio.current_task()
+    return task.cancelling() if task is not None else 0
+
+
+async def _cancel_on_disconnect(work: Awaitable[T], receive: Receive) -> T:
+    """Await `work`, cancelling it when the client disconnects first (uvicorn answers a
+    `receive()` after the whole body only when the connection goes away). A cancelled request
+    still queued leaves the queue; one already running finishes, its answer dropped."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(receive())
+    watch.add_done_callback(lambda _: task.cancel())
+    try:
+        return await task
+    finally:
+        watch.cancel()
 
 
 async def _respond(
