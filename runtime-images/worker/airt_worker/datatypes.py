@@ -80,13 +80,25 @@ def check_datatype(datatype: str, where: str) -> None:
         )
 
 
+#: numpy refuses arrays whose nominal size reaches this, even with a zero dimension.
+_MAX_NOMINAL = 2**62
+
+
 def element_count(shape: tuple[int, ...] | list[int], where: str) -> int:
-    """Number of elements of `shape`; negative dimensions are a client error."""
+    """Number of elements of `shape`; negative or absurdly large dimensions are client errors.
+
+    Python integers never overflow, so this costs nothing whatever the client declares; the
+    nominal size (zero dimensions taken as 1) is bounded so numpy can reshape a view to it.
+    """
     n = 1
+    nominal = 1
     for d in shape:
         if d < 0:
             raise InvalidInputError(f"{where}: shape {list(shape)} has a negative dimension")
         n *= d
+        nominal *= max(d, 1)
+    if nominal * 8 >= _MAX_NOMINAL:
+        raise InvalidInputError(f"{where}: shape {list(shape)} is too large for any tensor")
     return n
 
 
