@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from airt_operator.reconcile.serving import ServingLimits
+
 
 @dataclass(frozen=True)
 class GpuPlacement:
@@ -85,6 +87,8 @@ class RenderContext:
     storage_egress_ports: tuple[int, ...] = ()
     drain_seconds: int = 30
     labels: tuple[tuple[str, str], ...] = ()
+    #: request limits for the worker; None renders none (the worker's own defaults apply)
+    serving: ServingLimits | None = None
 
     @property
     def remote_model(self) -> bool:
