@@ -128,6 +128,7 @@ class DynamicBatcher:
         #: instance -> monotonic ns its batch started, for instances past the execution timeout
         self.stuck: dict[int, int] = {}
         self.execution_timeouts = 0
+        self._running = 0
         self._policy = policy
         self._on_batch = on_batch
         self._queue: collections.deque[Pending] = collections.deque()
@@ -151,6 +152,11 @@ class DynamicBatcher:
     def pending(self) -> int:
         """Requests accepted and not yet answered: queued plus executing."""
         return len(self._queue) + self._in_flight
+
+    @property
+    def running(self) -> int:
+        """Model instances executing a batch now (stuck ones included)."""
+        return self._running
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._schedule(), name="batcher")
@@ -176,16 +182,23 @@ class DynamicBatcher:
         self._queue.append(item)
         self._idle.clear()
         self._wake.set()
-        if not item.deadline_ns:
-            return await fut
-        timeout = max(item.deadline_ns - time.monotonic_ns(), 0) / 1e9
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
-        except TimeoutError:
-            if item.dispatched_ns:  # already running: the timeout only bounds queueing
+            if not item.deadline_ns:
                 return await fut
-            self._discard(item)
-            raise self._timeout_error(item) from None
+            timeout = max(item.deadline_ns - time.monotonic_ns(), 0) / 1e9
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), timeout)
+            except TimeoutError:
+                if item.dispatched_ns:  # already running: the timeout only bounds queueing
+                    return await fut
+                self._discard(item)
+                raise self._timeout_error(item) from None
+        except asyncio.CancelledError:
+            # the client went away: a request still queued leaves the queue now, not when the
+            # scheduler next looks (which waits for a free instance)
+            if not item.dispatched_ns:
+                self._discard(item)
+            raise
 
     def _timeout_error(self, item: Pending) -> UnavailableError:
         waited = (time.monotonic_ns() - item.enqueued_ns) // 1000
@@ -226,6 +239,7 @@ class DynamicBatcher:
                 item.dispatched_ns = now
                 item.batch_size = len(batch)
             loop = asyncio.get_running_loop()
+            self._running += 1
             done = loop.run_in_executor(self._executor, self._execute, instance, batch)
             watchdog = None
             if self._execution_timeout_ns:
@@ -257,6 +271,7 @@ class DynamicBatcher:
         f: asyncio.Future[None],
     ) -> None:
         self._free.put_nowait(instance)
+        self._running -= 1
         if watchdog is not None:
             watchdog.cancel()
         if self.stuck.pop(instance, None) is None:  # an expired batch was already accounted

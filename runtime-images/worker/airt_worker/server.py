@@ -252,10 +252,15 @@ async def serve(settings: WorkerSettings) -> int:
     codec.close()
     st = plane.stats
     log.info("stopped after %d successful and %d failed requests", st.success.count, st.fail.count)
-    if batcher is not None and batcher.stuck:
-        # A model thread stuck in native code can be neither stopped nor joined, and the
-        # interpreter would wait for it at exit: leave now, inside the termination grace period.
-        log.error("exiting with %d model instances stuck", len(batcher.stuck))
+    if batcher is not None and batcher.running:
+        # A model thread still running after the drain (stuck, or just slower than the drain
+        # period) can be neither stopped nor joined, and the interpreter would wait for it at
+        # exit: leave now, inside the termination grace period.
+        log.error(
+            "exiting with %d model instances still running (%d stuck past the execution timeout)",
+            batcher.running,
+            len(batcher.stuck),
+        )
         logging.shutdown()
         sys.stderr.flush()
         os._exit(code or 1)
