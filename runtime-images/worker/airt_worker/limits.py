@@ -17,7 +17,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from airt_worker.errors import UnavailableError
+from airt_worker.errors import PayloadTooLargeError, UnavailableError
 
 
 class MemoryBudget:
@@ -28,9 +28,15 @@ class MemoryBudget:
         self.used = 0
 
     def reserve(self, nbytes: int, what: str) -> None:
-        """Take `nbytes` or raise UnavailableError (the client may retry later)."""
+        """Take `nbytes`, or raise UnavailableError (busy: the client may retry later) or
+        PayloadTooLargeError (more than the whole budget: it never fits)."""
         if nbytes <= 0:
             return
+        if nbytes > self.limit:  # could never fit: retrying would not help
+            raise PayloadTooLargeError(
+                f"{what} needs {nbytes} bytes, more than all requests in progress may hold "
+                f"together ({self.limit} bytes, max_inflight_bytes)"
+            )
         if self.used + nbytes > self.limit:
             raise UnavailableError(
                 f"the worker is busy: {what} needs {nbytes} bytes and requests in progress hold "

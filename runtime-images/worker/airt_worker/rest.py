@@ -121,13 +121,19 @@ class RestApp:
         parts = path_parts(scope["path"])
         held = 0  # bytes of the memory budget this request holds
         accepted = False  # handed to the data plane, which counts its own failures
-        close = False  # answer with `connection: close` (the rest of the body is not read)
+        close = True  # answer with `connection: close` until the whole body has been read
         try:
             model, version = _model_path(parts, "infer")
             headers = _headers(scope)
             declared = _declared_length(headers.get("content-length"), self.max_request_bytes)
-            close = True
-            self.budget.reserve(declared, "the request body")
+            try:
+                self.budget.reserve(declared, "the request body")
+            except UnavailableError:
+                # busy: read and drop the body (no memory held, the body timeout applies), so
+                # the client reads the 503 instead of a reset connection
+                await self._read_body(receive, keep=False)
+                close = False
+                raise
             held = declared
             body = await self._read_body(receive)
             close = False
@@ -136,6 +142,7 @@ class RestApp:
                 held = len(body)
             encoding = headers.get("content-encoding", "")
             header_len = _header_length(headers.get("inference-header-content-length"))
+            _check_json_size(len(body), header_len, self.limits.max_json_bytes)
             if encoding or len(body) >= self.codec.threshold:
                 # decompressing and decoding a large body runs off the event loop, which keeps
                 # answering health checks and small requests meanwhile
@@ -189,11 +196,13 @@ class RestApp:
                 out_headers.append((b"Content-Encoding", enc.encode()))
         await _respond(send, 200, payload, out_headers)
 
-    async def _read_body(self, receive: Receive) -> bytes:
-        """The whole body, at most `max_request_bytes`; a pause longer than the body timeout
-        ends the request with 408 (the connection is then closed)."""
+    async def _read_body(self, receive: Receive, keep: bool = True) -> bytes | bytearray:
+        """The whole body, at most `max_request_bytes` (dropped as it comes unless `keep`); a
+        pause longer than the body timeout ends the request with 408 (the connection is then
+        closed). Chunks are appended to one buffer, never joined at the end, so a body takes
+        its own size in memory and no more."""
         limit = self.max_request_bytes
-        chunks: list[bytes] = []
+        buf = bytearray()
         size = 0
         loop = asyncio.get_running_loop()
         try:
@@ -205,6 +214,9 @@ class RestApp:
                             "the client disconnected before sending the whole body"
                         )
                     chunk: bytes = message.get("body", b"")
+                    more = message.get("more_body", False)
+                    if not more and not size and len(chunk) <= limit:
+                        return chunk if keep else b""  # the whole body in one message
                     if chunk:
                         size += len(chunk)
                         if size > limit:
@@ -212,8 +224,9 @@ class RestApp:
                                 f"request body exceeds the limit of {limit} bytes "
                                 "(max_request_bytes)"
                             )
-                        chunks.append(chunk)
-                    if not message.get("more_body", False):
+                        if keep:
+                            buf += chunk
+                    if not more:
                         break
                     deadline.reschedule(loop.time() + self.body_timeout_s)
         except TimeoutError:
@@ -221,7 +234,7 @@ class RestApp:
                 f"the request body stalled: nothing received for {self.body_timeout_s:g}s "
                 f"after {size} bytes (body_timeout_seconds)"
             ) from None
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return buf
 
     # ---------------------------------------------------------------------- other routes
 
@@ -392,8 +405,18 @@ def _decode_cost(body_len: int, header_len: int | None, compressed: bool, limit:
     return json_len * JSON_EXPANSION + (body_len - json_len)
 
 
+def _check_json_size(body_len: int, header_len: int | None, limit: int | None) -> None:
+    """Refuse an oversized JSON part before its decoding is reserved or started (413)."""
+    json_len = body_len if header_len is None else header_len
+    if limit is not None and json_len > limit:
+        raise PayloadTooLargeError(
+            f"the JSON part of the request is {json_len} bytes, more than the limit of {limit} "
+            "bytes (max_json_bytes): send large tensors as binary data"
+        )
+
+
 def _decode(
-    body: bytes,
+    body: bytes | bytearray,
     encoding: str,
     header_len: int | None,
     model: str,

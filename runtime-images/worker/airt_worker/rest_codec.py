@@ -40,7 +40,7 @@ class OutputChoice:
     default_binary: bool
 
 
-def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+def decompress(body: bytes | bytearray, encoding: str, limit: int) -> bytes | bytearray:
     """Undo `Content-Encoding` (gzip, or deflate = zlib) without inflating beyond `limit` bytes."""
     enc = encoding.strip().lower()
     if enc in ("", "identity"):
@@ -106,7 +106,7 @@ class DecodeLimits:
 
 
 def decode_request(
-    body: bytes,
+    body: bytes | bytearray,
     header_length: int | None,
     model: str,
     version: str,
@@ -114,7 +114,7 @@ def decode_request(
 ) -> tuple[InferRequest, OutputChoice]:
     """Parse an /infer body into a request plus the client's output format choice."""
     n = len(body)
-    header: bytes | memoryview
+    header: bytes | bytearray | memoryview
     if header_length is None:
         header, binary = body, memoryview(b"")
     else:
