@@ -1,10 +1,11 @@
-"""A model that hangs and a model that raises, served by real workers.
+"""A model that raises and then hangs, served by a real worker.
 
-Hang: a TorchScript busy loop on positive input (warm-up feeds zeros, so the worker turns ready).
-The batch fails with 503 once the execution timeout passes, the stuck instance makes liveness
-fail and shows in the metrics, a queued request whose client went away leaves the queue, and
-SIGTERM still ends the process within the drain period although the model thread never returns.
-Raise: a batch the model raises on fails once, all its requests together, with one model run.
+One TorchScript model, one worker. Raise: a batch the model raises on fails once, all its
+requests together, with one model run. Hang: a busy loop on large input (warm-up feeds zeros, so
+the worker turns ready); the batch fails with 503 once the execution timeout passes, the stuck
+instance makes liveness fail and shows in the metrics, a queued request whose client went away
+leaves the queue, and SIGTERM still ends the process within the drain period although the model
+thread never returns.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import warnings
 from pathlib import Path
 
 import aiohttp
-import numpy as np
 import orjson
 import pytest
 import torch
@@ -32,19 +32,16 @@ EXECUTION_TIMEOUT_S = 3
 DRAIN_S = 2
 
 
-class Hang(torch.nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if bool(x.sum() > 0):
-            i = 0
-            while i >= 0:  # spins for 2**63 iterations: for ever, as far as anyone can tell
-                i += 1
-        return x * 2
+class Faulty(torch.nn.Module):
+    """Raises on negative input, spins for ever on input above 100, doubles anything else."""
 
-
-class Picky(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if bool((x < 0).any()):
             raise RuntimeError("negative input")
+        if bool((x > 100).any()):
+            i = 0
+            while i >= 0:  # 2**63 iterations: for ever, as far as anyone can tell
+                i += 1
         return x * 2
 
 
@@ -65,9 +62,13 @@ def _model(tmp: Path, module: torch.nn.Module, name: str, delay_us: int) -> tupl
     return path, config
 
 
-def _body(value: float) -> bytes:
+def _body(value: float, rows: int = 1) -> bytes:
     return orjson.dumps(
-        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [value] * 4}]}
+        {
+            "inputs": [
+                {"name": "x", "datatype": "FP32", "shape": [rows, 4], "data": [value] * 4 * rows}
+            ]
+        }
     )
 
 
@@ -87,20 +88,26 @@ def _sample(worker: Worker, name: str, labels: str = "") -> float:
 
 
 async def _infer(
-    session: aiohttp.ClientSession, worker: Worker, value: float, give_up_s: float = 60
+    session: aiohttp.ClientSession,
+    worker: Worker,
+    value: float,
+    give_up_s: float = 60,
+    rows: int = 1,
 ) -> tuple[int, bytes]:
     async with session.post(
         worker.base + "/v2/models/m/infer",
-        data=_body(value),
+        data=_body(value, rows),
         timeout=aiohttp.ClientTimeout(total=give_up_s),
     ) as r:
         return r.status, await r.read()
 
 
-async def test_a_hung_model_is_detected_and_the_worker_still_stops(tmp_path: Path) -> None:
-    path, config = _model(tmp_path, Hang(), "m", 0)
+async def test_a_raising_then_a_hanging_model(tmp_path: Path) -> None:
+    # a long queue delay and max_batch_size 4: four one-row requests form one batch, and a
+    # four-row request runs at once
+    path, config = _model(tmp_path, Faulty(), "m", 2_000_000)
     worker = spawn(
-        "hang",
+        "faulty",
         path,
         tmp_path,
         "--execution-timeout-seconds",
@@ -110,10 +117,25 @@ async def test_a_hung_model_is_detected_and_the_worker_still_stops(tmp_path: Pat
         config=config,
     )
     try:
-        worker.wait_ready()
-        assert _live(worker) == 200
+        await asyncio.to_thread(worker.wait_ready)
         async with aiohttp.ClientSession() as session:
-            hung = asyncio.ensure_future(_infer(session, worker, 1.0))
+            # raising: the batch fails once, all four requests, one model run
+            results = await asyncio.gather(
+                *(_infer(session, worker, v) for v in (1.0, -1.0, 2.0, 3.0))
+            )
+            for status, payload in results:
+                assert status == 500, payload
+                assert b"negative input" in payload
+            assert _sample(worker, "airt_model_execution_failure") == 1
+            assert _sample(worker, "nv_inference_exec_count") == 0
+            assert _sample(worker, "nv_inference_request_failure", 'reason="BACKEND"') == 4
+            status, payload = await _infer(session, worker, 1.0, rows=4)
+            assert status == 200, payload
+            assert orjson.loads(payload)["outputs"][0]["data"] == [2.0] * 16
+            assert _live(worker) == 200
+
+            # hanging: the batch fails at the execution timeout, liveness turns false
+            hung = asyncio.ensure_future(_infer(session, worker, 1000.0, rows=4))
             await asyncio.to_thread(
                 wait_for,
                 lambda: _sample(worker, "nv_inference_pending_request_count") == 1,
@@ -122,7 +144,7 @@ async def test_a_hung_model_is_detected_and_the_worker_still_stops(tmp_path: Pat
             )
             # a request queued behind the stuck instance whose client gives up leaves the queue
             with pytest.raises(TimeoutError):
-                await _infer(session, worker, 0.0, give_up_s=0.5)
+                await _infer(session, worker, 1.0, give_up_s=0.5)
             await asyncio.to_thread(
                 wait_for,
                 lambda: _sample(worker, "airt_request_failure", 'reason="CANCELED"') == 1,
@@ -147,29 +169,3 @@ async def test_a_hung_model_is_detected_and_the_worker_still_stops(tmp_path: Pat
             raise
     assert code != 0  # a drain that could not finish is not a clean exit
     assert "model instances still running (1 stuck" in worker.log()
-
-
-async def test_a_raising_model_fails_its_batch_once(tmp_path: Path) -> None:
-    # a long queue delay and max_batch_size 4: the four requests below form one batch
-    path, config = _model(tmp_path, Picky(), "m", 2_000_000)
-    worker = spawn("picky", path, tmp_path, config=config)
-    try:
-        worker.wait_ready()
-        async with aiohttp.ClientSession() as session:
-            results = await asyncio.gather(
-                *(_infer(session, worker, v) for v in (1.0, -1.0, 2.0, 3.0))
-            )
-            for status, payload in results:
-                assert status == 500, payload
-                assert b"negative input" in payload
-            assert _sample(worker, "airt_model_execution_failure") == 1
-            assert _sample(worker, "nv_inference_exec_count") == 0
-            assert _sample(worker, "nv_inference_request_failure", 'reason="BACKEND"') == 4
-            status, payload = await _infer(session, worker, 1.0)
-            assert status == 200, payload
-            assert orjson.loads(payload)["outputs"][0]["data"] == [2.0] * 4
-        assert _live(worker) == 200
-        assert np.isclose(_sample(worker, "nv_inference_exec_count"), 1)
-    finally:
-        code = worker.stop()
-    assert code == 0, worker.log()
