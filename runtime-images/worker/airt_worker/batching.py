@@ -129,6 +129,8 @@ class DynamicBatcher:
         self.stuck: dict[int, int] = {}
         self.execution_timeouts = 0
         self._running = 0
+        self._reaper: asyncio.TimerHandle | None = None
+        self._reaper_at = 0
         self._policy = policy
         self._on_batch = on_batch
         self._queue: collections.deque[Pending] = collections.deque()
@@ -182,23 +184,38 @@ class DynamicBatcher:
         self._queue.append(item)
         self._idle.clear()
         self._wake.set()
+        if item.deadline_ns:
+            self._arm_reaper(item.deadline_ns)
         try:
-            if not item.deadline_ns:
-                return await fut
-            timeout = max(item.deadline_ns - time.monotonic_ns(), 0) / 1e9
-            try:
-                return await asyncio.wait_for(asyncio.shield(fut), timeout)
-            except TimeoutError:
-                if item.dispatched_ns:  # already running: the timeout only bounds queueing
-                    return await fut
-                self._discard(item)
-                raise self._timeout_error(item) from None
+            return await fut
         except asyncio.CancelledError:
             # the client went away: a request still queued leaves the queue now, not when the
             # scheduler next looks (which waits for a free instance)
             if not item.dispatched_ns:
                 self._discard(item)
             raise
+
+    def _arm_reaper(self, deadline_ns: int) -> None:
+        """Make sure the queue is swept by `deadline_ns`. One timer serves every queued request
+        (a timeout per request would cost a timer and a shielded future each); with one default
+        timeout, deadlines only grow, so the timer already set is nearly always early enough."""
+        if self._reaper is not None and self._reaper_at <= deadline_ns:
+            return
+        if self._reaper is not None:
+            self._reaper.cancel()
+        self._reaper_at = deadline_ns
+        delay = max(deadline_ns - time.monotonic_ns(), 0) / 1e9
+        self._reaper = asyncio.get_running_loop().call_later(delay, self._reap)
+
+    def _reap(self) -> None:
+        """Reject the queued requests whose timeout passed (running ones are not affected: the
+        timeout bounds queueing only), then set the timer for the next deadline."""
+        self._reaper = None
+        self._drop_dead()
+        self._maybe_idle()
+        deadlines = [p.deadline_ns for p in self._queue if p.deadline_ns]
+        if deadlines:
+            self._arm_reaper(min(deadlines))
 
     def _timeout_error(self, item: Pending) -> UnavailableError:
         waited = (time.monotonic_ns() - item.enqueued_ns) // 1000

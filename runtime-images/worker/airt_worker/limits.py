@@ -81,34 +81,35 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_headers = True
         self._header_bytes = 0
         self._header_count = 0
+        self._header_started = 0.0
         self._answered = False
         self._header_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm()
+        self._header_started = self.loop.time()
+        self._header_timer = self.loop.call_later(self.header_limits.timeout_s, self._tick)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-
-    def _arm(self) -> None:
-        self._disarm()
-        self._header_timer = self.loop.call_later(
-            self.header_limits.timeout_s, self._headers_timed_out
-        )
-
-    def _disarm(self) -> None:
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
+        super().connection_lost(exc)
 
-    def _headers_timed_out(self) -> None:
+    def _tick(self) -> None:
+        """One timer per connection, not per request: it fires every header timeout and answers
+        408 if the current request's headers have been awaited that long. Idle keep-alive time
+        between requests does not count (that is uvicorn's timeout_keep_alive)."""
         self._header_timer = None
-        # Armed only while a request's headers are awaited; idle keep-alive connections between
-        # requests are uvicorn's timeout_keep_alive.
-        if self._in_headers:
+        if self._answered or self.transport.is_closing():
+            return
+        timeout = self.header_limits.timeout_s
+        waited = self.loop.time() - self._header_started
+        if self._in_headers and waited >= timeout:
             self._answer(408, "the request headers were not received in time")
+            return
+        left = timeout - waited if self._in_headers else timeout
+        self._header_timer = self.loop.call_later(left, self._tick)
 
     def _answer(self, status: int, message: str) -> None:
         if self._answered or self.transport.is_closing():
@@ -146,7 +147,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if not self._in_headers:  # the next request on a keep-alive connection
             self._in_headers = True
             self._header_bytes = 0
-            self._arm()
+            self._header_started = self.loop.time()
         self._header_count = 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -160,5 +161,4 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
-        self._disarm()
         super().on_headers_complete()
