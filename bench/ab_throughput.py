@@ -4,7 +4,10 @@ For checking that a change to the worker costs no throughput: the worker package
 revision (extracted with `git archive <rev> runtime-images/worker | tar -x -C DIR`) runs beside
 the working tree's, on the benchmark's small model (mlp) with the benchmark's batching settings
 (bench/servers.py), and bench/loadgen.py measures each in turn, `--rounds` times per protocol,
-so drift of a shared machine falls on both alike.
+so drift of a shared machine falls on both alike. Besides requests/s it reports the worker's own
+CPU time per request (utime + stime from /proc over the measured point, warm-up included, divided
+by the requests answered), which other load on a shared machine barely moves: the figure to
+compare when requests/s is noisy.
 
     git archive 7dccb4b runtime-images/worker | tar -x -C /tmp/base
     uv run python bench/ab_throughput.py --base /tmp/base/runtime-images/worker --rounds 3
@@ -60,7 +63,14 @@ def start(models: Path, source: Path | None, log: Path) -> tuple[subprocess.Pope
     raise TimeoutError("worker not ready")
 
 
-def measure(http: int, grpc: int, protocol: str, concurrency: int, seconds: float) -> float:
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(
+    http: int, grpc: int, protocol: str, concurrency: int, seconds: float
+) -> dict[str, Any]:
     job = {
         "http": f"127.0.0.1:{http}",
         "grpc": f"127.0.0.1:{grpc}",
@@ -80,7 +90,7 @@ def measure(http: int, grpc: int, protocol: str, concurrency: int, seconds: floa
         text=True,
     ).stdout
     point: dict[str, Any] = json.loads(out)[0]
-    return float(point["requests_per_s"])
+    return point
 
 
 def main() -> int:
@@ -106,22 +116,33 @@ def main() -> int:
             for protocol in args.protocols.split(","):
                 order = ("base", "head") if r % 2 == 0 else ("head", "base")
                 for name in order:
-                    _, http, grpc = servers[name]
-                    rps = measure(http, grpc, protocol, args.concurrency, args.seconds)
-                    rounds.append({"round": r, "protocol": protocol, "rev": name, "req_s": rps})
+                    proc, http, grpc = servers[name]
+                    cpu0 = cpu_seconds(proc.pid)
+                    point = measure(http, grpc, protocol, args.concurrency, args.seconds)
+                    cpu = cpu_seconds(proc.pid) - cpu0
+                    answered = point["requests_per_s"] * (args.seconds + 3)  # warm-up included
+                    rounds.append(
+                        {
+                            "round": r,
+                            "protocol": protocol,
+                            "rev": name,
+                            "req_s": point["requests_per_s"],
+                            "server_cpu_us_per_req": 1e6 * cpu / max(answered, 1),
+                        }
+                    )
     finally:
         for proc, _, _ in servers.values():
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
     medians: dict[str, Any] = {}
     for protocol in args.protocols.split(","):
-        med = {
-            name: statistics.median(
-                x["req_s"] for x in rounds if x["protocol"] == protocol and x["rev"] == name
-            )
-            for name in ("base", "head")
-        }
-        med["change_pct"] = round(100 * (med["head"] / med["base"] - 1), 1)
+        med: dict[str, float] = {}
+        for key in ("req_s", "server_cpu_us_per_req"):
+            for name in ("base", "head"):
+                med[f"{name}_{key}"] = statistics.median(
+                    x[key] for x in rounds if x["protocol"] == protocol and x["rev"] == name
+                )
+            med[f"{key}_change_pct"] = round(100 * (med[f"head_{key}"] / med[f"base_{key}"] - 1), 1)
         medians[protocol] = med
     print(json.dumps({"rounds": rounds, "medians": medians}, indent=2))
     return 0

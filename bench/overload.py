@@ -235,6 +235,27 @@ def hostile_cases(worker: Worker) -> dict[str, Callable[[aiohttp.ClientSession],
 
 # ------------------------------------------------------------------------------------- run
 
+#: The liveness prober: its own process, so the load generator's busy event loop does not
+#: delay it; one keep-alive connection, the kubelet's 1 s timeout, every 100 ms.
+PROBE = """
+import http.client, json, sys, time
+port, seconds, out = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+lat, fails, end, conn = [], 0, time.monotonic() + seconds, None
+while time.monotonic() < end:
+    t = time.perf_counter()
+    try:
+        conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+        conn.request("GET", "/v2/health/live")
+        r = conn.getresponse(); r.read()
+        fails += r.status != 200
+    except Exception:
+        fails += 1
+        conn = None
+    lat.append((time.perf_counter() - t) * 1e3)
+    time.sleep(0.1)
+json.dump({"latencies_ms": lat, "failures": fails}, open(out, "w"))
+"""
+
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT / "examples"))
@@ -290,29 +311,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             # 2. overload: open loop at `rate`, hostile rotation, RSS and health sampled
             end = time.monotonic() + args.duration
             rss: list[int] = []
-            health_ms: list[float] = []
-            health_fail = 0
+            probe_out = tmp / "probe.json"
+            prober = subprocess.Popen(
+                [sys.executable, "-c", PROBE, str(worker.http), str(args.duration), str(probe_out)]
+            )
             outcomes: Counter[str] = Counter()
             hostile: dict[str, Counter[str]] = {}
             tasks: set[asyncio.Task[Any]] = set()
             shed = 0
 
             async def sample() -> None:
-                nonlocal health_fail
                 while time.monotonic() < end:
                     rss.append(status_kib(pid, "VmRSS"))
-                    t = time.perf_counter()
-                    try:
-                        async with session.get(
-                            worker.base + "/v2/health/live",
-                            timeout=aiohttp.ClientTimeout(total=1),
-                        ) as r:
-                            if r.status != 200:
-                                health_fail += 1
-                    except Exception:
-                        health_fail += 1
-                    health_ms.append((time.perf_counter() - t) * 1e3)
-                    await asyncio.sleep(0.1)
+                    await asyncio.sleep(0.25)
 
             async def record(i: int) -> None:
                 outcomes[str(await good(i))] += 1
@@ -352,6 +363,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.gather(sample(), offered(), *(attacker(n, f) for n, f in cases.items()))
             if tasks:
                 await asyncio.gather(*tasks)
+            await asyncio.to_thread(prober.wait, 60)
+            probe = json.loads(probe_out.read_text())
+            health_ms: list[float] = probe["latencies_ms"]
+            health_fail: int = probe["failures"]
             success_after = await worker.metric(session, "nv_inference_request_success")
 
             peak = status_kib(pid, "VmHWM")
@@ -393,7 +408,7 @@ def main() -> int:
         "--probe", type=float, default=10.0, help="seconds to find the sustainable rate"
     )
     ap.add_argument("--factor", type=float, default=2.0, help="offered load / sustainable load")
-    ap.add_argument("--max-inflight", type=int, default=1024, help="client cap on good requests")
+    ap.add_argument("--max-inflight", type=int, default=256, help="client cap on good requests")
     ap.add_argument("--hostile-pause", type=float, default=0.5, help="pause between hostile tries")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
