@@ -312,7 +312,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             end = time.monotonic() + args.duration
             rss: list[int] = []
             probe_out = tmp / "probe.json"
-            prober = subprocess.Popen(
+            prober = subprocess.Popen(  # noqa: ASYNC220 - starts once, returns at once
                 [sys.executable, "-c", PROBE, str(worker.http), str(args.duration), str(probe_out)]
             )
             outcomes: Counter[str] = Counter()
