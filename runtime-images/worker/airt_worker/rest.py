@@ -404,12 +404,17 @@ def _declared_length(value: str | None) -> int:
 #: Memory a parsed JSON document takes per byte of its text (Python objects for numbers and
 #: lists); a measured upper bound for number arrays, the worst case of an /infer body.
 JSON_EXPANSION = 16
+#: Inflated size per compressed byte assumed when reserving memory for a compressed body.
+COMPRESSION_ESTIMATE = 16
 
 
 def _decode_cost(body_len: int, header_len: int | None, compressed: bool, limit: int) -> int:
     """Memory decoding a body may take beyond the body itself, reserved before decoding."""
-    if compressed:  # the inflated body is at most `limit`; its JSON part is unknown yet
-        return limit * 2
+    if compressed:
+        # The inflated size is unknown until inflated: reserve a typical ratio, at most the
+        # limit. A body that inflates further is still capped at `limit`, and only the two codec
+        # threads inflate, so what an estimate misses is bounded by two requests.
+        return min(limit, body_len * COMPRESSION_ESTIMATE) * 2
     json_len = body_len if header_len is None else min(max(header_len, 0), body_len)
     return json_len * JSON_EXPANSION + (body_len - json_len)
 
