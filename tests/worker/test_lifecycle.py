@@ -56,6 +56,9 @@ async def test_queue_full_then_drain_on_sigterm(
         str(120_000_000),
         "--batching.max-queue-size",
         str(QUEUE),
+        # the queue holds its requests until SIGTERM: no default queue timeout
+        "--batching.default-timeout-microseconds",
+        "0",
     )
     try:
         await asyncio.to_thread(worker.wait_ready)

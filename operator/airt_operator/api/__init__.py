@@ -31,6 +31,7 @@ from .modeldeployment import (
     RuntimeRef,
     ScalingTarget,
     SecretReference,
+    Serving,
     TensorSpec,
     UriScheme,
 )
@@ -95,6 +96,7 @@ __all__ = [
     "RuntimeRef",
     "ScalingTarget",
     "SecretReference",
+    "Serving",
     "TensorSpec",
     "UriScheme",
     "find_condition",

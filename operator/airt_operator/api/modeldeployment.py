@@ -244,13 +244,41 @@ class Batching(ApiModel):
         ge=1,
         le=1_000_000,
         description="Requests that may wait; beyond it a request is rejected at once (HTTP 503, "
-        "gRPC UNAVAILABLE). Unbounded when omitted.",
+        "gRPC UNAVAILABLE). Derived from maxBatchSize and the instances when omitted.",
     )
     queue_timeout_microseconds: int | None = Field(
         default=None,
         ge=1,
         le=600_000_000,
-        description="A request still queued after this long is rejected. No timeout when omitted.",
+        description="A request still queued after this long is rejected (HTTP 503, gRPC "
+        "UNAVAILABLE). 10 s plus maxQueueDelayMicroseconds when omitted.",
+    )
+
+
+class Serving(ApiModel):
+    """Limits of the worker's request handling. Each one omitted is derived from the pod's
+    memory limit and the batching settings (docs/reliability.md has the formula)."""
+
+    max_request_bytes: int | None = Field(
+        default=None,
+        ge=1024,
+        le=2**31 - 1,
+        description="Largest request: HTTP body (after decompression), gRPC message and decoded "
+        "tensors of one request; larger is HTTP 413 / gRPC RESOURCE_EXHAUSTED.",
+    )
+    max_inflight_bytes: int | None = Field(
+        default=None,
+        ge=1024,
+        le=2**40,
+        description="Memory all requests in progress may hold together; a request that does not "
+        "fit is HTTP 503 / gRPC UNAVAILABLE.",
+    )
+    execution_timeout_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        le=3600,
+        description="Longest model execution of one batch; past it the batch fails and the pod "
+        "stops being live, so the kubelet restarts it. 60 when omitted; 0 turns it off.",
     )
 
 
@@ -353,6 +381,11 @@ class ModelDeploymentSpec(ApiModel):
     )
     batching: Batching | None = Field(
         default=None, description="Dynamic batching; requests run one by one when omitted."
+    )
+    serving: Serving | None = Field(
+        default=None,
+        description="Request size, memory and time limits of the worker; derived from the "
+        "memory limit and batching when omitted.",
     )
     autoscaling: Autoscaling | None = Field(
         default=None, description="Horizontal autoscaling; a fixed replica count when omitted."

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from airt_operator.api import ModelDeployment
 from airt_operator.reconcile.context import Access, Batching, GpuPlacement, RenderContext
 from airt_operator.reconcile.resolve import ResolvedRuntime
+from airt_operator.reconcile.serving import derive
 
 _QUANTITY = re.compile(r"^([0-9.]+)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
 _STORAGE_PORTS = {"s3": (443,), "gs": (443,), "https": (443,), "hf": (443,), "oci": (443,)}
@@ -95,16 +96,21 @@ def build_context(
     cpu = pick("cpu", settings.default_cpu)
     memory = pick("memory", settings.default_memory)
     b = spec.batching
-    batching = (
-        Batching(
-            max_batch_size=b.max_batch_size,
-            max_queue_delay_us=b.max_queue_delay_microseconds or 0,
-            preferred_batch_sizes=tuple(b.preferred_batch_sizes or ()),
-            max_queue_size=b.max_queue_size or 0,
-            timeout_us=b.queue_timeout_microseconds or 0,
-        )
-        if b
-        else Batching()
+    limits = derive(
+        memory,
+        b.max_batch_size if b else 0,
+        spec.model.instances or 1,
+        (b.max_queue_delay_microseconds or 0) if b else 0,
+        spec.serving,
+        b.max_queue_size if b else None,
+        b.queue_timeout_microseconds if b else None,
+    )
+    batching = Batching(
+        max_batch_size=b.max_batch_size if b else 0,
+        max_queue_delay_us=(b.max_queue_delay_microseconds or 0) if b else 0,
+        preferred_batch_sizes=tuple(b.preferred_batch_sizes or ()) if b else (),
+        max_queue_size=limits.max_queue_size,
+        timeout_us=limits.queue_timeout_us,
     )
     acc = spec.access
     access = Access(
@@ -173,4 +179,5 @@ def build_context(
         model_max_bytes=quantity_bytes(model_size),
         model_volume_size=str(model_size),
         drain_seconds=settings.drain_seconds,
+        serving=limits,
     )

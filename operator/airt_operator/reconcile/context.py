@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from airt_operator.reconcile.serving import ServingLimits
+
 
 @dataclass(frozen=True)
 class GpuPlacement:
@@ -91,6 +93,8 @@ class RenderContext:
     tmp_size: str = "1Gi"
     drain_seconds: int = 30
     labels: tuple[tuple[str, str], ...] = ()
+    #: request limits for the worker; None renders none (the worker's own defaults apply)
+    serving: ServingLimits | None = None
 
     @property
     def remote_model(self) -> bool:

@@ -11,8 +11,11 @@ request's rows are never split; requests whose non-batch shapes differ are never
 `preferred_batch_sizes` are formed when possible; the oldest request waits at most
 `max_queue_delay_microseconds` for a batch to fill; beyond `max_queue_size` waiting requests a new
 one is rejected at once; a request still queued when its timeout passes is rejected; `instances`
-batches may run at the same time. Because batches are formed only when an instance is free,
-requests that arrive while every instance is busy naturally accumulate into the next batch.
+batches may run at the same time. A batch still running after the execution timeout fails its
+requests at once (503); its instance counts as stuck, gets no more batches and makes the worker
+not live until it returns — a thread cannot be stopped, so the kubelet's restart is the remedy.
+Because batches are formed only when an instance is free, requests that arrive while every
+instance is busy naturally accumulate into the next batch.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from airt_worker.errors import InferenceError, UnavailableError
+from airt_worker.errors import ExecutionTimeoutError, InferenceError, UnavailableError
 
 
 @dataclass(slots=True, eq=False)
@@ -118,8 +121,16 @@ class DynamicBatcher:
         policy: BatchPolicy,
         instances: int,
         on_batch: Callable[[list[Pending]], None] | None = None,
+        execution_timeout_ns: int = 0,
     ) -> None:
         self._execute = execute
+        self._execution_timeout_ns = execution_timeout_ns
+        #: instance -> monotonic ns its batch started, for instances past the execution timeout
+        self.stuck: dict[int, int] = {}
+        self.execution_timeouts = 0
+        self._running = 0
+        self._reaper: asyncio.TimerHandle | None = None
+        self._reaper_at = 0
         self._policy = policy
         self._on_batch = on_batch
         self._queue: collections.deque[Pending] = collections.deque()
@@ -144,18 +155,26 @@ class DynamicBatcher:
         """Requests accepted and not yet answered: queued plus executing."""
         return len(self._queue) + self._in_flight
 
+    @property
+    def running(self) -> int:
+        """Model instances executing a batch now (stuck ones included)."""
+        return self._running
+
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._schedule(), name="batcher")
 
     async def submit(self, item: Pending) -> list[Any]:
         """Queue `item` and wait for its outputs; raises the item's InferenceError."""
         if self._closing:
-            raise UnavailableError("the worker is shutting down and accepts no new requests")
+            raise UnavailableError(
+                "the worker is shutting down and accepts no new requests", "SHUTTING_DOWN"
+            )
         limit = self._policy.max_queue_size
         if limit and len(self._queue) >= limit:
             raise UnavailableError(
                 f"exceeds maximum queue size: {len(self._queue)} requests already queued "
-                f"(max_queue_size {limit})"
+                f"(max_queue_size {limit})",
+                "QUEUE_FULL",
             )
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[list[Any]] = loop.create_future()
@@ -165,20 +184,44 @@ class DynamicBatcher:
         self._queue.append(item)
         self._idle.clear()
         self._wake.set()
-        if not item.deadline_ns:
-            return await fut
-        timeout = max(item.deadline_ns - time.monotonic_ns(), 0) / 1e9
+        if item.deadline_ns:
+            self._arm_reaper(item.deadline_ns)
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
-        except TimeoutError:
-            if item.dispatched_ns:  # already running: the timeout only bounds queueing
-                return await fut
-            self._discard(item)
-            raise self._timeout_error(item) from None
+            return await fut
+        except asyncio.CancelledError:
+            # the client went away: a request still queued leaves the queue now, not when the
+            # scheduler next looks (which waits for a free instance)
+            if not item.dispatched_ns:
+                self._discard(item)
+            raise
+
+    def _arm_reaper(self, deadline_ns: int) -> None:
+        """Make sure the queue is swept by `deadline_ns`. One timer serves every queued request
+        (a timeout per request would cost a timer and a shielded future each); with one default
+        timeout, deadlines only grow, so the timer already set is nearly always early enough."""
+        if self._reaper is not None and self._reaper_at <= deadline_ns:
+            return
+        if self._reaper is not None:
+            self._reaper.cancel()
+        self._reaper_at = deadline_ns
+        delay = max(deadline_ns - time.monotonic_ns(), 0) / 1e9
+        self._reaper = asyncio.get_running_loop().call_later(delay, self._reap)
+
+    def _reap(self) -> None:
+        """Reject the queued requests whose timeout passed (running ones are not affected: the
+        timeout bounds queueing only), then set the timer for the next deadline."""
+        self._reaper = None
+        self._drop_dead()
+        self._maybe_idle()
+        deadlines = [p.deadline_ns for p in self._queue if p.deadline_ns]
+        if deadlines:
+            self._arm_reaper(min(deadlines))
 
     def _timeout_error(self, item: Pending) -> UnavailableError:
         waited = (time.monotonic_ns() - item.enqueued_ns) // 1000
-        return UnavailableError(f"request timeout expired: waited {waited} us in the queue")
+        return UnavailableError(
+            f"request timeout expired: waited {waited} us in the queue", "QUEUE_TIMEOUT"
+        )
 
     def _discard(self, item: Pending) -> None:
         with contextlib.suppress(ValueError):
@@ -196,7 +239,8 @@ class DynamicBatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self._executor.shutdown(wait=True)
+        # a stuck instance's thread never returns: do not wait for it (the process exits anyway)
+        self._executor.shutdown(wait=not self.stuck)
 
     def _maybe_idle(self) -> None:
         if not self._queue and not self._in_flight:
@@ -212,12 +256,43 @@ class DynamicBatcher:
                 item.dispatched_ns = now
                 item.batch_size = len(batch)
             loop = asyncio.get_running_loop()
+            self._running += 1
             done = loop.run_in_executor(self._executor, self._execute, instance, batch)
-            done.add_done_callback(functools.partial(self._finish, batch, instance))
+            watchdog = None
+            if self._execution_timeout_ns:
+                watchdog = loop.call_later(
+                    self._execution_timeout_ns / 1e9, self._expire, batch, instance, now
+                )
+            done.add_done_callback(functools.partial(self._finish, batch, instance, watchdog))
 
-    def _finish(self, batch: list[Pending], instance: int, f: asyncio.Future[None]) -> None:
-        self._free.put_nowait(instance)
+    def _expire(self, batch: list[Pending], instance: int, started_ns: int) -> None:
+        """The batch outlived the execution timeout: fail it now, mark its instance stuck."""
+        self.stuck[instance] = started_ns
+        self.execution_timeouts += 1
         self._in_flight -= len(batch)
+        seconds = self._execution_timeout_ns / 1e9
+        error = ExecutionTimeoutError(
+            f"the model did not finish a batch of {len(batch)} requests within {seconds:g}s "
+            "(execution_timeout_seconds); the model instance is stuck"
+        )
+        for item in batch:
+            if item.future is not None and not item.future.done():
+                item.future.set_exception(error)
+        self._maybe_idle()
+
+    def _finish(
+        self,
+        batch: list[Pending],
+        instance: int,
+        watchdog: asyncio.TimerHandle | None,
+        f: asyncio.Future[None],
+    ) -> None:
+        self._free.put_nowait(instance)
+        self._running -= 1
+        if watchdog is not None:
+            watchdog.cancel()
+        if self.stuck.pop(instance, None) is None:  # an expired batch was already accounted
+            self._in_flight -= len(batch)
         exc = f.exception() if not f.cancelled() else None
         for item in batch:
             fut = item.future

@@ -9,6 +9,7 @@ attaches the model runner and batcher once the model is loaded and warmed up.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -16,8 +17,10 @@ from airt_worker import __version__
 from airt_worker.batching import DynamicBatcher, Pending
 from airt_worker.datatypes import Array
 from airt_worker.errors import (
+    CanceledError,
     InferenceError,
     InvalidInputError,
+    ModelError,
     NotFoundError,
     UnavailableError,
     UnsupportedError,
@@ -57,7 +60,9 @@ class DataPlane:
     # ---------------------------------------------------------------------------- health
 
     def live(self) -> bool:
-        return True
+        """False while a model instance is stuck past the execution timeout: the kubelet's
+        liveness probe then restarts the container, the only way to stop a hung model."""
+        return self.batcher is None or not self.batcher.stuck
 
     def ready(self) -> bool:
         return self.state == "READY" and not self.draining
@@ -132,7 +137,11 @@ class DataPlane:
             item = Pending(arrays, rows, key, t0, _deadline(req, t0))
             outputs = await batcher.submit(item)
         except InferenceError as e:
-            self.stats.record_failure(time.monotonic_ns() - t0, e.reason)
+            self.stats.record_failure(time.monotonic_ns() - t0, e.reason, e.kind)
+            raise
+        except asyncio.CancelledError:  # the client went away (REST disconnect, gRPC cancel)
+            c = CanceledError("canceled")
+            self.stats.record_failure(time.monotonic_ns() - t0, c.reason, c.kind)
             raise
         self.stats.record_success(
             time.monotonic_ns() - t0,
@@ -154,10 +163,17 @@ class DataPlane:
                 chosen.append(Tensor(name, specs[i].datatype, outputs[i].shape, outputs[i]))
         return InferResponse(self.name, self.version, req.id, chosen)
 
+    def record_rejection(self, error: InferenceError, received_ns: int) -> None:
+        """Count a request a transport refused before it reached `infer` (malformed, too large,
+        unknown model, unsupported encoding, busy), so every rejection shows in the metrics."""
+        self.stats.record_failure(time.monotonic_ns() - received_ns, error.reason, error.kind)
+
     def on_batch(self, batch: list[Pending]) -> None:
         """Batcher callback: account one model execution (successful requests only)."""
         ok = [p for p in batch if p.error is None]
         if not ok:
+            if any(isinstance(p.error, ModelError) for p in batch):
+                self.stats.execution_failures += 1
             return
         p = ok[0]
         self.stats.record_batch(

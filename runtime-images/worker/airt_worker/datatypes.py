@@ -15,9 +15,16 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from airt_worker.errors import InvalidInputError
+from airt_worker.errors import InvalidInputError, PayloadTooLargeError
 
 Array = npt.NDArray[Any]
+
+#: Bytes one BYTES element costs in memory beyond its payload: the object array's pointer (8)
+#: plus a `bytes` object's header (33), rounded up for the allocator. Used to bound a request's
+#: decoded size before any array is allocated.
+BYTES_ELEMENT_OVERHEAD: Final = 48
+#: Length prefix of one BYTES element in the binary framing.
+BYTES_PREFIX: Final = 4
 
 #: v2 datatype -> numpy dtype used inside the worker (BF16 as raw uint16 bits, BYTES as objects).
 NUMPY_DTYPES: Final[dict[str, np.dtype[Any]]] = {
@@ -73,22 +80,56 @@ def check_datatype(datatype: str, where: str) -> None:
         )
 
 
+#: numpy refuses arrays whose nominal size reaches this, even with a zero dimension.
+_MAX_NOMINAL = 2**62
+
+
 def element_count(shape: tuple[int, ...] | list[int], where: str) -> int:
-    """Number of elements of `shape`; negative dimensions are a client error."""
+    """Number of elements of `shape`; negative or absurdly large dimensions are client errors.
+
+    Python integers never overflow, so this costs nothing whatever the client declares; the
+    nominal size (zero dimensions taken as 1) is bounded so numpy can reshape a view to it.
+    """
     n = 1
+    nominal = 1
     for d in shape:
         if d < 0:
             raise InvalidInputError(f"{where}: shape {list(shape)} has a negative dimension")
         n *= d
+        nominal *= max(d, 1)
+    if nominal * 8 >= _MAX_NOMINAL:
+        raise InvalidInputError(f"{where}: shape {list(shape)} is too large for any tensor")
     return n
 
 
-def decode_bytes_elements(raw: bytes | memoryview, count: int, where: str) -> Array:
-    """Split `<uint32 LE length><bytes>` framing into an object array of `count` bytes objects."""
+def check_decoded_size(nbytes: int, limit: int | None, where: str) -> None:
+    """Refuse a tensor whose decoded form would exceed the per-request limit (HTTP 413)."""
+    if limit is not None and nbytes > limit:
+        raise PayloadTooLargeError(
+            f"{where}: decoded, the data would take {nbytes} bytes, more than the per-request "
+            f"limit of {limit} bytes (max_request_bytes)"
+        )
+
+
+def decode_bytes_elements(
+    raw: bytes | memoryview, count: int, where: str, limit: int | None = None
+) -> Array:
+    """Split `<uint32 LE length><bytes>` framing into an object array of `count` bytes objects.
+
+    The declared `count` is checked against the bytes present (every element needs at least its
+    length prefix) and its decoded size against `limit` before the array is allocated, so a
+    client's shape alone never makes the worker allocate.
+    """
     buf = memoryview(raw)
+    end = len(buf)
+    if count * BYTES_PREFIX > end:
+        raise InvalidInputError(
+            f"{where}: {count} BYTES elements need at least {count * BYTES_PREFIX} bytes of "
+            f"length prefixes but only {end} bytes of data were sent"
+        )
+    check_decoded_size(count * BYTES_ELEMENT_OVERHEAD + end, limit, where)
     out = np.empty(count, dtype=np.object_)
     pos = 0
-    end = len(buf)
     for i in range(count):
         if pos + 4 > end:
             raise InvalidInputError(
@@ -119,11 +160,21 @@ def encode_bytes_elements(arr: Array) -> bytes:
     return b"".join(parts)
 
 
-def from_raw(raw: bytes | memoryview, datatype: str, shape: tuple[int, ...], where: str) -> Array:
-    """Decode one tensor's raw little-endian bytes into a numpy array of `shape`, checking size."""
+def from_raw(
+    raw: bytes | memoryview,
+    datatype: str,
+    shape: tuple[int, ...],
+    where: str,
+    limit: int | None = None,
+) -> Array:
+    """Decode one tensor's raw little-endian bytes into a numpy array of `shape`, checking size.
+
+    Fixed-size tensors are views of `raw` (no copy) and only after their size matched; BYTES
+    tensors are bounded by `decode_bytes_elements`.
+    """
     count = element_count(shape, where)
     if datatype == "BYTES":
-        return decode_bytes_elements(raw, count, where).reshape(shape)
+        return decode_bytes_elements(raw, count, where, limit).reshape(shape)
     dtype = NUMPY_DTYPES[datatype]
     expected = count * dtype.itemsize
     if len(raw) != expected:
@@ -141,32 +192,57 @@ def to_raw(arr: Array, datatype: str) -> bytes:
     return np.ascontiguousarray(arr).tobytes()
 
 
+#: The JSON value types each datatype accepts: numbers only for numeric tensors (a string such
+#: as "1.5" is refused, not parsed), booleans only for BOOL, integers only for integer types.
+_JSON_TYPES: Final[dict[str, frozenset[type]]] = {
+    "BOOL": frozenset({bool}),
+    "FP32": frozenset({int, float}),
+    "FP64": frozenset({int, float}),
+    **{
+        name: frozenset({int})
+        for name in ("UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64")
+    },
+}
+
+
 def from_json_data(data: Any, datatype: str, shape: tuple[int, ...], where: str) -> Array:
-    """Decode JSON `data` (flat or nested, row-major) into a numpy array of `shape`."""
+    """Decode JSON `data` (flat or nested, row-major) into a numpy array of `shape`.
+
+    The element count comes from the data (whose size the JSON limit bounds) and must equal the
+    shape's, so a declared shape never drives an allocation; element types are checked strictly.
+    """
     if datatype in BINARY_ONLY:
         raise InvalidInputError(f"{where}: {datatype} data must be sent as binary, not JSON")
     count = element_count(shape, where)
+    items = _flatten(data)
+    if len(items) != count:
+        raise InvalidInputError(
+            f"{where}: got {len(items)} data elements, expected {count} for shape {list(shape)}"
+        )
+    if datatype == "BYTES":
+        flat = np.empty(count, dtype=np.object_)
+        flat[:] = [x.encode() if isinstance(x, str) else _as_bytes(x, where) for x in items]
+        return flat.reshape(shape)
+    allowed = _JSON_TYPES[datatype]
+    found = set(map(type, items))
+    if not found <= allowed:
+        bad = sorted(t.__name__ for t in found - allowed)
+        want = " or ".join(sorted(t.__name__ for t in allowed))
+        raise InvalidInputError(
+            f"{where}: {datatype} data must be JSON {want} values, got {', '.join(bad)}"
+        )
     try:
-        if datatype == "BYTES":
-            flat = np.array(_flatten(data), dtype=np.object_)
-            flat = np.array(
-                [x.encode() if isinstance(x, str) else _as_bytes(x, where) for x in flat],
-                dtype=np.object_,
-            ).reshape(-1)
-        else:
-            flat = np.asarray(data, dtype=NUMPY_DTYPES[datatype]).reshape(-1)
+        flat = np.asarray(items, dtype=NUMPY_DTYPES[datatype])
     except (ValueError, TypeError, OverflowError) as e:
         raise InvalidInputError(f"{where}: data is not a valid {datatype} array: {e}") from None
-    if flat.size != count:
-        raise InvalidInputError(
-            f"{where}: got {flat.size} data elements, expected {count} for shape {list(shape)}"
-        )
     return flat.reshape(shape)
 
 
 def _flatten(data: Any) -> list[Any]:
     if not isinstance(data, list):
         return [data]
+    if list not in set(map(type, data)):  # already flat: the common case, checked in C
+        return data
     out: list[Any] = []
     stack = [iter(data)]
     while stack:

@@ -13,9 +13,15 @@ from __future__ import annotations
 
 
 class InferenceError(Exception):
-    """Base of every error a client may see; `reason` feeds the failure metrics."""
+    """Base of every error a client may see.
+
+    `reason` is Triton's failure reason (`nv_inference_request_failure`); `kind` names the
+    rejection precisely (`airt_request_failure`), so dashboards can tell a too-large body from a
+    malformed one.
+    """
 
     reason = "OTHER"
+    kind = "OTHER"
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -25,29 +31,66 @@ class InferenceError(Exception):
 class InvalidInputError(InferenceError):
     """The request can never succeed as sent (HTTP 400, gRPC INVALID_ARGUMENT)."""
 
+    kind = "INVALID_INPUT"
+
 
 class NotFoundError(InferenceError):
     """Unknown model, version or tensor name (HTTP 404, gRPC NOT_FOUND)."""
+
+    kind = "NOT_FOUND"
 
 
 class UnavailableError(InferenceError):
     """Try again later: queue full, timed out in queue, not ready, draining (503, UNAVAILABLE)."""
 
     reason = "REJECTED"
+    kind = "UNAVAILABLE"
+
+    def __init__(self, message: str, kind: str = "UNAVAILABLE") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class RequestTimeoutError(InferenceError):
+    """The client stopped sending its request body (HTTP 408; the connection is closed)."""
+
+    kind = "REQUEST_TIMEOUT"
+
+
+class CanceledError(InferenceError):
+    """The client went away before its answer; only counted, never sent."""
+
+    reason = "CANCELED"
+    kind = "CANCELED"
 
 
 class UnsupportedError(InferenceError):
     """A protocol feature this worker does not implement (HTTP 501, gRPC UNIMPLEMENTED)."""
 
+    kind = "UNSUPPORTED"
+
 
 class PayloadTooLargeError(InferenceError):
     """The request body exceeds the configured limit (HTTP 413, gRPC RESOURCE_EXHAUSTED)."""
+
+    kind = "TOO_LARGE"
 
 
 class ModelError(InferenceError):
     """The model itself raised while running a batch (HTTP 500, gRPC INTERNAL)."""
 
     reason = "BACKEND"
+    kind = "MODEL_ERROR"
+
+
+class ExecutionTimeoutError(UnavailableError):
+    """A batch ran past the execution timeout (HTTP 503, gRPC UNAVAILABLE); the instance that
+    runs it counts as stuck until it returns, and liveness fails meanwhile."""
+
+    reason = "BACKEND"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "EXECUTION_TIMEOUT")
 
 
 class ModelLoadError(Exception):

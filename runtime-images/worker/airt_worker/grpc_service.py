@@ -34,7 +34,9 @@ from airt_worker.errors import (
     UnavailableError,
     UnsupportedError,
 )
+from airt_worker.limits import MemoryBudget
 from airt_worker.messages import InferRequest, InferResponse, Tensor
+from airt_worker.offload import Offload
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +81,22 @@ def _param_value(p: Any) -> Any:
     return getattr(p, which) if which else None
 
 
-def decode_request(msg: Any, received_ns: int) -> InferRequest:
-    """ModelInferRequest -> InferRequest (tensors checked against their declared shape)."""
+def request_size(msg: Any) -> int:
+    """Bytes of tensor data a ModelInferRequest carries (raw contents; typed contents are
+    estimated at 8 bytes an element), to reserve before decoding."""
+    size = sum(len(r) for r in msg.raw_input_contents)
+    for inp in msg.inputs:
+        if inp.HasField("contents"):
+            field = _CONTENTS.get(inp.datatype)
+            if field is not None:
+                values = getattr(inp.contents, field)
+                size += len(values) * 8 + (sum(map(len, values)) if inp.datatype == "BYTES" else 0)
+    return size
+
+
+def decode_request(msg: Any, received_ns: int, limit: int | None = None) -> InferRequest:
+    """ModelInferRequest -> InferRequest (tensors checked against their declared shape; no
+    tensor's decoded size may exceed `limit`)."""
     raw = msg.raw_input_contents
     if raw and len(raw) != len(msg.inputs):
         raise InvalidInputError(
@@ -95,7 +111,7 @@ def decode_request(msg: Any, received_ns: int) -> InferRequest:
         if raw:
             if has_contents:
                 raise InvalidInputError(f"{where}: send raw_input_contents or contents, not both")
-            data = from_raw(raw[i], inp.datatype, shape, where)
+            data = from_raw(raw[i], inp.datatype, shape, where, limit)
         elif has_contents:
             data = _from_contents(inp, shape, where)
         else:
@@ -147,8 +163,42 @@ def encode_response(resp: InferResponse) -> Any:
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     """Every RPC of `inference.GRPCInferenceService`, delegating to one data plane."""
 
-    def __init__(self, plane: DataPlane) -> None:
+    def __init__(
+        self,
+        plane: DataPlane,
+        max_message_bytes: int | None = None,
+        budget: MemoryBudget | None = None,
+        codec: Offload | None = None,
+    ) -> None:
         self.plane = plane
+        self.limit = max_message_bytes
+        self.budget = budget or MemoryBudget(1 << 62)
+        self.codec = codec or Offload()
+
+    async def _infer(self, msg: Any, received: int) -> Any:
+        """Decode, infer and encode one request; large ones are decoded and encoded on the codec
+        threads. The decoded tensors' memory is reserved first; rejections are counted."""
+        accepted = False
+        held = 0
+        try:
+            size = request_size(msg)
+            self.budget.reserve(size, "the request")
+            held = size
+            if size >= self.codec.threshold:
+                request = await self.codec.run(decode_request, msg, received, self.limit)
+            else:
+                request = decode_request(msg, received, self.limit)
+            accepted = True
+            response = await self.plane.infer(request)
+            if sum(int(t.data.nbytes) for t in response.outputs) >= self.codec.threshold:
+                return await self.codec.run(encode_response, response)
+            return encode_response(response)
+        except InferenceError as e:
+            if not accepted:
+                self.plane.record_rejection(e, received)
+            raise
+        finally:
+            self.budget.release(held)
 
     async def _call(self, context: Any, fn: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -224,7 +274,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         received = time.monotonic_ns()
 
         async def run() -> Any:
-            return encode_response(await self.plane.infer(decode_request(request, received)))
+            return await self._infer(request, received)
 
         return await self._call(context, run)
 
@@ -236,8 +286,8 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
 
         async def one(msg: Any, received: int) -> Any:
             try:
-                resp = await self.plane.infer(decode_request(msg, received))
-                return service_pb2.ModelStreamInferResponse(infer_response=encode_response(resp))
+                resp = await self._infer(msg, received)
+                return service_pb2.ModelStreamInferResponse(infer_response=resp)
             except InferenceError as e:
                 return service_pb2.ModelStreamInferResponse(
                     error_message=e.message,
@@ -289,17 +339,30 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
 
 
 def build_server(
-    plane: DataPlane, host: str, port: int, max_message_bytes: int
+    plane: DataPlane,
+    host: str,
+    port: int,
+    max_message_bytes: int,
+    *,
+    max_concurrent_rpcs: int | None = None,
+    budget: MemoryBudget | None = None,
+    codec: Offload | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """The gRPC server bound to host:port (not started) and the port it got."""
+    """The gRPC server bound to host:port (not started) and the port it got.
+
+    A message over `max_message_bytes` is refused by gRPC itself (RESOURCE_EXHAUSTED) before it
+    is buffered; beyond `max_concurrent_rpcs` calls in progress new ones are refused the same way.
+    """
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),
-        ]
+        ],
+        maximum_concurrent_rpcs=max_concurrent_rpcs,
     )
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(plane), server)
+    servicer = InferenceServicer(plane, max_message_bytes, budget, codec)
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError as e:  # grpc reports a taken port as RuntimeError

@@ -204,6 +204,20 @@ class WorkerCollector:
         for reason in FAILURE_REASONS:
             fail.add({**lv, "reason": reason}, s.failures.get(reason, 0))
         yield fail
+        kinds = Family(
+            "airt_request_failure",
+            "Failed or refused inference requests by precise reason (rejections before "
+            "validation included)",
+            "counter",
+        )
+        for kind, n in sorted(s.failure_kinds.items()):
+            kinds.add({**lv, "reason": kind}, n)
+        yield kinds
+        yield counter(
+            "airt_model_execution_failure",
+            "Model executions that raised (each fails its whole batch, once)",
+            s.execution_failures,
+        )
         yield counter(
             "nv_inference_count",
             "Number of inferences performed (rows; does not include cached requests)",
@@ -245,6 +259,17 @@ class WorkerCollector:
             "Instantaneous number of pending requests awaiting execution per-model",
             "gauge",
         ).add(lv, batcher.pending if batcher is not None else 0)
+        yield counter(
+            "airt_model_execution_timeout",
+            "Batches that ran past the execution timeout",
+            batcher.execution_timeouts if batcher is not None else 0,
+        )
+        yield Family(
+            "airt_model_instances_stuck",
+            "Model instances still running a batch past the execution timeout (liveness fails "
+            "while this is above 0)",
+            "gauge",
+        ).add(lv, len(batcher.stuck) if batcher is not None else 0)
         hist = Family(
             "airt_batch_size", "Rows per model execution (dynamic batch size)", "histogram"
         )

@@ -11,10 +11,11 @@ split of the path. Domain errors map to HTTP statuses once, in `STATUS`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -25,10 +26,16 @@ from airt_worker.errors import (
     ModelError,
     NotFoundError,
     PayloadTooLargeError,
+    RequestTimeoutError,
     UnavailableError,
     UnsupportedError,
 )
+from airt_worker.limits import MemoryBudget
+from airt_worker.messages import InferRequest, InferResponse
+from airt_worker.offload import Offload
 from airt_worker.rest_codec import (
+    DecodeLimits,
+    OutputChoice,
     UnsupportedEncodingError,
     choose_response_encoding,
     compress,
@@ -43,6 +50,7 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+T = TypeVar("T")
 
 #: The one mapping from domain errors to HTTP statuses (Triton's choices).
 STATUS: dict[type[InferenceError], int] = {
@@ -51,6 +59,7 @@ STATUS: dict[type[InferenceError], int] = {
     UnavailableError: 503,
     UnsupportedError: 501,
     PayloadTooLargeError: 413,
+    RequestTimeoutError: 408,
     UnsupportedEncodingError: 415,
     ModelError: 500,
 }
@@ -69,10 +78,24 @@ def status_of(e: InferenceError) -> int:
 class RestApp:
     """ASGI application for every v2 HTTP endpoint of one data plane."""
 
-    def __init__(self, plane: DataPlane, max_request_bytes: int, compress_min_bytes: int) -> None:
+    def __init__(
+        self,
+        plane: DataPlane,
+        max_request_bytes: int,
+        compress_min_bytes: int,
+        *,
+        max_json_bytes: int | None = None,
+        body_timeout_s: float = 5.0,
+        budget: MemoryBudget | None = None,
+        codec: Offload | None = None,
+    ) -> None:
         self.plane = plane
         self.max_request_bytes = max_request_bytes
         self.compress_min_bytes = compress_min_bytes
+        self.limits = DecodeLimits(max_request_bytes, max_json_bytes)
+        self.body_timeout_s = body_timeout_s
+        self.budget = budget or MemoryBudget(1 << 62)
+        self.codec = codec or Offload()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -96,25 +119,73 @@ class RestApp:
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send, received: int) -> None:
         parts = path_parts(scope["path"])
+        held = 0  # bytes of the memory budget this request holds
+        accepted = False  # handed to the data plane, which counts its own failures
+        close = True  # answer with `connection: close` until the whole body has been read
         try:
             model, version = _model_path(parts, "infer")
             headers = _headers(scope)
-            body = await self._read_body(receive, headers)
+            declared = _declared_length(headers.get("content-length"))
+            if declared > self.max_request_bytes:
+                if declared <= self.max_request_bytes * DRAIN_FACTOR:
+                    # near the limit: read and drop the body (no memory held, the body timeout
+                    # applies) so the client reads the 413 instead of a reset connection
+                    await self._read_body(receive, keep=False, limit=declared)
+                    close = False
+                raise PayloadTooLargeError(
+                    f"request body of {declared} bytes exceeds the limit of "
+                    f"{self.max_request_bytes} bytes (max_request_bytes)"
+                )
+            try:
+                self.budget.reserve(declared, "the request body")
+            except UnavailableError:
+                # busy: read and drop the body (no memory held, the body timeout applies), so
+                # the client reads the 503 instead of a reset connection
+                await self._read_body(receive, keep=False)
+                close = False
+                raise
+            held = declared
+            body = await self._read_body(receive)
+            close = False
+            if len(body) > held:  # chunked bodies: reserve what actually came
+                self.budget.reserve(len(body) - held, "the request body")
+                held = len(body)
             encoding = headers.get("content-encoding", "")
-            if encoding:
-                body = decompress(body, encoding, self.max_request_bytes)
             header_len = _header_length(headers.get("inference-header-content-length"))
-            request, choice = decode_request(body, header_len, model, version)
+            _check_json_size(len(body), header_len, self.limits.max_json_bytes)
+            if encoding or len(body) >= self.codec.threshold:
+                # decompressing and decoding a large body runs off the event loop, which keeps
+                # answering health checks and small requests meanwhile
+                extra = _decode_cost(len(body), header_len, bool(encoding), self.max_request_bytes)
+                self.budget.reserve(extra, "decoding the request")
+                held += extra
+                request, choice = await self.codec.run(
+                    _decode, body, encoding, header_len, model, version, self.limits
+                )
+            else:
+                request, choice = _decode(body, encoding, header_len, model, version, self.limits)
+            del body
             request.received_ns = received
-            response = await self.plane.infer(request)
-            payload, json_len = encode_response(response, choice)
+            accepted = True
+            response = await _cancel_on_disconnect(self.plane.infer(request), receive)
+            if _response_size(response) >= self.codec.threshold:
+                payload, json_len = await self.codec.run(encode_response, response, choice)
+            else:
+                payload, json_len = encode_response(response, choice)
         except InferenceError as e:
-            await _respond(send, status_of(e), orjson.dumps({"error": e.message}), _JSON)
+            if not accepted:
+                self.plane.record_rejection(e, received)
+            extra_headers = [*_JSON, (b"connection", b"close")] if close else _JSON
+            await _respond(send, status_of(e), orjson.dumps({"error": e.message}), extra_headers)
+            return
+        except ClientGoneError:  # nobody to answer (counted as CANCELED by the data plane)
             return
         except Exception as e:
             log.exception("unexpected error in /infer")
             await _respond(send, 500, orjson.dumps({"error": f"internal error: {e}"}), _JSON)
             return
+        finally:
+            self.budget.release(held)
         out_headers: list[tuple[bytes, bytes]]
         if json_len is None:
             out_headers = [(b"content-type", b"application/json")]
@@ -126,38 +197,54 @@ class RestApp:
         if len(payload) >= self.compress_min_bytes:
             enc = choose_response_encoding(headers.get("accept-encoding", ""))
             if enc is not None:
-                payload = compress(payload, enc)
+                if len(payload) >= self.codec.threshold:
+                    payload = await self.codec.run(compress, payload, enc)
+                else:
+                    payload = compress(payload, enc)
                 out_headers.append((b"Content-Encoding", enc.encode()))
         await _respond(send, 200, payload, out_headers)
 
-    async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes:
-        limit = self.max_request_bytes
-        declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _drain(receive)
-            raise PayloadTooLargeError(
-                f"request body of {declared} bytes exceeds the limit of {limit} bytes "
-                "(max_request_bytes)"
-            )
-        chunks: list[bytes] = []
+    async def _read_body(
+        self, receive: Receive, keep: bool = True, limit: int | None = None
+    ) -> bytes | bytearray:
+        """The whole body, at most `max_request_bytes` (dropped as it comes unless `keep`); a
+        pause longer than the body timeout ends the request with 408 (the connection is then
+        closed). Chunks are appended to one buffer, never joined at the end, so a body takes
+        its own size in memory and no more."""
+        limit = self.max_request_bytes if limit is None else limit
+        buf = bytearray()
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise InvalidInputError("the client disconnected before sending the whole body")
-            chunk: bytes = message.get("body", b"")
-            if chunk:
-                size += len(chunk)
-                if size > limit:
-                    if message.get("more_body", False):
-                        await _drain(receive)
-                    raise PayloadTooLargeError(
-                        f"request body exceeds the limit of {limit} bytes (max_request_bytes)"
-                    )
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.body_timeout_s) as deadline:
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise InvalidInputError(
+                            "the client disconnected before sending the whole body"
+                        )
+                    chunk: bytes = message.get("body", b"")
+                    more = message.get("more_body", False)
+                    if not more and not size and len(chunk) <= limit:
+                        return chunk if keep else b""  # the whole body in one message
+                    if chunk:
+                        size += len(chunk)
+                        if size > limit:
+                            raise PayloadTooLargeError(
+                                f"request body exceeds the limit of {limit} bytes "
+                                "(max_request_bytes)"
+                            )
+                        if keep:
+                            buf += chunk
+                    if not more:
+                        break
+                    deadline.reschedule(loop.time() + self.body_timeout_s)
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"the request body stalled: nothing received for {self.body_timeout_s:g}s "
+                f"after {size} bytes (body_timeout_seconds)"
+            ) from None
+        return buf
 
     # ---------------------------------------------------------------------- other routes
 
@@ -299,12 +386,100 @@ async def _read_small(receive: Receive, limit: int = 1 << 20) -> bytes:
     return b"".join(chunks)
 
 
-async def _drain(receive: Receive) -> None:
-    """Consume and drop the rest of a body we refused, so the client can read our answer."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect" or not message.get("more_body", False):
-            return
+#: A body declared larger than the limit, but at most this many times the limit, is read and
+#: dropped before the 413 (so the client reads it); a larger one is refused without reading and
+#: the connection closed (a declared 100 GB body must not keep a connection busy for hours).
+DRAIN_FACTOR = 4
+
+
+def _declared_length(value: str | None) -> int:
+    """The Content-Length (0 when absent: chunked bodies are limited as they arrive)."""
+    if value is None:
+        return 0
+    if not value.isdigit():
+        raise InvalidInputError(f"Content-Length {value!r} is not a number")
+    return int(value)
+
+
+#: Memory a parsed JSON document takes per byte of its text (Python objects for numbers and
+#: lists); a measured upper bound for number arrays, the worst case of an /infer body.
+JSON_EXPANSION = 16
+#: Inflated size per compressed byte assumed when reserving memory for a compressed body.
+COMPRESSION_ESTIMATE = 16
+
+
+def _decode_cost(body_len: int, header_len: int | None, compressed: bool, limit: int) -> int:
+    """Memory decoding a body may take beyond the body itself, reserved before decoding."""
+    if compressed:
+        # The inflated size is unknown until inflated: reserve a typical ratio, at most the
+        # limit. A body that inflates further is still capped at `limit`, and only the two codec
+        # threads inflate, so what an estimate misses is bounded by two requests.
+        return min(limit, body_len * COMPRESSION_ESTIMATE) * 2
+    json_len = body_len if header_len is None else min(max(header_len, 0), body_len)
+    return json_len * JSON_EXPANSION + (body_len - json_len)
+
+
+def _check_json_size(body_len: int, header_len: int | None, limit: int | None) -> None:
+    """Refuse an oversized JSON part before its decoding is reserved or started (413)."""
+    json_len = body_len if header_len is None else header_len
+    if limit is not None and json_len > limit:
+        raise PayloadTooLargeError(
+            f"the JSON part of the request is {json_len} bytes, more than the limit of {limit} "
+            "bytes (max_json_bytes): send large tensors as binary data"
+        )
+
+
+def _decode(
+    body: bytes | bytearray,
+    encoding: str,
+    header_len: int | None,
+    model: str,
+    version: str,
+    limits: DecodeLimits,
+) -> tuple[InferRequest, OutputChoice]:
+    if encoding:
+        assert limits.max_tensor_bytes is not None
+        body = decompress(body, encoding, limits.max_tensor_bytes)
+    return decode_request(body, header_len, model, version, limits)
+
+
+def _response_size(response: InferResponse) -> int:
+    return sum(int(t.data.nbytes) for t in response.outputs)
+
+
+class ClientGoneError(Exception):
+    """The client disconnected while its request was queued or running."""
+
+
+async def _cancel_on_disconnect(work: Awaitable[T], receive: Receive) -> T:
+    """Await `work`, cancelling it when the client disconnects first (uvicorn answers a
+    `receive()` after the whole body only when the connection goes away). A cancelled request
+    still queued leaves the queue; one already running finishes, its answer dropped. The watch
+    cancels the current task rather than running `work` in a task of its own: one task per
+    request instead of two."""
+    task = asyncio.current_task()
+    assert task is not None
+    finished = False
+    disconnected = False
+
+    def gone(watch: asyncio.Future[Message]) -> None:
+        nonlocal disconnected
+        if not finished and not watch.cancelled():
+            disconnected = True
+            task.cancel()
+
+    watch = asyncio.ensure_future(receive())
+    watch.add_done_callback(gone)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if disconnected:  # our own cancellation: not the server's shutdown
+            task.uncancel()
+            raise ClientGoneError from None
+        raise
+    finally:
+        finished = True
+        watch.cancel()
 
 
 async def _respond(

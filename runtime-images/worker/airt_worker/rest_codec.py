@@ -29,6 +29,8 @@ from airt_worker.messages import InferRequest, InferResponse, Tensor
 class UnsupportedEncodingError(InferenceError):
     """A Content-Encoding other than gzip, deflate or identity (HTTP 415)."""
 
+    kind = "UNSUPPORTED_ENCODING"
+
 
 @dataclass(slots=True)
 class OutputChoice:
@@ -38,7 +40,7 @@ class OutputChoice:
     default_binary: bool
 
 
-def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+def decompress(body: bytes | bytearray, encoding: str, limit: int) -> bytes | bytearray:
     """Undo `Content-Encoding` (gzip, or deflate = zlib) without inflating beyond `limit` bytes."""
     enc = encoding.strip().lower()
     if enc in ("", "identity"):
@@ -62,6 +64,10 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
         )
     if not d.eof:
         raise InvalidInputError(f"request body is truncated {enc} data")
+    if d.unused_data:
+        raise InvalidInputError(
+            f"request body has {len(d.unused_data)} bytes of trailing data after the {enc} stream"
+        )
     return out
 
 
@@ -88,12 +94,27 @@ def compress(body: bytes, encoding: str) -> bytes:
     return zlib.compress(body, 1)
 
 
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    """Bounds checked while decoding, before anything is allocated from the client's numbers."""
+
+    #: Largest decoded size of one request's tensors (bytes); larger is 413.
+    max_tensor_bytes: int | None = None
+    #: Largest JSON part of a request (bytes); parsed JSON costs ~16x its text, so it has its
+    #: own, smaller limit; larger is 413.
+    max_json_bytes: int | None = None
+
+
 def decode_request(
-    body: bytes, header_length: int | None, model: str, version: str
+    body: bytes | bytearray,
+    header_length: int | None,
+    model: str,
+    version: str,
+    limits: DecodeLimits = DecodeLimits(),
 ) -> tuple[InferRequest, OutputChoice]:
     """Parse an /infer body into a request plus the client's output format choice."""
     n = len(body)
-    header: bytes | memoryview
+    header: bytes | bytearray | memoryview
     if header_length is None:
         header, binary = body, memoryview(b"")
     else:
@@ -104,6 +125,11 @@ def decode_request(
             )
         view = memoryview(body)
         header, binary = view[:header_length], view[header_length:]
+    if limits.max_json_bytes is not None and len(header) > limits.max_json_bytes:
+        raise PayloadTooLargeError(
+            f"the JSON part of the request is {len(header)} bytes, more than the limit of "
+            f"{limits.max_json_bytes} bytes (max_json_bytes): send large tensors as binary data"
+        )
     try:
         doc = orjson.loads(header)
     except orjson.JSONDecodeError as e:
@@ -145,7 +171,9 @@ def decode_request(
                     f"{where}: binary_data_size {size} at offset {offset} runs past the "
                     f"{len(binary)} bytes of binary data after the JSON header"
                 )
-            data = from_raw(binary[offset : offset + size], datatype, shape, where)
+            data = from_raw(
+                binary[offset : offset + size], datatype, shape, where, limits.max_tensor_bytes
+            )
             offset += size
         elif "data" in item:
             data = from_json_data(item["data"], datatype, shape, where)

@@ -291,15 +291,14 @@ class ModelRunner:
                 self._run(batch)
         except InferenceError as e:
             _fail(batch, e)
-        except Exception as e:  # a model error: retry alone so only the culprit fails
-            if len(batch) == 1:
-                _fail(batch, ModelError(f"model execution failed: {short(e)}"))
-                return
-            log.warning(
-                "batch of %d failed (%s); retrying its requests one by one", len(batch), short(e)
-            )
-            for item in batch:
-                self.execute(instance, [item])
+        except Exception as e:
+            # The model raised: the whole batch fails, once. Running its requests again one by
+            # one would cost N more model runs, and a model that hangs or crashes on bad input
+            # would do so N times; what one request can be blamed for is refused before
+            # batching, by validation.
+            if len(batch) > 1:
+                log.warning("a batch of %d requests failed: %s", len(batch), short(e))
+            _fail(batch, ModelError(f"model execution failed: {short(e)}"))
 
     def _run(self, batch: list[Pending]) -> None:
         t0 = time.perf_counter_ns()

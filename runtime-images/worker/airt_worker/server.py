@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Generator
 from typing import Any
@@ -33,7 +35,9 @@ from airt_worker.errors import (
     write_termination_message,
 )
 from airt_worker.grpc_service import build_server
+from airt_worker.limits import HeaderLimits, MemoryBudget, limited_protocol
 from airt_worker.metrics import MetricsApp, Nvml, WorkerCollector
+from airt_worker.offload import Offload
 from airt_worker.rest import RestApp
 from airt_worker.runner import ModelRunner
 from airt_worker.settings import WorkerSettings
@@ -49,13 +53,22 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _http_server(app: object, host: str, port: int, drain_s: float, log_level: str) -> _Server:
+def _http_server(
+    app: object,
+    host: str,
+    port: int,
+    drain_s: float,
+    log_level: str,
+    header_limits: HeaderLimits | None = None,
+    max_connections: int | None = None,
+) -> _Server:
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=host,
         port=port,
         loop="none",
-        http="httptools",
+        http=limited_protocol(header_limits) if header_limits is not None else "httptools",
+        limit_concurrency=max_connections,
         lifespan="off",
         access_log=False,
         log_level=log_level,
@@ -118,12 +131,28 @@ async def serve(settings: WorkerSettings) -> int:
     plane = DataPlane(settings.model_name, settings.model_version)
     level = "warning" if settings.log_level in ("info", "debug") else settings.log_level
     drain = settings.drain_timeout_seconds
+    # one budget for both transports: the memory requests in progress hold together
+    budget = MemoryBudget(settings.max_inflight_bytes)
+    codec = Offload()
+    rest = RestApp(
+        plane,
+        settings.max_request_bytes,
+        settings.response_compression_min_bytes,
+        max_json_bytes=settings.max_json_bytes,
+        body_timeout_s=settings.body_timeout_seconds,
+        budget=budget,
+        codec=codec,
+    )
     http = _http_server(
-        RestApp(plane, settings.max_request_bytes, settings.response_compression_min_bytes),
+        rest,
         settings.host,
         settings.http_port,
         drain,
         level,
+        HeaderLimits(
+            settings.max_header_bytes, settings.max_headers, settings.header_timeout_seconds
+        ),
+        settings.max_connections,
     )
     nvml = Nvml(settings.cuda_device_index) if settings.device == "cuda" else None
     metrics = _http_server(
@@ -137,7 +166,13 @@ async def serve(settings: WorkerSettings) -> int:
         http_socket = _bind(settings.host, settings.http_port)
         metrics_socket = _bind(settings.metrics_host, settings.metrics_port)
         grpc_server, grpc_port = build_server(
-            plane, settings.host, settings.grpc_port, settings.grpc_max_message_bytes
+            plane,
+            settings.host,
+            settings.grpc_port,
+            settings.grpc_max_message_bytes,
+            max_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
+            budget=budget,
+            codec=codec,
         )
     except OSError as e:
         log.error("cannot listen: %s", e)
@@ -186,7 +221,11 @@ async def serve(settings: WorkerSettings) -> int:
                 default_timeout_ns=b.default_timeout_microseconds * 1000,
             )
             batcher = DynamicBatcher(
-                runner.execute, policy, settings.instance_count, on_batch=plane.on_batch
+                runner.execute,
+                policy,
+                settings.instance_count,
+                on_batch=plane.on_batch,
+                execution_timeout_ns=int(settings.execution_timeout_seconds * 1e9),
             )
             batcher.start()
             plane.attach(runner.spec, batcher)
@@ -210,6 +249,19 @@ async def serve(settings: WorkerSettings) -> int:
     await asyncio.gather(metrics_task, return_exceptions=True)
     if not load.done():
         load.cancel()
+    codec.close()
     st = plane.stats
     log.info("stopped after %d successful and %d failed requests", st.success.count, st.fail.count)
+    if batcher is not None and batcher.running:
+        # A model thread still running after the drain (stuck, or just slower than the drain
+        # period) can be neither stopped nor joined, and the interpreter would wait for it at
+        # exit: leave now, inside the termination grace period.
+        log.error(
+            "exiting with %d model instances still running (%d stuck past the execution timeout)",
+            batcher.running,
+            len(batcher.stuck),
+        )
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(code or 1)
     return code

@@ -80,12 +80,13 @@ class BatchingConfig(BaseModel):
         "queued as soon as a model instance is free.",
     )
     max_queue_size: int = Field(
-        default=0,
+        default=256,
         ge=0,
-        description="Requests waiting beyond this are rejected at once; 0 = no cap.",
+        description="Requests waiting beyond this are rejected at once (503 / UNAVAILABLE); "
+        "0 = no cap. The operator derives it from the batching settings.",
     )
     default_timeout_microseconds: int = Field(
-        default=0,
+        default=30_000_000,
         ge=0,
         description="Queue timeout of a request without its own `timeout` parameter; 0 = none.",
     )
@@ -151,10 +152,57 @@ class WorkerSettings(BaseSettings):
     max_request_bytes: int = Field(
         default=64 * 1024 * 1024,
         ge=1024,
-        description="Largest HTTP request body (after decompression) accepted; larger is 413.",
+        description="Largest HTTP request body (after decompression) accepted, and the largest "
+        "decoded size of one request's tensors; larger is 413.",
+    )
+    max_json_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        description="Largest JSON part of an /infer request; larger is 413 (parsed JSON takes "
+        "about 16 times its text; large tensors belong in binary data).",
     )
     grpc_max_message_bytes: int = Field(
-        default=2**31 - 1, ge=1024, description="gRPC send and receive message limit."
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="gRPC send and receive message limit; larger is RESOURCE_EXHAUSTED.",
+    )
+    max_inflight_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024,
+        description="Memory all requests in progress may hold together (bodies and their decoded "
+        "tensors, estimated before decoding); a request that does not fit is 503 / UNAVAILABLE.",
+    )
+    max_connections: int = Field(
+        default=512, ge=1, description="Open HTTP connections; beyond it requests are 503."
+    )
+    grpc_max_concurrent_rpcs: int = Field(
+        default=256, ge=1, description="gRPC calls in progress; beyond it RESOURCE_EXHAUSTED."
+    )
+    max_header_bytes: int = Field(
+        default=32 * 1024,
+        ge=1024,
+        description="Largest HTTP request line plus headers; larger is 431 and the connection "
+        "is closed.",
+    )
+    max_headers: int = Field(
+        default=100, ge=1, description="Most HTTP request headers; more is 431."
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Time a client has to send a request's line and headers; then 408 and close.",
+    )
+    body_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="Longest pause while a request body is being sent; then 408 and close.",
+    )
+    execution_timeout_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="Longest model execution of one batch; past it the batch's requests fail "
+        "(503), the instance counts as stuck and liveness fails, so the kubelet restarts the "
+        "pod. 0 = no timeout.",
     )
     response_compression_min_bytes: int = Field(
         default=1024, ge=0, description="Smaller /infer responses are never compressed."

@@ -75,6 +75,10 @@ class ModelStats:
     #: rows per executed batch -> number of such batches (for the batch-size histogram)
     batch_rows: Counter[int] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
+    #: failures by precise kind (INVALID_INPUT, TOO_LARGE, QUEUE_FULL, EXECUTION_TIMEOUT, ...)
+    failure_kinds: Counter[str] = field(default_factory=Counter)
+    #: model executions that raised (each failed its whole batch once)
+    execution_failures: int = 0
     #: per-bucket (non-cumulative) counts of request durations, success and failure alike;
     #: the last slot counts requests slower than the largest bound
     duration_buckets: list[int] = field(default_factory=lambda: [0] * (len(_BUCKET_NS) + 1))
@@ -93,10 +97,11 @@ class ModelStats:
         self.compute_output.add(output_ns)
         self.last_inference_ms = time.time_ns() // 1_000_000
 
-    def record_failure(self, total_ns: int, reason: str) -> None:
+    def record_failure(self, total_ns: int, reason: str, kind: str = "OTHER") -> None:
         self.fail.add(total_ns)
         self._observe(total_ns)
         self.failures[reason] += 1
+        self.failure_kinds[kind] += 1
         self.last_inference_ms = time.time_ns() // 1_000_000
 
     def record_batch(

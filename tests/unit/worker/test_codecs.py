@@ -39,7 +39,7 @@ def test_bytes_roundtrip() -> None:
     ("raw", "message"),
     [
         (b"\x05\x00\x00\x00ab", "claims 5 bytes"),
-        (b"\x01\x00", "truncated length prefix"),
+        (b"\x01\x00", "need at least 4 bytes of length prefixes"),
         (b"\x01\x00\x00\x00ab", "trailing bytes"),
     ],
 )
@@ -70,7 +70,7 @@ def test_json_data_nested_and_flat() -> None:
         from_json_data([1, 2, 3], "INT32", (2, 2), "x")
     with pytest.raises(InvalidInputError, match="must be sent as binary"):
         from_json_data([1.0], "FP16", (1,), "x")
-    with pytest.raises(InvalidInputError, match="not a valid INT32"):
+    with pytest.raises(InvalidInputError, match="INT32 data must be JSON int values, got str"):
         from_json_data(["a"], "INT32", (1,), "x")
 
 

@@ -132,19 +132,31 @@ def test_batch_concatenates_and_splits(tmp_path: Path) -> None:
         assert it.compute_infer_ns > 0 and it.compute_input_ns > 0 and it.compute_output_ns > 0
 
 
-def test_a_failing_request_does_not_fail_its_batch(tmp_path: Path) -> None:
+def test_a_raising_model_fails_its_batch_once(tmp_path: Path) -> None:
+    """No per-request retry: a batch the model raises on costs one model run, not N+1."""
     path = script(Picky(), tmp_path / "picky.pt")
     runner = ModelRunner(settings(path, inputs=[{"name": "x", "datatype": "FP32", "dims": [2]}]))
+    calls: list[int] = []
+    module = runner.module
+
+    def counted(*args: Any) -> Any:
+        calls.append(1)
+        return module(*args)
+
+    runner.module = counted
     good, bad, also_good = (
         pending(np.ones((1, 2), np.float32)),
         pending(-np.ones((1, 2), np.float32)),
         pending(np.full((2, 2), 3, np.float32)),
     )
     runner.execute(0, [good, bad, also_good])
-    np.testing.assert_array_equal(good.outputs[0], [[2, 2]])
-    np.testing.assert_array_equal(also_good.outputs[0], [[6, 6], [6, 6]])
-    assert isinstance(bad.error, ModelError)
-    assert "negative input" in bad.error.message
+    assert len(calls) == 1
+    for p in (good, bad, also_good):
+        assert isinstance(p.error, ModelError)
+        assert "negative input" in p.error.message
+    alone = pending(np.ones((1, 2), np.float32))
+    runner.execute(0, [alone])
+    np.testing.assert_array_equal(alone.outputs[0], [[2, 2]])
 
 
 def test_dtype_cast_runs_the_model_in_bfloat16(tmp_path: Path) -> None:

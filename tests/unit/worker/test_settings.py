@@ -28,7 +28,7 @@ def test_precedence_cli_over_env_over_file(tmp_path: Path, monkeypatch: pytest.M
     assert s.format == "torch-export"
     assert s.http_port == 8000 and s.grpc_port == 8001 and s.metrics_port == 8082
     assert s.metrics_host == "127.0.0.1"
-    assert s.grpc_max_message_bytes == 2**31 - 1
+    assert s.grpc_max_message_bytes == 64 * 1024 * 1024
 
 
 def test_defaults_from_file_name() -> None:

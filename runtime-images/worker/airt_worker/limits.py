@@ -1,0 +1,164 @@
+"""Admission limits of the transports: a shared memory budget and HTTP header/read deadlines.
+
+`MemoryBudget` is reserved by the REST and gRPC adapters before a request's body is read or
+decoded and released when its answer is sent, so the memory all requests in progress hold is
+bounded whatever the clients send; a request that does not fit is answered 503 / UNAVAILABLE at
+once. `LimitedHttpToolsProtocol` is uvicorn's httptools protocol with what httptools lacks: a
+limit on the size and count of request headers (431) and a deadline for sending them (408). It is
+a subclass rather than a proxy in front of the worker because the header bytes must be counted
+as they arrive, before httptools buffers a header of any size; uvicorn keeps every other part.
+Built by the composition root (`server`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from airt_worker.errors import PayloadTooLargeError, UnavailableError
+
+
+class MemoryBudget:
+    """Bytes that requests in progress may hold together; used on the event loop only."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def reserve(self, nbytes: int, what: str) -> None:
+        """Take `nbytes`, or raise UnavailableError (busy: the client may retry later) or
+        PayloadTooLargeError (more than the whole budget: it never fits)."""
+        if nbytes <= 0:
+            return
+        if nbytes > self.limit:  # could never fit: retrying would not help
+            raise PayloadTooLargeError(
+                f"{what} needs {nbytes} bytes, more than all requests in progress may hold "
+                f"together ({self.limit} bytes, max_inflight_bytes)"
+            )
+        if self.used + nbytes > self.limit:
+            raise UnavailableError(
+                f"the worker is busy: {what} needs {nbytes} bytes and requests in progress hold "
+                f"{self.used} of {self.limit} (max_inflight_bytes); retry later",
+                "BUSY",
+            )
+        self.used += nbytes
+
+    def release(self, nbytes: int) -> None:
+        self.used = max(0, self.used - max(nbytes, 0))
+
+
+class HeaderLimits:
+    """The header limits one HTTP server applies (set by the composition root)."""
+
+    def __init__(self, max_bytes: int, max_count: int, timeout_s: float) -> None:
+        self.max_bytes = max_bytes
+        self.max_count = max_count
+        self.timeout_s = timeout_s
+
+
+class _RejectedError(Exception):
+    """Raised from a parser callback to stop parsing a request already answered."""
+
+
+def limited_protocol(limits: HeaderLimits) -> type[asyncio.Protocol]:
+    """An httptools protocol class bound to `limits` (uvicorn instantiates it per connection)."""
+
+    class _Protocol(LimitedHttpToolsProtocol):
+        header_limits = limits
+
+    return _Protocol
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol plus header size, count and time limits."""
+
+    header_limits = HeaderLimits(32 * 1024, 100, 10.0)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_headers = True
+        self._header_bytes = 0
+        self._header_count = 0
+        self._header_started = 0.0
+        self._answered = False
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._header_started = self.loop.time()
+        self._header_timer = self.loop.call_later(self.header_limits.timeout_s, self._tick)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        super().connection_lost(exc)
+
+    def _tick(self) -> None:
+        """One timer per connection, not per request: it fires every header timeout and answers
+        408 if the current request's headers have been awaited that long. Idle keep-alive time
+        between requests does not count (that is uvicorn's timeout_keep_alive)."""
+        self._header_timer = None
+        if self._answered or self.transport.is_closing():
+            return
+        timeout = self.header_limits.timeout_s
+        waited = self.loop.time() - self._header_started
+        if self._in_headers and waited >= timeout:
+            self._answer(408, "the request headers were not received in time")
+            return
+        left = timeout - waited if self._in_headers else timeout
+        self._header_timer = self.loop.call_later(left, self._tick)
+
+    def _answer(self, status: int, message: str) -> None:
+        if self._answered or self.transport.is_closing():
+            return
+        self._answered = True
+        body = f'{{"error": "{message}"}}'.encode()
+        reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s" % (status, reason, len(body), body)
+        )
+        self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self._answered:
+            return
+        super().data_received(data)
+        # Counted after parsing, so a chunk that completes the headers and carries body bytes
+        # is never mistaken for large headers; httptools holds at most one read beyond the limit.
+        if self._in_headers and not self._answered:
+            self._header_bytes += len(data)
+            if self._header_bytes > self.header_limits.max_bytes:
+                self._answer(
+                    431,
+                    f"request line and headers exceed {self.header_limits.max_bytes} bytes "
+                    "(max_header_bytes)",
+                )
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._answered:  # a _RejectedError from a callback: the answer is already written
+            super().send_400_response(msg)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if not self._in_headers:  # the next request on a keep-alive connection
+            self._in_headers = True
+            self._header_bytes = 0
+            self._header_started = self.loop.time()
+        self._header_count = 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self.header_limits.max_count:
+            self._answer(
+                431, f"more than {self.header_limits.max_count} request headers (max_headers)"
+            )
+            raise _RejectedError
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        super().on_headers_complete()
