@@ -7,7 +7,7 @@ UV_VERSION ?= 0.13.9
 UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PYTEST_ARGS ?=
 # `make test` runs the tiers in this many pytest-xdist processes (tests/conftest.py groups them).
-PYTEST_WORKERS ?= 2
+PYTEST_WORKERS ?= 3
 export UV_LINK_MODE ?= hardlink
 
 ##@ General
@@ -46,7 +46,7 @@ system-deps: ## Install Debian packages the tests, the real node and the image b
 	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends $(SYSTEM_PACKAGES); fi
 
 .PHONY: setup
-setup: env tools system-deps images ## Everything above.
+setup: env tools system-deps images gpu-kit-env ## Everything above.
 
 ##@ Images
 

@@ -4,12 +4,12 @@ Every test under tests/<tier>/ gets the marker <tier>, so `pytest -m unit` selec
 `cluster` fixture starts the local control plane once per session (or reuses one already up,
 as `make cluster-up` leaves it) and tears down only a cluster it started itself.
 
-`make test` runs the tiers in two pytest-xdist processes, scheduled by tier. The cluster and
+`make test` runs the tiers in three pytest-xdist processes, scheduled by tier. The cluster and
 e2e tiers share one control plane and one real node, and their fixtures toggle state on them
-(cordons, the operator), so they form one group that runs in one process, in file order; the
-worker tier's session workers are started once, so it is a second group; unit tests go to
-whichever process is free. The two groups overlap: one mostly waits on the control plane and
-the containers, the other mostly computes.
+(cordons, the operator), so they form one unit that runs in one process, in file order; the
+worker tier's session workers are started once, so it is a second unit; the GPU kit's offline
+run is a third; unit tests go to whichever process is free. They overlap well on two cores: the
+first mostly waits on the control plane and the containers, the others mostly compute.
 """
 
 from __future__ import annotations
@@ -27,28 +27,42 @@ TIERS = ("unit", "worker", "cluster", "e2e")
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# The xdist work unit of each tier (see the module docstring); unit tests are one unit each.
+GROUPS = {"cluster": "control-plane", "e2e": "control-plane", "worker": "worker-processes"}
+OWN_UNITS = {"tests/worker/test_gpu_kit.py": "gpu-kit"}  # long and self-contained
+# Longest units first, so that none starts last: the control plane, the workers, the GPU kit.
+ORDER = {"control-plane": 0, "worker-processes": 1, "gpu-kit": 2}
+
+
+def _unit(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    if path in OWN_UNITS:
+        return OWN_UNITS[path]
+    parts = path.split("/", 2)
+    tier = parts[1] if len(parts) > 2 and parts[0] == "tests" else ""
+    return GROUPS.get(tier, nodeid)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         parts = Path(str(item.fspath)).relative_to(ROOT / "tests").parts
         if parts and parts[0] in TIERS:
             item.add_marker(getattr(pytest.mark, parts[0]))
-
-
-# The xdist work unit of each tier (see the module docstring); unit tests are one unit each.
-GROUPS = {"cluster": "control-plane", "e2e": "control-plane", "worker": "worker-processes"}
+    # A stable sort: the order inside each unit (file order, which the cluster tier's module
+    # fixtures rely on) is kept.
+    items.sort(key=lambda item: ORDER.get(_unit(item.nodeid), len(ORDER)))
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """pytest-xdist's scheduler, grouped by tier. Its own `--dist loadgroup` cannot be used: it
-    marks a group by rewriting `item._nodeid`, which this pytest no longer reads."""
+    """pytest-xdist's scheduler, with the work units above. Its own `--dist loadgroup` cannot
+    be used: it marks a group by rewriting `item._nodeid`, which this pytest no longer reads."""
     from xdist.scheduler import LoadScopeScheduling
 
     class TierScheduling(LoadScopeScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
-            parts = nodeid.split("/", 2)
-            tier = parts[1] if len(parts) > 2 and parts[0] == "tests" else ""
-            return GROUPS.get(tier, nodeid)
+            return _unit(nodeid)
 
+    config.option.loadscopereorder = False  # keep the order set above
     return TierScheduling(config, log)
 
 
