@@ -218,6 +218,11 @@ build_image() {
     # dependencies. A tag keeps it; the full build below finds its layers in the cache.
     "${B[@]}" build "${common[@]}" --target deps -t "localhost/airt-cache/$key-deps:latest" "$root" >&2
   fi
+  # The image this build replaces, and a dependency stage the line above replaced, go now:
+  # the disk need not hold two generations of a worker (its venv layer alone is ~6 GB). The
+  # archive, not buildah's storage, is what the cache serves, so nothing current is lost.
+  "${B[@]}" rmi "$ref" >/dev/null 2>&1 || true
+  "${B[@]}" rmi --prune >/dev/null 2>&1 || true
   "${B[@]}" build "${common[@]}" -t "$ref" "$root" >&2
   local build_s=$((SECONDS - start))
   smoke "$ref" "$imports" || die "$key: the smoke check failed in $ref"
