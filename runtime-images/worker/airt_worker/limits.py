@@ -13,11 +13,15 @@ Built by the composition root (`server`).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from airt_worker.errors import PayloadTooLargeError, UnavailableError
+
+#: Scope key of the list of callbacks run when the request's connection is lost.
+DISCONNECT_KEY = "airt.on_disconnect"
 
 
 class MemoryBudget:
@@ -84,6 +88,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._header_started = 0.0
         self._answered = False
         self._header_timer: asyncio.TimerHandle | None = None
+        #: called when the connection is lost; the app registers there through the scope
+        #: (`DISCONNECT_KEY`) instead of running a task per request that waits for it
+        self._on_lost: list[Callable[[], None]] = []
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -94,6 +101,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
+        callbacks, self._on_lost = self._on_lost, []
+        for cb in callbacks:
+            cb()
         super().connection_lost(exc)
 
     def _tick(self) -> None:
@@ -161,4 +171,5 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
+        self.scope[DISCONNECT_KEY] = self._on_lost  # type: ignore[literal-required]
         super().on_headers_complete()

@@ -12,6 +12,7 @@ split of the path. Domain errors map to HTTP statuses once, in `STATUS`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -30,7 +31,7 @@ from airt_worker.errors import (
     UnavailableError,
     UnsupportedError,
 )
-from airt_worker.limits import MemoryBudget
+from airt_worker.limits import DISCONNECT_KEY, MemoryBudget
 from airt_worker.messages import InferRequest, InferResponse
 from airt_worker.offload import Offload
 from airt_worker.rest_codec import (
@@ -167,7 +168,7 @@ class RestApp:
             del body
             request.received_ns = received
             accepted = True
-            response = await _cancel_on_disconnect(self.plane.infer(request), receive)
+            response = await _cancel_on_disconnect(self.plane.infer(request), receive, scope)
             if _response_size(response) >= self.codec.threshold:
                 payload, json_len = await self.codec.run(encode_response, response, choice)
             else:
@@ -451,7 +452,7 @@ class ClientGoneError(Exception):
     """The client disconnected while its request was queued or running."""
 
 
-async def _cancel_on_disconnect(work: Awaitable[T], receive: Receive) -> T:
+async def _cancel_on_disconnect(work: Awaitable[T], receive: Receive, scope: Scope) -> T:
     """Await `work`, cancelling it when the client disconnects first (uvicorn answers a
     `receive()` after the whole body only when the connection goes away). A cancelled request
     still queued leaves the queue; one already running finishes, its answer dropped. The watch
@@ -468,8 +469,21 @@ async def _cancel_on_disconnect(work: Awaitable[T], receive: Receive) -> T:
             disconnected = True
             task.cancel()
 
-    watch = asyncio.ensure_future(receive())
-    watch.add_done_callback(gone)
+    def lost() -> None:
+        nonlocal disconnected
+        if not finished:
+            disconnected = True
+            task.cancel()
+
+    # Served by our protocol, the connection tells us when it is lost (a list append, no task);
+    # otherwise a task waits for uvicorn's disconnect message.
+    callbacks: list[Callable[[], None]] | None = scope.get(DISCONNECT_KEY)
+    watch: asyncio.Future[Message] | None = None
+    if callbacks is not None:
+        callbacks.append(lost)
+    else:
+        watch = asyncio.ensure_future(receive())
+        watch.add_done_callback(gone)
     try:
         return await work
     except asyncio.CancelledError:
@@ -479,7 +493,11 @@ async def _cancel_on_disconnect(work: Awaitable[T], receive: Receive) -> T:
         raise
     finally:
         finished = True
-        watch.cancel()
+        if watch is not None:
+            watch.cancel()
+        elif callbacks is not None:
+            with contextlib.suppress(ValueError):
+                callbacks.remove(lost)
 
 
 async def _respond(
