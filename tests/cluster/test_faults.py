@@ -16,16 +16,16 @@ bounded versions of the runs in bench/faults.py (whose figures are in docs/relia
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from namespaces import fresh_namespace
 
 from airt_operator.dev.cluster import Cluster
 from airt_operator.dev.faults import ControlPlane, Fault, FaultProxy
-from airt_operator.dev.fixtures import ensure_fixtures, example_copies, install_api
+from airt_operator.dev.fixtures import example_copies
 from airt_operator.dev.operator_proc import OperatorProcess
 from airt_operator.dev.wait import observe_for, wait_for
 
@@ -35,14 +35,8 @@ FAST_RETRY = {"AIRT_OPERATOR_RETRY_MAX_SECONDS": "8"}
 
 @pytest.fixture
 def namespace(cluster: Cluster) -> Iterator[str]:
-    ns = f"fault-{uuid.uuid4().hex[:6]}"
-    install_api(cluster)
-    cluster.kubectl("create", "namespace", ns)
-    ensure_fixtures(cluster, ns)
-    try:
+    with fresh_namespace(cluster, "fault") as ns:
         yield ns
-    finally:
-        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 def _model(name: str, runtime: str = "torch-cpu") -> dict[str, Any]:

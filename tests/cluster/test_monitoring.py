@@ -8,15 +8,14 @@ the operator renders against the real schema. The module removes the CRD again w
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from namespaces import fresh_namespace
 
 from airt_operator.dev.cluster import Cluster
-from airt_operator.dev.fixtures import ensure_fixtures, install_api
 from airt_operator.dev.operator_proc import OperatorProcess
 from airt_operator.dev.thirdparty import prometheus_operator_crd
 from airt_operator.dev.wait import wait_for
@@ -47,18 +46,14 @@ def crd_present(cluster: Cluster) -> bool:
 @pytest.fixture(scope="module")
 def env(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     assert not crd_present(cluster), "another test left the ServiceMonitor CRD installed"
-    ns = f"mon-{uuid.uuid4().hex[:6]}"
-    install_api(cluster)
-    cluster.kubectl("create", "namespace", ns)
-    ensure_fixtures(cluster, ns)
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    op = OperatorProcess.start(cluster.kubeconfig, log, namespaces=(ns,))
-    try:
-        yield {"ns": ns, "op": op}
-    finally:
-        op.stop()
-        cluster.kubectl("delete", "crd", SM_CRD, "--ignore-not-found", check=False)
-        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+    with fresh_namespace(cluster, "mon") as ns:
+        log = tmp_path_factory.mktemp("operator") / "operator.log"
+        op = OperatorProcess.start(cluster.kubeconfig, log, namespaces=(ns,))
+        try:
+            yield {"ns": ns, "op": op}
+        finally:
+            op.stop()
+            cluster.kubectl("delete", "crd", SM_CRD, "--ignore-not-found", check=False)
 
 
 def reconciled(cluster: Cluster, ns: str, name: str) -> bool:

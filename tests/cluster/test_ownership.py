@@ -12,32 +12,27 @@ without any event about them (the conflict is retried with backoff).
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from namespaces import fresh_namespace
 
 from airt_operator.dev.cluster import Cluster
-from airt_operator.dev.fixtures import ensure_fixtures, install_api
 from airt_operator.dev.operator_proc import OperatorProcess
 from airt_operator.dev.wait import wait_for
 
 
 @pytest.fixture(scope="module")
 def env(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    ns = f"own-{uuid.uuid4().hex[:6]}"
-    install_api(cluster)
-    cluster.kubectl("create", "namespace", ns)
-    ensure_fixtures(cluster, ns)
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    op = OperatorProcess.start(cluster.kubeconfig, log, namespaces=(ns,))
-    try:
-        yield {"ns": ns, "op": op}
-    finally:
-        op.stop()
-        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+    with fresh_namespace(cluster, "own") as ns:
+        log = tmp_path_factory.mktemp("operator") / "operator.log"
+        op = OperatorProcess.start(cluster.kubeconfig, log, namespaces=(ns,))
+        try:
+            yield {"ns": ns, "op": op}
+        finally:
+            op.stop()
 
 
 def _model(name: str) -> dict[str, Any]:

@@ -11,16 +11,16 @@ test creates more ModelDeployments than that old limit before the operator start
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from namespaces import fresh_namespace
 
 from airt_operator.dev.audit import read_writes, summarize
 from airt_operator.dev.cluster import Cluster
-from airt_operator.dev.fixtures import ensure_fixtures, example_copies, install_api
+from airt_operator.dev.fixtures import example_copies
 from airt_operator.dev.operator_proc import OperatorProcess
 from airt_operator.dev.wait import wait_for
 
@@ -29,14 +29,8 @@ N = 70  # more than the worker limit that used to deadlock (64)
 
 @pytest.fixture(scope="module")
 def ns(cluster: Cluster) -> Iterator[str]:
-    name = f"restart-{uuid.uuid4().hex[:6]}"
-    install_api(cluster)
-    cluster.kubectl("create", "namespace", name)
-    ensure_fixtures(cluster, name)
-    try:
+    with fresh_namespace(cluster, "restart") as name:
         yield name
-    finally:
-        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def _ready_count(cluster: Cluster, ns: str) -> int:
