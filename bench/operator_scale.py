@@ -419,7 +419,7 @@ def prepare(mgr: ClusterManager) -> Cluster:
     mgr.up(timeout_s=300)
     cluster = mgr.cluster()
     cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    cluster.wait_crds_established()
     cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "examples" / "runtimes"))
     return cluster
 

@@ -55,9 +55,7 @@ def api(cluster: Cluster) -> Cluster:
         "apply", "--server-side", "--force-conflicts", "--field-manager=airt-crds",
         "-f", str(ROOT / "crds"),
     )  # fmt: skip
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{n}" for n in CRD_NAMES)
-    )
+    cluster.wait_crds_established(*CRD_NAMES)
     wait_for(
         lambda: (
             cluster.kubectl("explain", "modeldeployment.spec.model", check=False).returncode == 0

@@ -81,7 +81,7 @@ def test_service_monitor_appears_with_the_real_crd(cluster: Cluster, env: dict[s
         "-f",
         str(prometheus_operator_crd("servicemonitors")),
     )
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/{SM_CRD}", "--timeout=60s")
+    cluster.wait_crds_established(SM_CRD)
 
     def service_monitor() -> dict[str, Any] | None:
         proc = cluster.kubectl(

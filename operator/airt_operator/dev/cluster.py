@@ -100,6 +100,32 @@ class Cluster:
     def get_json(self, *args: str) -> Any:
         return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
 
+    def wait_crds_established(self, *names: str, timeout_s: float = 60.0) -> None:
+        """Wait until these CRDs (all CRDs when none are named) report Established=True.
+
+        Not `kubectl wait --for=condition=Established`: for a CRD created a moment ago
+        `.status.conditions` is still null, and kubectl then fails at once ("accessor error")
+        instead of waiting."""
+
+        def established() -> bool:
+            proc = self.kubectl("get", "crd", *names, "-o", "json", check=False)
+            if proc.returncode != 0:
+                return False
+            doc = json.loads(proc.stdout)
+            items = doc.get("items", []) if doc.get("kind") == "List" else [doc]
+            return bool(items) and all(
+                any(
+                    c.get("type") == "Established" and c.get("status") == "True"
+                    for c in (item.get("status") or {}).get("conditions") or []
+                )
+                for item in items
+            )
+
+        try:
+            wait_for(established, timeout_s, f"CRDs {names or 'all'} Established", interval_s=0.2)
+        except WaitTimeoutError as exc:
+            raise ClusterError(str(exc)) from exc
+
     def apply_objects(
         self,
         items: list[dict[str, Any]],

@@ -85,7 +85,7 @@ def example_copies(n: int, prefix: str, cpu: str, memory: str) -> list[dict[str,
 def install_api(cluster: Cluster) -> None:
     """The airt CRDs (established) and the default InferenceRuntimes from examples/runtimes."""
     apply_files(cluster, REPO_ROOT / "crds")
-    cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    cluster.wait_crds_established()
     apply_files(cluster, REPO_ROOT / "examples" / "runtimes")
 
 
