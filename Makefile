@@ -58,7 +58,7 @@ images: ## Build the runtime images (buildah, no Docker daemon) as OCI archives 
 
 .PHONY: generate
 generate: ## Regenerate the CRDs, docs/api.md and the chart's copies (CRDs, operator RBAC rules).
-	$(UV) run airt crds --out crds --api-doc docs/api.md
+	$(UV) run airt-operator crds --out crds --api-doc docs/api.md
 	$(UV) run python -m airt_operator.rbac --out charts/airt/files/operator-rules.yaml
 	$(UV) run python -m airt_operator.rbac --out-dir charts/airt/files/rbac
 	rm -f charts/airt/files/crds/*.yaml
@@ -74,26 +74,27 @@ fmt: ## Format the code.
 	$(UV) run ruff check --fix .
 
 .PHONY: lint
-lint: ## ruff (lint and format check) and mypy (strict on our packages).
+lint: ## ruff (lint and format check), mypy (strict on our packages) and the import walls (import-linter).
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy
+	$(UV) run lint-imports --no-cache
 
 .PHONY: cluster-up
 cluster-up: env tools ## Start (or reuse) the local cluster and its real node; the last line is KUBECONFIG=<path>.
-	@$(UV) run airt dev up
+	@$(UV) run airt-dev up
 
 .PHONY: cluster-down
 cluster-down: env ## Stop and delete the local cluster.
-	@$(UV) run airt dev down
+	@$(UV) run airt-dev down
 
 .PHONY: dev
 dev: setup ## The main job: cluster, CRDs, runtimes, operator, examples Ready, the CPU example answered by its real pod.
-	@$(UV) run airt dev run
+	@$(UV) run airt-dev run
 
 .PHONY: dev-down
 dev-down: ## Stop the dev operator and worker, and delete the local cluster.
-	@$(UV) run airt dev down
+	@$(UV) run airt-dev down
 
 ##@ Test
 

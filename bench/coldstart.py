@@ -30,12 +30,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from airt_operator.dev.cluster import CACHE_ROOT, REPO_ROOT, Cluster, ClusterManager
-from airt_operator.dev.fixtures import install_api
-from airt_operator.dev.modelstore import ModelStore
-from airt_operator.dev.operator_proc import OperatorProcess
-from airt_operator.dev.realnode import RealNode, default_layout, set_real_node_only
-from airt_operator.dev.wait import wait_for
+from airt_dev.cluster import CACHE_ROOT, REPO_ROOT, Cluster, ClusterManager
+from airt_dev.fixtures import install_api
+from airt_dev.modelstore import ModelStore
+from airt_dev.operator_proc import OperatorProcess
+from airt_dev.realnode import RealNode, default_layout, set_real_node_only
+from airt_dev.wait import wait_for
 from common import CACHE, RESULTS, git_head, log, machine, now_iso, write_result
 
 NS = "airt-coldstart"

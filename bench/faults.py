@@ -3,7 +3,7 @@ tests/cluster/test_faults.py, whose figures go into docs/reliability.md ("## Ope
 
 Run: `AIRT_CLUSTER_NAME=<name> uv run python bench/faults.py [--models 200] [--outage 45]
 [--only sigkill,apiserver,etcd,peering,errors,never]`. It starts (or reuses) the named local
-cluster and runs the real `airt operator run` process, scenario by scenario, each in a fresh
+cluster and runs the real `airt-operator run` process, scenario by scenario, each in a fresh
 namespace it deletes afterwards:
 
 - sigkill: N ModelDeployments created at once, the operator SIGKILLed part-way, restarted:
@@ -36,11 +36,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from airt_operator.dev.cluster import Cluster, ClusterManager
-from airt_operator.dev.faults import ControlPlane, Fault, FaultProxy
-from airt_operator.dev.fixtures import ensure_fixtures, example_copies, install_api
-from airt_operator.dev.operator_proc import OperatorProcess
-from airt_operator.dev.wait import observe_for, wait_for
+from airt_dev.cluster import Cluster, ClusterManager
+from airt_dev.faults import ControlPlane, Fault, FaultProxy
+from airt_dev.fixtures import ensure_fixtures, example_copies, install_api
+from airt_dev.operator_proc import OperatorProcess
+from airt_dev.wait import observe_for, wait_for
 from common import git_head, log, machine, now_iso, write_result
 
 SCENARIOS = ("sigkill", "apiserver", "etcd", "peering", "errors", "never")

@@ -10,7 +10,7 @@ user agent. Each size N gets a fresh control plane and two namespaces:
 - baseline: the children the operator would render for each ModelDeployment
   (`airt_operator.reconcile.render`), owner references removed, applied by parallel
   `kubectl apply --server-side`; time until every Deployment is Available;
-- operator: the real `airt operator run` process scoped to its namespace; all N ModelDeployments
+- operator: the real `airt-operator run` process scoped to its namespace; all N ModelDeployments
   applied in one go; time until every one reports Ready=True; the operator's CPU seconds and
   peak RSS (VmHWM) from /proc; its API requests from the audit log during creation and over
   60 s of steady state.
@@ -35,10 +35,10 @@ from typing import Any
 
 import yaml
 
+from airt_dev.cluster import Cluster, ClusterManager
+from airt_dev.fixtures import ensure_fixtures, example_copies
+from airt_dev.operator_proc import OperatorProcess
 from airt_operator.api import parse_inference_runtime, parse_model_deployment
-from airt_operator.dev.cluster import Cluster, ClusterManager
-from airt_operator.dev.fixtures import ensure_fixtures, example_copies
-from airt_operator.dev.operator_proc import OperatorProcess
 from airt_operator.reconcile.build import BuildSettings, build_context
 from airt_operator.reconcile.render import render
 from airt_operator.reconcile.resolve import resolve

@@ -6,7 +6,8 @@ Run by hand, by `make dev` and by the worker-tier tests:
 
 Nothing is downloaded: weights are random with fixed seeds, so every build is identical in
 behaviour. Besides each model file it writes `<name>.yaml`, the worker config for
-`airt serve --config-file` (model interface and batching; the model path is given separately).
+`airt-worker serve --config-file` (model interface and batching; the model path is given
+separately).
 
 - `mlp`: a small MLP (64 -> 256 -> 256 -> 10); per-request overhead dominates, the batching and
   transport benchmark.

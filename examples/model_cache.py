@@ -1,6 +1,6 @@
 """The example models, built once per builder and torch version, and reused from a cache.
 
-Called by the worker-tier and e2e fixtures, `make dev` (operator/airt_operator/dev/devjob.py)
+Called by the worker-tier and e2e fixtures, `make dev` (devtools/airt_dev/devjob.py)
 and the benchmarks, which all serve the models that build_models.py writes. Building them
 imports torch and runs torch.export, tens of seconds on a small machine, and the result depends
 only on build_models.py (fixed seeds) and the torch it runs under, so the folder is keyed by

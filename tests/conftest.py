@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from airt_operator.dev.cluster import Cluster
+from airt_dev.cluster import Cluster
 
 TIERS = ("unit", "worker", "cluster", "e2e")
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,14 +68,14 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
-    from airt_operator.dev.cluster import ClusterManager
+    from airt_dev.cluster import ClusterManager
 
     manager = ClusterManager.from_env()
     started = manager.up()
     c: Cluster = manager.cluster()
     os.environ["KUBECONFIG"] = str(c.kubeconfig)
     # A real node left by `make dev` must not take the fake-node tiers' CPU pods.
-    from airt_operator.dev.realnode import set_real_node_only
+    from airt_dev.realnode import set_real_node_only
 
     set_real_node_only(c, False)
     try:

@@ -1,5 +1,5 @@
 """Build the offline kit for the GPU check: the wheels the worker needs beyond the GPU machine's
-own Python packages, plus the project itself as a wheel.
+own Python packages, plus the worker and the contract it reads as wheels.
 
 Run here, where PyPI is reachable, by `make gpu-kit` (and by tests/worker/test_gpu_kit.py):
 
@@ -17,7 +17,7 @@ runs), downloaded for CPython 3.12 on manylinux x86-64, the machine's interprete
   typing-extensions, so run.py installs these only when the machine's own version is outside
   the range needed.
 
-A wheel already in the folder is not downloaded again; the project's wheel is rebuilt every time
+A wheel already in the folder is not downloaded again; the project's wheels are rebuilt every time
 (it is the code under test). `manifest.json` lists every file with its sha256 and group.
 """
 
@@ -140,17 +140,23 @@ def _is(wheel: Path, pin: str) -> bool:
     return wheel.name.lower().startswith(f"{name.replace('-', '_').lower()}-{version}-")
 
 
-def build_project_wheel(dest: Path) -> Path:
-    """`uv build --wheel` of this repository into `dest` (any older airt wheel removed)."""
+# The worker and the contract it reads: the only products the GPU check runs.
+PROJECT_PACKAGES = ("airt-worker", "airt-contract")
+
+
+def build_project_wheels(dest: Path) -> list[Path]:
+    """`uv build --wheel` of the worker and the contract into `dest` (older ones removed)."""
     dest.mkdir(parents=True, exist_ok=True)
-    for old in dest.glob("airt-*.whl"):
+    for old in dest.glob("airt_*.whl"):
         old.unlink()
     uv = shutil.which("uv") or str(Path.home() / ".local" / "bin" / "uv")
-    subprocess.run(
-        [uv, "build", "--wheel", "--quiet", "--out-dir", str(dest), str(ROOT)], check=True
-    )
-    (wheel,) = dest.glob("airt-*.whl")
-    return wheel
+    for package in PROJECT_PACKAGES:
+        subprocess.run(
+            [uv, "build", "--wheel", "--quiet", "--package", package, "--out-dir", str(dest)],
+            check=True,
+            cwd=ROOT,
+        )
+    return sorted(dest.glob("airt_*.whl"))
 
 
 def sha256(path: Path) -> str:
@@ -184,7 +190,7 @@ def build(out: Path = DEFAULT_OUT, cache: Path | None = None) -> dict[str, objec
             (wheel,) = (w for w in store.glob("*.whl") if _is(w, pin))
             if not (folder / wheel.name).exists():
                 shutil.copy2(wheel, folder / wheel.name)
-    build_project_wheel(wheels)
+    build_project_wheels(wheels)
     files = []
     for group, folder in (("wheels", wheels), ("fallback", spare)):
         for w in sorted(folder.glob("*.whl")):

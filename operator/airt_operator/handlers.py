@@ -150,7 +150,8 @@ def _terminated_facts(state: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 def _container_facts(c: Mapping[str, Any]) -> dict[str, Any]:
     """Name, readiness, the image that really ran and why a container is not running: the
-    termination messages are the contract from `airt fetch` and `airt serve` to observe()."""
+    termination messages are the contract from `airt-worker fetch` and `airt-worker serve` to
+    observe()."""
     state = c.get("state") or {}
     now: dict[str, Any] = {}
     if "running" in state:

@@ -1,6 +1,6 @@
 """The operator's composition root: settings → client → reconciler → kopf handlers → run.
 
-Called by `airt operator run` (cli.py). Builds every piece once, checks that a peered
+Called by `airt-operator run` (cli.py). Builds every piece once, checks that a peered
 operator's peering exists (a loud start-up error naming the fix, rather than kopf's silent
 wait), configures kopf (peering, where its own bookkeeping lives, posting), serves /metrics and
 /healthz (health.py), and runs kopf's asyncio operator until it is stopped.

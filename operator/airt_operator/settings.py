@@ -1,4 +1,4 @@
-"""The operator's settings, from the environment (prefix AIRT_OPERATOR_) and `airt operator run`.
+"""The operator's settings, from the environment (prefix AIRT_OPERATOR_) and `airt-operator run`.
 
 Read once by the composition root (main.py) and passed down explicitly.
 """

@@ -7,8 +7,8 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from airt_operator.dev.cluster import Cluster
-from airt_operator.dev.fixtures import ensure_fixtures, install_api
+from airt_dev.cluster import Cluster
+from airt_dev.fixtures import ensure_fixtures, install_api
 
 
 @contextmanager

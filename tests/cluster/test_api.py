@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
-from airt_operator.dev.cluster import Cluster
-from airt_operator.dev.wait import wait_for
+from airt_dev.cluster import Cluster
+from airt_dev.wait import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_NAMES = ("modeldeployments.airt.dev", "inferenceruntimes.airt.dev")

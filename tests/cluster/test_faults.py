@@ -1,6 +1,6 @@
 """The operator converges through control-plane faults and loses nothing on the way.
 
-Cluster tier, on the real control plane with the real `airt operator run` process; small,
+Cluster tier, on the real control plane with the real `airt-operator run` process; small,
 bounded versions of the runs in bench/faults.py (whose figures are in docs/reliability.md):
 
 - injected API errors (500, 429, 409, reset connections) through a fault-injecting proxy in
@@ -23,11 +23,11 @@ from typing import Any
 import pytest
 from namespaces import fresh_namespace
 
-from airt_operator.dev.cluster import Cluster
-from airt_operator.dev.faults import ControlPlane, Fault, FaultProxy
-from airt_operator.dev.fixtures import example_copies
-from airt_operator.dev.operator_proc import OperatorProcess
-from airt_operator.dev.wait import observe_for, wait_for
+from airt_dev.cluster import Cluster
+from airt_dev.faults import ControlPlane, Fault, FaultProxy
+from airt_dev.fixtures import example_copies
+from airt_dev.operator_proc import OperatorProcess
+from airt_dev.wait import observe_for, wait_for
 
 # A short backoff cap keeps the bounded versions short; bench/faults.py runs the default (60 s).
 FAST_RETRY = {"AIRT_OPERATOR_RETRY_MAX_SECONDS": "8"}

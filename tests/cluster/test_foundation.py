@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from airt_operator.dev.cluster import Cluster
-from airt_operator.dev.wait import wait_for
+from airt_dev.cluster import Cluster
+from airt_dev.wait import wait_for
 
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
@@ -201,7 +201,7 @@ def test_deleting_an_owner_removes_what_it_owns(cluster: Cluster, namespace: str
 
 
 def test_kwokctl_would_download_nothing(cluster: Cluster) -> None:
-    from airt_operator.dev.cluster import ClusterManager
+    from airt_dev.cluster import ClusterManager
 
     # A name with no cluster behind it, so kwokctl prints the full plan of a cold start.
     plan = ClusterManager(name="airt-dryrun").dry_run()

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from namespaces import fresh_namespace
 
-from airt_operator.dev.cluster import Cluster
-from airt_operator.dev.operator_proc import OperatorProcess
-from airt_operator.dev.thirdparty import prometheus_operator_crd
-from airt_operator.dev.wait import wait_for
+from airt_dev.cluster import Cluster
+from airt_dev.operator_proc import OperatorProcess
+from airt_dev.thirdparty import prometheus_operator_crd
+from airt_dev.wait import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SM_CRD = "servicemonitors.monitoring.coreos.com"

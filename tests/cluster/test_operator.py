@@ -1,6 +1,6 @@
 """The operator against the real control plane: examples to Ready, placement, drift, status.
 
-Cluster tier. The operator is the real `airt operator run` process (dev/operator_proc.py),
+Cluster tier. The operator is the real `airt-operator run` process (dev/operator_proc.py),
 scoped to this module's namespaces so it never touches other tests' objects. The examples go
 into a namespace that enforces Pod Security `restricted`, so every pod the operator renders
 must pass the real admission plugin. Writes are counted from the API server's audit log.
@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 import yaml
 
-from airt_operator.dev.audit import read_writes, summarize
-from airt_operator.dev.cluster import Cluster
-from airt_operator.dev.fixtures import apply_files, ensure_fixtures, install_api
-from airt_operator.dev.operator_proc import OperatorProcess
-from airt_operator.dev.wait import observe_for, wait_for
+from airt_dev.audit import read_writes, summarize
+from airt_dev.cluster import Cluster
+from airt_dev.fixtures import apply_files, ensure_fixtures, install_api
+from airt_dev.operator_proc import OperatorProcess
+from airt_dev.wait import observe_for, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples" / "deployments").glob("*.yaml"))

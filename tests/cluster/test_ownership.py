@@ -1,7 +1,7 @@
 """The operator never takes over an object it does not own.
 
 Cluster tier, against the real control plane, garbage collector included, and the real
-`airt operator run` process. An unlabelled Service and ServiceAccount that share a
+`airt-operator run` process. An unlabelled Service and ServiceAccount that share a
 ModelDeployment's name are invisible to the operator's watches; before they were read first,
 server-side apply with force rewrote them and added an ownerReference, and deleting the
 ModelDeployment garbage-collected them. Now the ModelDeployment reports Degraded/ChildConflict
@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from namespaces import fresh_namespace
 
-from airt_operator.dev.cluster import Cluster
-from airt_operator.dev.operator_proc import OperatorProcess
-from airt_operator.dev.wait import wait_for
+from airt_dev.cluster import Cluster
+from airt_dev.operator_proc import OperatorProcess
+from airt_dev.wait import wait_for
 
 
 @pytest.fixture(scope="module")

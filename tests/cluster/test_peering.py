@@ -1,6 +1,6 @@
 """Several operator replicas coordinate through kopf peering: one works, the others stand by.
 
-Cluster tier. Two real `airt operator run` processes (not standalone) share a KopfPeering in a
+Cluster tier. Two real `airt-operator run` processes (not standalone) share a KopfPeering in a
 namespace they both watch, with the peering CRDs the chart ships. One pauses in favour of the
 other; when the active one stops, the standby takes over and reconciles.
 """
@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from airt_operator.dev.cluster import Cluster
-from airt_operator.dev.fixtures import apply_files, ensure_fixtures, install_api
-from airt_operator.dev.operator_proc import OperatorProcess
-from airt_operator.dev.wait import wait_for
+from airt_dev.cluster import Cluster
+from airt_dev.fixtures import apply_files, ensure_fixtures, install_api
+from airt_dev.operator_proc import OperatorProcess
+from airt_dev.wait import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 PEERING = "airt-test-peering"

@@ -1,7 +1,7 @@
 """An operator that starts with many ModelDeployments already there (a restart, an upgrade, a
 failover): it reconciles every one, and a restart over a converged namespace writes nothing.
 
-Cluster tier, against the real control plane and the real `airt operator run` process. This is
+Cluster tier, against the real control plane and the real `airt-operator run` process. This is
 the regression test for a start-up hang: with kopf's `batching.worker_limit` set (it was 64),
 kopf's indices deadlock when more objects of one kind exist at start than the limit admits
 workers — each indexed worker waits for all the others to be indexed (nolar/kopf#1243). The
@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from namespaces import fresh_namespace
 
-from airt_operator.dev.audit import read_writes, summarize
-from airt_operator.dev.cluster import Cluster
-from airt_operator.dev.fixtures import example_copies
-from airt_operator.dev.operator_proc import OperatorProcess
-from airt_operator.dev.wait import wait_for
+from airt_dev.audit import read_writes, summarize
+from airt_dev.cluster import Cluster
+from airt_dev.fixtures import example_copies
+from airt_dev.operator_proc import OperatorProcess
+from airt_dev.wait import wait_for
 
 N = 70  # more than the worker limit that used to deadlock (64)
 

@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 import yaml
 
+from airt_dev.cluster import Cluster
+from airt_dev.wait import wait_for
 from airt_operator import rbac
-from airt_operator.dev.cluster import Cluster
-from airt_operator.dev.wait import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "airt"
@@ -347,9 +347,9 @@ def test_namespaced_mode_writes_only_in_its_namespaces(
 
 
 def _operator_available() -> str | None:
-    """None when `airt operator run` exists in this environment, else what went wrong."""
+    """None when `airt-operator run` exists in this environment, else what went wrong."""
     proc = subprocess.run(
-        [sys.executable, "-m", "airt_operator.cli", "operator", "run", "--help"],
+        [sys.executable, "-m", "airt_operator.cli", "run", "--help"],
         capture_output=True,
         text=True,
         check=False,
@@ -409,9 +409,9 @@ def test_operator_as_the_service_account_reconciles_the_examples(
 ) -> None:
     unavailable = _operator_available()
     if unavailable is not None:
-        pytest.skip(f"`airt operator run` is not available yet: {unavailable[-300:]}")
-    from airt_operator.dev.fixtures import ensure_fixtures
-    from airt_operator.dev.operator_proc import OperatorProcess
+        pytest.skip(f"`airt-operator run` is not available yet: {unavailable[-300:]}")
+    from airt_dev.fixtures import ensure_fixtures
+    from airt_dev.operator_proc import OperatorProcess
 
     rel = installed
     whoami = cluster.kubectl(

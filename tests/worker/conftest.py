@@ -1,6 +1,6 @@
 """Worker-tier fixtures: the example models built once, and real worker processes on free ports.
 
-Each worker is `python -m airt_worker` (what `airt serve` runs) as a subprocess, driven over
+Each worker is `python -m airt_worker` (what `airt-worker serve` runs) as a subprocess, driven over
 localhost by tritonclient. Processes start in parallel and tests wait for readiness by polling
 with a deadline; teardown sends SIGTERM and waits for a clean exit.
 """

@@ -1,4 +1,4 @@
-"""`airt fetch`, the model-fetch init container, against real servers on localhost.
+"""`airt-worker fetch`, the model-fetch init container, against real servers on localhost.
 
 Worker tier: an HTTP server from the standard library, moto's S3 server and
 go-containerregistry's OCI registry (built with the pinned tools) stand in for the model stores
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from airt_operator.dev.cluster import tool_bin_dir
-from airt_operator.dev.operator_proc import free_port
-from airt_operator.dev.wait import wait_for
+from airt_dev.cluster import tool_bin_dir
+from airt_dev.operator_proc import free_port
+from airt_dev.wait import wait_for
 
 BLOB = os.urandom(3 * (1 << 20) + 123)  # several chunks, not a round size
 DIGEST = hashlib.sha256(BLOB).hexdigest()
@@ -32,7 +32,7 @@ DIGEST = hashlib.sha256(BLOB).hexdigest()
 
 def airt_fetch(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "airt_operator.cli", "fetch", *args],
+        [sys.executable, "-m", "airt_worker.cli", "fetch", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},

@@ -76,7 +76,9 @@ def test_gpu_check_runs_offline_on_cpu(kit: Path, tmp_path: Path) -> None:
     manifest = json.loads((kit / "manifest.json").read_text())
     assert manifest["bytes"] < 64 * 2**20
     names = {f["file"].split("/")[1].split("-")[0].lower() for f in manifest["files"]}
-    assert {"airt", "pydantic", "uvicorn", "tritonclient", "grpcio"} <= names
+    assert {"airt_worker", "airt_contract", "pydantic", "uvicorn", "tritonclient"} <= names
+    assert "grpcio" in names
+    assert not {"airt_operator", "airt_metrics", "airt_dev"} & names, "the worker's alone"
 
     python = _import("standin").ensure()
     out, site = tmp_path / "out", tmp_path / "site"

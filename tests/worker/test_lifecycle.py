@@ -193,14 +193,14 @@ def test_help() -> None:
 
 def test_airt_serve_cli_reaches_the_worker() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "airt_operator.cli", "serve", "--help"],
+        [sys.executable, "-m", "airt_worker.cli", "serve", "--help"],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr
-    assert "usage: airt serve" in done.stdout and "--model-sha256" in done.stdout
+    assert "usage: airt-worker serve" in done.stdout and "--model-sha256" in done.stdout
 
 
 def test_bad_settings_exit_2() -> None:

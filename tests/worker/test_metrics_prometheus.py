@@ -39,8 +39,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from airt_operator.dev.wait import WaitTimeoutError
-from airt_operator.dev.wait import wait_for as shared_wait_for
+from airt_dev.wait import WaitTimeoutError
+from airt_dev.wait import wait_for as shared_wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "charts" / "airt" / "dashboards" / "airt-models.json"

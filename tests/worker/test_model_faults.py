@@ -24,7 +24,7 @@ import torch
 import yaml
 from workerproc import Worker, spawn
 
-from airt_operator.dev.wait import wait_for
+from airt_dev.wait import wait_for
 
 pytestmark = pytest.mark.worker
 

@@ -15,7 +15,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from airt_operator.dev.wait import WaitTimeoutError, wait_for
+from airt_dev.wait import WaitTimeoutError, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 START_DEADLINE_S = 120.0

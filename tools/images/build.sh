@@ -15,9 +15,10 @@
 # buildah's code), daemonless, packaged by Debian, without podman's runtime pieces (conmon,
 # netavark, pods); building and exporting images is all this needs.
 #
-# Cache: each image's key is a hash of its Dockerfile, the files tools/images/inputs.txt lists
-# (the project sources, the lock, this script, the base recipe), the base image and the version
-# and revision labels. An image whose key already has an archive is not built again, so a second
+# Cache: each image's key is a hash of its Dockerfile, its product's sources (the inputs column of
+# images.txt), the files tools/images/inputs.txt lists (the workspace's pyproject files, the lock,
+# this script, the base recipe), the base image and the version and revision labels: a change to
+# the operator does not rebuild the worker. An image whose key already has an archive is not built again, so a second
 # run with nothing changed builds nothing and says so. Archives are OCI layouts in a tar with
 # uncompressed layers (bigger on disk, but no gzip on 2 cores: faster to write and to import);
 # index.json names the image (org.opencontainers.image.ref.name = the full reference), so
@@ -78,13 +79,18 @@ B=(buildah --root "$out/storage-$driver" --runroot "$out/run-$driver" --storage-
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/pyproject.toml" | head -1)"
 [[ -n "$version" ]] || die "no version in pyproject.toml"
 mapfile -t shared_inputs < <(sed 's/#.*//' "$here/inputs.txt" | awk 'NF {print $1}')
-# The revision label: the last commit that touched any input, "-dirty" when the work tree
-# differs from it there. Not HEAD: a commit elsewhere in the repository must not rebuild images.
-revision="$(git -C "$root" log -1 --format=%H -- "${shared_inputs[@]}" runtime-images 2>/dev/null || true)"
-revision="${revision:-unknown}"
-if [[ -n "$(git -C "$root" status --porcelain -- "${shared_inputs[@]}" runtime-images 2>/dev/null || true)" ]]; then
-  revision+="-dirty"
-fi
+# revision_of <path>...: the revision label of an image built from these paths: the last commit
+# that touched them, "-dirty" when the work tree differs from it there. Not HEAD: a commit
+# elsewhere in the repository (another product, the tests, the docs) must not rebuild the image.
+revision_of() {
+  local rev
+  rev="$(git -C "$root" log -1 --format=%H -- "$@" 2>/dev/null || true)"
+  rev="${rev:-unknown}"
+  if [[ -n "$(git -C "$root" status --porcelain -- "$@" 2>/dev/null || true)" ]]; then
+    rev+="-dirty"
+  fi
+  printf '%s' "$rev"
+}
 
 # hash_files <path>...: the content hash of every file under the paths that git tracks or would
 # track (untracked, not ignored), so caches such as __pycache__ do not count.
@@ -158,14 +164,22 @@ pick_isolation() {
   "${B[@]}" rm "$ctr" >/dev/null 2>&1 || true
 }
 
-# smoke <ref> <imports>: the entrypoint and the imports work as UID 65532, the image's user.
+# smoke <ref> <command> <imports> <absent>: the entrypoint and the imports work as UID 65532, the
+# image's user, and none of the absent modules (another product, a forbidden dependency) imports.
 smoke() {
-  local ref="$1" imports="$2" ctr
+  local ref="$1" command="$2" imports="$3" absent="$4" ctr module
   ctr="$("${B[@]}" from --pull=never "$ref")"
   local ok=0
-  "${B[@]}" run --isolation "$isolation" --user 65532:65532 "$ctr" -- airt --help >/dev/null || ok=1
+  "${B[@]}" run --isolation "$isolation" --user 65532:65532 "$ctr" -- "$command" --help >/dev/null || ok=1
   "${B[@]}" run --isolation "$isolation" --user 65532:65532 "$ctr" -- \
     python -c "import os, ${imports}; assert os.getuid() == 65532" || ok=1
+  for module in ${absent//,/ }; do
+    if "${B[@]}" run --isolation "$isolation" --user 65532:65532 "$ctr" -- \
+      python -c "import ${module}" >/dev/null 2>&1; then
+      log "$ref: ${module} imports, but this image must not contain it"
+      ok=1
+    fi
+  done
   "${B[@]}" rm "$ctr" >/dev/null 2>&1 || true
   return "$ok"
 }
@@ -174,12 +188,16 @@ declare -A result_json=()
 order=()
 built=0
 
-# build_image <key> <dockerfile> <repository> <imports>
+# build_image <key> <dockerfile> <repository> <command> <imports> <absent> <inputs>
+# (imports, absent and inputs comma-separated)
 build_image() {
-  local key="$1" dockerfile="$2" repo="$3" imports="$4"
-  local ref="$repo:$version"
-  local hash
-  hash="$( (hash_files "$dockerfile" "${shared_inputs[@]}"; printf '%s\n' "$base_ref" "$version" "$revision") | sha256sum | cut -c1-16)"
+  local key="$1" dockerfile="$2" repo="$3" command="$4" imports="$5" absent="$6"
+  local own_inputs
+  IFS=, read -r -a own_inputs <<<"$7"
+  local inputs=("$dockerfile" "${shared_inputs[@]}" "${own_inputs[@]}")
+  local ref="$repo:$version" revision hash
+  revision="$(revision_of "${inputs[@]}")"
+  hash="$( (hash_files "${inputs[@]}"; printf '%s\n' "$base_ref" "$version" "$revision") | sha256sum | cut -c1-16)"
   local archive="$out/$key-$hash.oci.tar" meta="$out/$key-$hash.json"
   order+=("$key")
   if [[ -s "$archive" && -s "$meta" ]]; then
@@ -225,7 +243,7 @@ build_image() {
   "${B[@]}" rmi --prune >/dev/null 2>&1 || true
   "${B[@]}" build "${common[@]}" -t "$ref" "$root" >&2
   local build_s=$((SECONDS - start))
-  smoke "$ref" "$imports" || die "$key: the smoke check failed in $ref"
+  smoke "$ref" "$command" "$imports" "$absent" || die "$key: the smoke check failed in $ref"
   # Older archives of this image (another hash) and the image the new one replaced go before
   # the export: the worker's are gigabytes each, and the disk need not hold both.
   find "$out" -maxdepth 1 -name "$key-*" ! -name "$key-$hash.*" -delete
@@ -255,11 +273,11 @@ PY
 }
 
 # images.txt on fd 3: buildah run and skopeo read stdin.
-while read -r -u 3 key dockerfile repo imports when; do
+while read -r -u 3 key dockerfile repo command imports absent inputs when; do
   [[ -z "$key" || "$key" == \#* ]] && continue
   [[ "$when" == cuda && "${IMAGES_CUDA:-0}" != 1 ]] && continue
   if [[ -n "${IMAGES_ONLY:-}" && " $IMAGES_ONLY " != *" $key "* ]]; then continue; fi
-  build_image "$key" "$dockerfile" "$repo" "$imports"
+  build_image "$key" "$dockerfile" "$repo" "$command" "$imports" "$absent" "$inputs"
 done 3<"$here/images.txt"
 
 # ---- images.json: the images of this run ---------------------------------------------------------

@@ -7,8 +7,8 @@ ready, so Ready never runs ahead of the model. `Scheduled` tells apart "the sche
 place it now" (Unschedulable) from "no node of this cluster could ever fit the GPU request"
 (NoMatchingGPUNodes), which a platform team fixes differently.
 
-Pods report failures through their container statuses: the kubelet's waiting reasons (an image
-that cannot be pulled) and the termination messages `airt fetch` and `airt serve` leave,
+Pods report failures through their container statuses: the kubelet's waiting reasons (an image that
+cannot be pulled) and the termination messages `airt-worker fetch` and `airt-worker serve` leave,
 `<Reason>: <message>` on one line (ModelDigestMismatch, ModelFetchFailed, ModelLoadFailed). Those
 become the reason of Available, Degraded and Ready, with the container's own message, so a model
 that can never start says why at once instead of Progressing for ever. What really ran goes to
@@ -405,7 +405,7 @@ def running_image_id(pods: Sequence[Mapping[str, Any]]) -> str | None:
 
 def fetched_digest(pod: Mapping[str, Any]) -> str | None:
     """`sha256:<hex>` from the termination message of a pod's model fetcher that succeeded:
-    the digest `airt fetch` computed of the bytes it placed."""
+    the digest `airt-worker fetch` computed of the bytes it placed."""
     fetch = _container_status(pod, "initContainerStatuses", FETCH_CONTAINER)
     done = (fetch.get("state") or {}).get("terminated") or {}
     if done.get("exitCode") != 0 or not done.get("message"):

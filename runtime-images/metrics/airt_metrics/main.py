@@ -1,8 +1,8 @@
 """Composition root of the metrics sidecar: settings → collector → HTTP server, until SIGTERM.
 
-Called by the `airt metrics` command (`airt_operator.cli`) with the arguments after `metrics`,
-and by `python -m airt_metrics`. Returns a process exit status instead of raising: bad settings
-and an unusable listen address print one line to stderr, never a traceback.
+Called by the `airt-metrics` command (`run`, the metrics image's entry point) and by
+`python -m airt_metrics`, with the command's arguments. Returns a process exit status instead of
+raising: bad settings and an unusable listen address print one line to stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ def _settings(argv: list[str]) -> SidecarSettings | int:
     except ValidationError as exc:
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"]) or "settings"
-            print(f"airt metrics: {where}: {err['msg']}", file=sys.stderr)
+            print(f"airt-metrics: {where}: {err['msg']}", file=sys.stderr)
         return EXIT_USAGE
     except SettingsError as exc:
-        print(f"airt metrics: {exc}", file=sys.stderr)
+        print(f"airt-metrics: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
 
@@ -60,7 +60,7 @@ def main(argv: list[str]) -> int:
         server = SidecarServer((settings.host, settings.port), collector)
     except OSError as exc:
         where = f"{settings.host}:{settings.port}"
-        print(f"airt metrics: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"airt-metrics: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_LISTEN
 
     def stop(signum: int, _frame: FrameType | None) -> None:
@@ -84,3 +84,8 @@ def main(argv: list[str]) -> int:
     finally:
         server.server_close()
     return 0
+
+
+def run() -> None:
+    """The `airt-metrics` console script: `main` with this process's arguments."""
+    sys.exit(main(sys.argv[1:]))

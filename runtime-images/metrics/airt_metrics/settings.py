@@ -1,6 +1,6 @@
 """Settings of the metrics sidecar: where it listens, which worker it reads, which labels it adds.
 
-Called by `airt_metrics.main` (the `airt metrics` command), which builds one `SidecarSettings` from
+Called by `airt_metrics.main` (the `airt-metrics` command), which builds one `SidecarSettings` from
 the command line and the environment; nothing else reads the environment. Every field can be set
 with `--kebab-case` options or `AIRT_METRICS_<FIELD>` variables; the pod identity also comes from
 the variables the operator fills from the downward API (POD_NAME, POD_NAMESPACE) and from
@@ -27,7 +27,7 @@ class SidecarSettings(BaseSettings):
 
     model_config = SettingsConfigDict(
         env_prefix="AIRT_METRICS_",
-        cli_prog_name="airt metrics",
+        cli_prog_name="airt-metrics",
         cli_kebab_case=True,
         populate_by_name=True,
         extra="ignore",

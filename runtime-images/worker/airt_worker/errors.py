@@ -4,8 +4,8 @@ Raised by the data plane, the codecs, the batcher and the model runner; mapped e
 transport (the HTTP status table in `rest`, the gRPC code table in `grpc_service`). These classes
 never import a web or RPC framework. Every message names what was wrong, so a client can fix it.
 
-The errors that stop a container (the model cannot be fetched, verified or loaded) are mapped
-here, once, to the reason of the one-line termination message `airt fetch` and `airt serve`
+The errors that stop a container (the model cannot be fetched, verified or loaded) are mapped here,
+once, to the reason of the one-line termination message `airt-worker fetch` and `airt-worker serve`
 leave for the operator (`termination_reason`, `termination_line`, `write_termination_message`).
 """
 
@@ -115,13 +115,13 @@ TERMINATION_MESSAGE_MAX_BYTES = 1024
 
 class DigestMismatchError(ModelLoadError):
     """The model's bytes do not hash to the sha256 the ModelDeployment pins (raised by `airt
-    fetch` before placing them; a ModelLoadError, so it stops `airt serve` the same way)."""
+    fetch` before placing them; a ModelLoadError, so it stops `airt-worker serve` the same way)."""
 
 
 def termination_reason(exc: BaseException, default: str) -> str:
     """The condition reason a failure to place or load the model is reported with: the one
     mapping from these error types to the operator's reasons; `default` for any other error
-    (ModelFetchFailed in `airt fetch`, ModelLoadFailed in `airt serve`)."""
+    (ModelFetchFailed in `airt-worker fetch`, ModelLoadFailed in `airt-worker serve`)."""
     if isinstance(exc, DigestMismatchError):
         return MODEL_DIGEST_MISMATCH
     if isinstance(exc, ModelLoadError):

@@ -1,6 +1,6 @@
-"""`airt fetch`: the model-fetch init container — download a model, verify it, place it.
+"""`airt-worker fetch`: the model-fetch init container — download a model, verify it, place it.
 
-Called by the CLI (`airt fetch --uri … --dest …`), which the operator renders as the init
+Called by the CLI (`airt-worker fetch --uri … --dest …`), which the operator renders as the init
 container of every ModelDeployment whose model is remote. It writes the model to `--dest`
 atomically (a temporary file in the same directory, renamed when complete and verified), so the
 worker never sees half a file, and it refuses a file whose sha256 differs from `--sha256`.
@@ -68,10 +68,10 @@ class UnsupportedUri(FetchError):  # noqa: N818 - reads as the condition it repo
 
 
 class FetchSettings(BaseSettings):
-    """Options of `airt fetch` (also AIRT_FETCH_* environment variables)."""
+    """Options of `airt-worker fetch` (also AIRT_FETCH_* environment variables)."""
 
     model_config = SettingsConfigDict(
-        env_prefix="AIRT_FETCH_", cli_prog_name="airt fetch", cli_kebab_case=True
+        env_prefix="AIRT_FETCH_", cli_prog_name="airt-worker fetch", cli_kebab_case=True
     )
 
     uri: str = Field(description="Where the model is: https://, s3://, gs://, hf:// or oci:// URI.")
@@ -202,7 +202,9 @@ def fetch(settings: FetchSettings) -> str:
             with found.open("rb") as src, part.open("wb") as out:
                 actual = _copy_hashing(src, out, cap)
         else:
-            raise UnsupportedUri(f"{scheme or uri}:// models are not supported by airt fetch")
+            raise UnsupportedUri(
+                f"{scheme or uri}:// models are not supported by airt-worker fetch"
+            )
         if settings.sha256 and actual != settings.sha256:
             raise DigestMismatchError(
                 f"sha256 mismatch for {uri}: expected {settings.sha256}, got {actual}"
@@ -228,7 +230,7 @@ def main(argv: list[str]) -> int:
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
             for err in exc.errors(include_url=False)
         ]
-        return _fail(path, FetchError(f"airt fetch: {'; '.join(problems)}"), 2)
+        return _fail(path, FetchError(f"airt-worker fetch: {'; '.join(problems)}"), 2)
     except SystemExit as exc:  # --help, or argparse's own usage errors
         return int(exc.code or 0)
     path = settings.termination_log

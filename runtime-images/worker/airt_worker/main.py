@@ -1,6 +1,6 @@
-"""`airt serve`: the worker's entry point; parses settings and runs the composition root.
+"""`airt-worker serve`: the worker's entry point; parses settings and runs the composition root.
 
-Called by the `airt` CLI (`airt_operator.cli.serve`) and by `python -m airt_worker` with the
+Called by `airt-worker serve` (`airt_worker.cli`) and by `python -m airt_worker` with the
 remaining command-line arguments. Returns the process exit code: 0 after a clean drain, 1 when
 the model cannot be served, 2 for bad settings.
 """
@@ -21,7 +21,7 @@ def main(argv: list[str]) -> int:
     except SystemExit as e:  # --help, or argparse rejected an argument
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     except (ValidationError, ValueError) as e:
-        print(f"airt serve: invalid settings:\n{e}", file=sys.stderr)
+        print(f"airt-worker serve: invalid settings:\n{e}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=settings.log_level.upper(),

@@ -1,8 +1,8 @@
 """Worker settings: one pydantic-settings model read from CLI args, `AIRT_*` env and a config file.
 
-Called by `main` (the `airt serve` entry point) before anything else is built. Precedence, most
-important first: command-line arguments, environment (`AIRT_MODEL_PATH`, nested fields with `__`,
-e.g. `AIRT_BATCHING__MAX_BATCH_SIZE`), the YAML or JSON config file the operator renders
+Called by `main` (the `airt-worker serve` entry point) before anything else is built. Precedence,
+most important first: command-line arguments, environment (`AIRT_MODEL_PATH`, nested fields with
+`__`, e.g. `AIRT_BATCHING__MAX_BATCH_SIZE`), the YAML or JSON config file the operator renders
 (`--config-file` / `AIRT_CONFIG_FILE`), then the defaults below. docs/worker-protocol.md lists
 every field.
 """
@@ -102,7 +102,7 @@ class BatchingConfig(BaseModel):
 
 
 class WorkerSettings(BaseSettings):
-    """Everything `airt serve` needs; see the module docstring for where values come from."""
+    """Everything `airt-worker serve` needs; see the module docstring for where values come from."""
 
     model_config = SettingsConfigDict(
         env_prefix="AIRT_",
@@ -300,7 +300,7 @@ def load_settings(argv: list[str]) -> WorkerSettings:
 
     cli: CliSettingsSource[Any] = CliSettingsSource(
         _Settings,
-        cli_prog_name="airt serve",
+        cli_prog_name="airt-worker serve",
         cli_kebab_case=True,
         cli_implicit_flags=True,
         cli_parse_args=argv,

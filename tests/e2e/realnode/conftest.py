@@ -25,12 +25,12 @@ from typing import Any
 import pytest
 from realnode_helpers import MODEL_STORE_SECRET, apply, md_manifest, wait_condition
 
-from airt_operator.dev import realnode_preflight as preflight
-from airt_operator.dev.cluster import CACHE_ROOT, REPO_ROOT, Cluster
-from airt_operator.dev.fixtures import install_api
-from airt_operator.dev.modelstore import ModelStore
-from airt_operator.dev.operator_proc import OperatorProcess
-from airt_operator.dev.realnode import RealNode, default_layout, set_real_node_only
+from airt_dev import realnode_preflight as preflight
+from airt_dev.cluster import CACHE_ROOT, REPO_ROOT, Cluster
+from airt_dev.fixtures import install_api
+from airt_dev.modelstore import ModelStore
+from airt_dev.operator_proc import OperatorProcess
+from airt_dev.realnode import RealNode, default_layout, set_real_node_only
 
 
 @dataclass(frozen=True)

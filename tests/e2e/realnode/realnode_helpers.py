@@ -10,8 +10,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from airt_operator.dev.cluster import Cluster
-from airt_operator.dev.wait import wait_for
+from airt_dev.cluster import Cluster
+from airt_dev.wait import wait_for
 
 MODEL_STORE_SECRET = "model-store"
 PROBE_IMAGE = "ghcr.io/airt-dev/metrics:0.1.0"  # has Python, small: the probe pods run it

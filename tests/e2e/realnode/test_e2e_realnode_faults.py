@@ -13,8 +13,8 @@ import numpy as np
 import yaml
 from realnode_helpers import apply, md_manifest, pods_of, port_forward, wait_condition
 
-from airt_operator.dev.cluster import REPO_ROOT as ROOT
-from airt_operator.dev.wait import wait_for
+from airt_dev.cluster import REPO_ROOT as ROOT
+from airt_dev.wait import wait_for
 from conftest import Env
 
 

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from realnode_helpers import condition, get_md, pods_of, port_forward, probe_from
 
-from airt_operator.dev.cluster import CACHE_ROOT
-from airt_operator.dev.operator_proc import free_port
-from airt_operator.dev.wait import wait_for
+from airt_dev.cluster import CACHE_ROOT
+from airt_dev.operator_proc import free_port
+from airt_dev.wait import wait_for
 from conftest import Env
 
 

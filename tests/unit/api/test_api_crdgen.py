@@ -49,9 +49,10 @@ def test_no_drift_from_committed_files(tmp_path: Path) -> None:
     assert len(written) == 3
     for path in written:
         committed = ROOT / path.relative_to(tmp_path)
-        assert committed.exists(), f"{committed} missing: run `airt crds`"
+        assert committed.exists(), f"{committed} missing: run `airt-operator crds`"
         assert path.read_text() == committed.read_text(), (
-            f"{committed.relative_to(ROOT)} differs from what the models generate: run `airt crds`"
+            f"{committed.relative_to(ROOT)} differs from what the models generate: "
+            "run `airt-operator crds`"
         )
 
 

@@ -17,7 +17,7 @@ from chart_helpers import SERVED, Render, helm_template
 
 @pytest.fixture(scope="session")
 def helm() -> Path:
-    from airt_operator.dev.cluster import ClusterError, tool_bin_dir
+    from airt_dev.cluster import ClusterError, tool_bin_dir
 
     try:
         path = tool_bin_dir() / "helm"

@@ -3,8 +3,9 @@
 The worker-cpu Dockerfile's torch source is a set of ARGs whose defaults keep PyTorch's CPU index
 (torch==X+cpu, no CUDA wheels); the builder here passes values that install torch from PyPI as
 uv.lock pins it. Every Dockerfile leaves no uv cache in a layer unless a builder asks for one.
-The cache key of each image covers its Dockerfile and everything the Dockerfiles COPY
-(tools/images/inputs.txt, read by the script and by these tests).
+The cache key of each image covers its Dockerfile and everything it COPYs: its product's
+folders (the inputs column of tools/images/images.txt) and what every image shares
+(tools/images/inputs.txt), both read by the script and by these tests.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def _inputs() -> list[str]:
 
 
 def _images() -> dict[str, tuple[str, str, str, str]]:
-    return {row[0]: (row[1], row[2], row[3], row[4]) for row in _lines(TOOLS / "images.txt")}
+    """key → (Dockerfile, repository, product inputs, when)."""
+    return {row[0]: (row[1], row[2], row[6], row[7]) for row in _lines(TOOLS / "images.txt")}
 
 
 def _torch_run() -> str:
@@ -139,8 +141,9 @@ def test_python_image_default_is_the_pinned_slim_image(name: str) -> None:
 
 
 def test_cache_key_covers_what_the_dockerfiles_copy() -> None:
-    inputs = _inputs()
+    images = {v[0]: v[2].split(",") for v in _images().values()}
     for name in EXPECTED:
+        inputs = _inputs() + images[f"runtime-images/{name}"]
         for stage in parse(IMAGES / name).stages:
             for copy in stage.all("COPY"):
                 words = [w for w in copy.split() if not w.startswith("--")]
@@ -149,17 +152,21 @@ def test_cache_key_covers_what_the_dockerfiles_copy() -> None:
                 for source in words[:-1]:
                     source = source.rstrip("/")
                     assert any(source == p or source.startswith(p + "/") for p in inputs), (
-                        f"{name} copies {source}, which tools/images/inputs.txt does not list"
+                        f"{name} copies {source}, which neither tools/images/inputs.txt nor "
+                        "its inputs in tools/images/images.txt list"
                     )
-    for path in inputs:
-        assert (ROOT / path).exists(), path
+        for path in inputs:
+            assert (ROOT / path).exists(), path
+    inputs = _inputs()
     assert "tools/images" in inputs, "the script and the base recipe are inputs too"
 
 
 def test_script_hashes_the_dockerfile_and_the_inputs() -> None:
     script = SCRIPT.read_text()
     assert "inputs.txt" in script
-    assert re.search(r'hash_files "\$dockerfile" "\$\{shared_inputs\[@\]\}"', script)
+    assert 'inputs=("$dockerfile" "${shared_inputs[@]}" "${own_inputs[@]}")' in script
+    assert re.search(r'hash_files "\$\{inputs\[@\]\}"', script)
+    assert 'revision="$(revision_of "${inputs[@]}")"' in script
     assert 'base_hash="$(cat "$here/base.sh"' in script
 
 
@@ -197,3 +204,17 @@ def test_makefile_images_target() -> None:
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^images: .*## ", makefile, re.M)
     assert "bash tools/images/build.sh" in makefile
+
+
+def test_smoke_check_proves_each_image_holds_only_its_product() -> None:
+    # The built image itself, not only its Dockerfile: build.sh's smoke step fails the build when
+    # a module listed as absent imports in the image as its user.
+    rows = {row[0]: row for row in _lines(TOOLS / "images.txt")}
+    absent = {key: set(row[5].split(",")) for key, row in rows.items()}
+    for key in ("worker-cpu", "worker-cuda"):
+        assert {"airt_operator", "kopf"} <= absent[key], key
+    assert {"torch", "airt_worker"} <= absent["operator"]
+    assert {"torch", "kopf", "airt_operator", "airt_worker"} <= absent["metrics"]
+    script = SCRIPT.read_text()
+    assert "for module in ${absent//,/ }; do" in script
+    assert 'smoke "$ref" "$command" "$imports" "$absent" || die' in script

@@ -1,10 +1,11 @@
 """The runtime images' Dockerfiles follow the project's rules, checked without building them.
 
 Multi-stage; every base pinned by digest; a numeric non-root user; no build tools in the final
-stage; the operator image without torch and the worker images without kopf; the
-org.opencontainers.image.* labels; and an entry point that is the CLI command the tests run
-(test_images_entrypoints.py runs each one). The worker images keep ENTRYPOINT ["airt"] so that
-the operator's rendered pods can pass ["serve"], ["metrics"] or ["fetch", ...] as args.
+stage; each image installs and copies only its own product (and the contract it reads), and its
+build fails if another product or a forbidden dependency can be imported; the
+org.opencontainers.image.* labels; and an entry point that is its product's command, which the
+tests run (test_images_entrypoints.py). The operator's rendered pods pass ["serve"] or
+["fetch", ...] as args to the worker's `airt-worker`; the sidecar's `airt-metrics` takes none.
 """
 
 from __future__ import annotations
@@ -18,12 +19,26 @@ from dockerfiles import Dockerfile, parse
 ROOT = Path(__file__).resolve().parents[3]
 IMAGES = ROOT / "runtime-images"
 
-# Dockerfile → (the command it runs, the pyproject extra it installs)
+# Dockerfile → (the command it runs, the workspace package it installs)
 EXPECTED: dict[str, tuple[list[str], str]] = {
-    "operator/Dockerfile": (["airt", "operator", "run"], "operator"),
-    "worker/Dockerfile.cpu": (["airt", "serve"], "worker"),
-    "worker/Dockerfile.cuda": (["airt", "serve"], "worker"),
-    "metrics/Dockerfile": (["airt", "metrics"], "metrics"),
+    "operator/Dockerfile": (["airt-operator", "run"], "airt-operator"),
+    "worker/Dockerfile.cpu": (["airt-worker", "serve"], "airt-worker"),
+    "worker/Dockerfile.cuda": (["airt-worker", "serve"], "airt-worker"),
+    "metrics/Dockerfile": (["airt-metrics"], "airt-metrics"),
+}
+# Dockerfile → the source folders it may copy (its product and the contract), and the modules
+# its build must fail to import.
+PRODUCT_SOURCES: dict[str, tuple[set[str], tuple[str, ...]]] = {
+    "operator/Dockerfile": ({"contract", "operator"}, ("torch", "airt_worker", "airt_metrics")),
+    "worker/Dockerfile.cpu": ({"contract", "runtime-images/worker"}, ("kopf", "airt_operator")),
+    "worker/Dockerfile.cuda": (
+        {"contract", "runtime-images/worker"},
+        ("kopf", "airt_operator", "airt_metrics"),
+    ),
+    "metrics/Dockerfile": (
+        {"runtime-images/metrics"},
+        ("torch", "kopf", "airt_operator", "airt_worker"),
+    ),
 }
 REQUIRED_LABELS = (
     "org.opencontainers.image.title",
@@ -92,24 +107,41 @@ def test_oci_labels(dockerfile: tuple[str, Dockerfile]) -> None:
 def test_entrypoint_is_the_cli_command(dockerfile: tuple[str, Dockerfile]) -> None:
     name, df = dockerfile
     command, _ = EXPECTED[name]
-    assert df.final.exec_form("ENTRYPOINT") == ["airt"]
-    assert df.final.exec_form("ENTRYPOINT") + df.final.exec_form("CMD") == command
+    assert df.final.exec_form("ENTRYPOINT") == command[:1]
+    cmd = df.final.exec_form("CMD") if df.final.all("CMD") else []
+    assert df.final.exec_form("ENTRYPOINT") + cmd == command
 
 
-def test_installs_only_its_own_extra(dockerfile: tuple[str, Dockerfile]) -> None:
+def test_installs_only_its_own_package(dockerfile: tuple[str, Dockerfile]) -> None:
     name, df = dockerfile
-    _, extra = EXPECTED[name]
+    _, package = EXPECTED[name]
     build_runs = " ".join(a for s in df.stages[:-1] for a in s.all("RUN"))
-    extras = set(re.findall(r"--extra\s+(\w+)", build_runs))
-    assert extras == {extra}, extras
+    assert not re.search(r"--extra\s", build_runs), "a workspace package, not an extra"
+    assert set(re.findall(r"--package\s+([\w-]+)", build_runs)) == {package}
     assert "--frozen" in build_runs, "install from uv.lock"
 
 
-def test_operator_image_has_no_torch_and_workers_no_kopf() -> None:
-    operator = parse(IMAGES / "operator/Dockerfile")
-    runs = " ".join(a for s in operator.stages for a in s.all("RUN"))
-    assert "torch" not in runs.replace('import torch"', "")
-    assert '! /opt/venv/bin/python -c "import torch"' in runs  # the build fails if torch slips in
-    for name in ("worker/Dockerfile.cpu", "worker/Dockerfile.cuda"):
-        runs = " ".join(a for s in parse(IMAGES / name).stages for a in s.all("RUN"))
-        assert '! /opt/venv/bin/python -c "import kopf"' in runs, name
+def test_copies_only_its_own_product(dockerfile: tuple[str, Dockerfile]) -> None:
+    name, df = dockerfile
+    allowed, _ = PRODUCT_SOURCES[name]
+    copied = set()
+    for stage in df.stages[:-1]:
+        for copy in stage.all("COPY"):
+            words = [w for w in copy.split() if not w.startswith("--")]
+            copied |= {
+                w.rstrip("/") for w in words[:-1] if not w.endswith(("pyproject.toml", ".lock"))
+            }
+    assert copied == allowed, copied
+
+
+def test_the_build_fails_if_another_product_is_inside(dockerfile: tuple[str, Dockerfile]) -> None:
+    name, df = dockerfile
+    _, forbidden = PRODUCT_SOURCES[name]
+    runs = " ".join(a for s in df.stages for a in s.all("RUN"))
+    for module in forbidden:
+        assert re.search(
+            rf'! (PYTHONPATH=/opt/airt )?/opt/venv/bin/python -c "import {module}"', runs
+        ), (
+            name,
+            module,
+        )

@@ -1,9 +1,9 @@
 """Each image's entry-point command runs in the project environment (`<command> --help`).
 
-The same console script (`airt`, from pyproject's [project.scripts]) is the images' ENTRYPOINT;
+Each product's console script (its pyproject's [project.scripts]) is its image's ENTRYPOINT;
 the commands come from test_images_dockerfiles.EXPECTED, so an image cannot point at a command
-that does not exist. The model-fetch init container (`airt fetch`, run from the worker-cpu image)
-is checked too.
+that does not exist. The model-fetch init container (`airt-worker fetch`, run from the worker
+image) is checked too.
 """
 
 from __future__ import annotations
@@ -16,14 +16,24 @@ from pathlib import Path
 import pytest
 from test_images_dockerfiles import EXPECTED
 
-AIRT = shutil.which("airt", path=str(Path(sys.executable).parent)) or "airt"
+BIN = str(Path(sys.executable).parent)
+
+
+def _command(name: str) -> str:
+    return shutil.which(name, path=BIN) or name
+
+
 COMMANDS = sorted({tuple(cmd) for cmd, _ in EXPECTED.values()})
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
 def test_entrypoint_command_runs(command: tuple[str, ...]) -> None:
     proc = subprocess.run(
-        [AIRT, *command[1:], "--help"], capture_output=True, text=True, timeout=120, check=False
+        [_command(command[0]), *command[1:], "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "usage" in (proc.stdout + proc.stderr).lower()
@@ -32,7 +42,11 @@ def test_entrypoint_command_runs(command: tuple[str, ...]) -> None:
 def test_model_fetch_command_runs() -> None:
     # The operator renders `fetch --uri ... --dest ... [--sha256 ...]` for remote models.
     proc = subprocess.run(
-        [AIRT, "fetch", "--help"], capture_output=True, text=True, timeout=120, check=False
+        [_command("airt-worker"), "fetch", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for option in ("--uri", "--dest", "--sha256"):

@@ -34,8 +34,8 @@ import aiohttp
 import yaml
 from aiohttp import web
 
-from airt_operator.dev.cluster import Cluster
-from airt_operator.dev.wait import wait_for
+from airt_dev.cluster import Cluster
+from airt_dev.wait import wait_for
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Called by realnode.py (containerd, kubelet, kube-router), modelstore.py and devjob.py (the
 operator and the port-forward). They outlive the Python process that started them (`make dev`
-leaves them running for `airt dev down`), so a pidfile, not a Popen object, is what later calls
+leaves them running for `airt-dev down`), so a pidfile, not a Popen object, is what later calls
 find them by. Written here rather than with a supervisor library because the whole need is
 spawn / alive / stop on one machine, and because "alive" must not count zombies: a process that
 a test started and stopped stays a zombie until its parent reaps it, and `kill(pid, 0)` still

@@ -19,10 +19,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from airt_operator.dev import procs
-from airt_operator.dev.cluster import ClusterError
-from airt_operator.dev.operator_proc import free_port
-from airt_operator.dev.wait import wait_for
+from airt_dev import procs
+from airt_dev.cluster import ClusterError
+from airt_dev.operator_proc import free_port
+from airt_dev.wait import wait_for
 
 
 def _openssl(*args: str) -> None:

@@ -1,4 +1,4 @@
-"""`make dev` / `airt dev run`: the whole product on this machine, end to end.
+"""`make dev` / `airt-dev run`: the whole product on this machine, end to end.
 
 Called by cli.py. Steps: the local cluster (kwok GPU fleet) → CRDs and the default runtimes →
 a demo namespace enforcing Pod Security `restricted` with the volume and Secret the examples
@@ -7,7 +7,7 @@ use → the operator as a background process → every example applied and waite
 pushed to the local OCI store (modelstore.py), the CPU example applied from there, sha256-pinned,
 and answered by its real pod through tritonclient (HTTP and gRPC) over `kubectl port-forward`.
 The operator, the real node and the port-forward keep running afterwards (PIDs and logs in the
-cache directory) until `airt dev down` stops them with the cluster.
+cache directory) until `airt-dev down` stops them with the cluster.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from typing import Any
 
 import yaml
 
-from airt_operator.dev import procs
-from airt_operator.dev.cluster import CACHE_ROOT, REPO_ROOT, Cluster, ClusterManager
-from airt_operator.dev.fixtures import apply_files, ensure_fixtures, example_models, install_api
-from airt_operator.dev.modelstore import ModelStore
-from airt_operator.dev.operator_proc import free_port
-from airt_operator.dev.realnode import RealNode, default_layout, set_real_node_only
-from airt_operator.dev.wait import wait_for
+from airt_dev import procs
+from airt_dev.cluster import CACHE_ROOT, REPO_ROOT, Cluster, ClusterManager
+from airt_dev.fixtures import apply_files, ensure_fixtures, example_models, install_api
+from airt_dev.modelstore import ModelStore
+from airt_dev.operator_proc import free_port
+from airt_dev.realnode import RealNode, default_layout, set_real_node_only
+from airt_dev.wait import wait_for
 
 DEV_DIR = CACHE_ROOT / "dev"
 NAMESPACE = "airt-demo"
@@ -76,8 +76,8 @@ def start_operator(c: Cluster, say: Say) -> None:
     (DEV_DIR / "operator.port").parent.mkdir(parents=True, exist_ok=True)
     (DEV_DIR / "operator.port").write_text(str(port))
     # Scoped to the demo namespace, so a dev operator never races the operators that the test
-    # tiers start on the same cluster; `airt operator run` without --namespace watches all.
-    args = [sys.executable, "-m", "airt_operator.cli", "operator", "run", "--standalone"]
+    # tiers start on the same cluster; `airt-operator run` without --namespace watches all.
+    args = [sys.executable, "-m", "airt_operator.cli", "run", "--standalone"]
     args += ["--namespace", NAMESPACE]
     _spawn("operator", [*args, "--health-port", str(port)], c.env())
     say(f"operator started (log {DEV_DIR / 'operator.log'}, metrics :{port}/metrics)")

@@ -1,7 +1,7 @@
 """Run the operator as a child process against the local cluster, and stop it cleanly.
 
-Called by `make dev` (tools/dev.sh through `airt dev operator`) and by the cluster and e2e test
-tiers: the operator under test is the real `airt operator run` process, not an in-process
+Called by `make dev` (tools/dev.sh through `airt-dev operator`) and by the cluster and e2e test
+tiers: the operator under test is the real `airt-operator run` process, not an in-process
 imitation, so what the API server sees from it is what a deployment would see.
 """
 
@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from airt_operator.dev.wait import wait_for
+from airt_dev.wait import wait_for
 
 
 def free_port() -> int:
@@ -27,7 +27,7 @@ def free_port() -> int:
 
 @dataclass
 class OperatorProcess:
-    """A running `airt operator run`; its log goes to `log_path`."""
+    """A running `airt-operator run`; its log goes to `log_path`."""
 
     proc: subprocess.Popen[bytes]
     health_port: int
@@ -47,7 +47,6 @@ class OperatorProcess:
             sys.executable,
             "-m",
             "airt_operator.cli",
-            "operator",
             "run",
             "--health-port",
             str(port),

@@ -1,7 +1,7 @@
 """The real node: containerd + runc + the pinned kubelet joined to the local cluster, with CNI
 bridge networking that stays on this machine and NetworkPolicy enforced by kube-router.
 
-Called by `airt dev up --real-node` / `make dev` (devjob.py) and the e2e tier's real-node
+Called by `airt-dev up --real-node` / `make dev` (devjob.py) and the e2e tier's real-node
 fixture. `up()` checks the machine (realnode_preflight), writes the configuration
 (realnode_config), sets up the node's addresses and a guard that keeps pod traffic on the
 machine, starts containerd, imports the locally built images (tools/images/build.sh) and a
@@ -30,12 +30,12 @@ from typing import Any
 
 import yaml
 
-from airt_operator.dev import procs
-from airt_operator.dev import realnode_config as cfg
-from airt_operator.dev import realnode_preflight as preflight
-from airt_operator.dev.cluster import CACHE_ROOT, Cluster, ClusterError
-from airt_operator.dev.pause import ensure_pause_archive
-from airt_operator.dev.wait import WaitTimeoutError, wait_for
+from airt_dev import procs
+from airt_dev import realnode_config as cfg
+from airt_dev import realnode_preflight as preflight
+from airt_dev.cluster import CACHE_ROOT, Cluster, ClusterError
+from airt_dev.pause import ensure_pause_archive
+from airt_dev.wait import WaitTimeoutError, wait_for
 
 GUARD_CHAIN = "AIRT-REALNODE-GUARD"
 DEFAULT_SERVICE_CIDR = "10.0.0.0/24"  # kube-apiserver's --service-cluster-ip-range default
@@ -423,7 +423,7 @@ def set_real_node_only(cluster: Cluster, real_only: bool) -> None:
 
 
 def describe(node: RealNode) -> dict[str, Any]:
-    """What `airt dev up --real-node` prints: the node, its logs, its containerd socket."""
+    """What `airt-dev up --real-node` prints: the node, its logs, its containerd socket."""
     lay = node.layout
     return {
         "node": lay.name,

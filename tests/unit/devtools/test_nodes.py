@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from airt_operator.dev.nodes import GPU_TAINT, NodePool, render_nodes
+from airt_dev.nodes import GPU_TAINT, NodePool, render_nodes
 
 NODEPOOL = Path(__file__).resolve().parents[3] / "tools" / "cluster" / "nodepool.yaml"
 

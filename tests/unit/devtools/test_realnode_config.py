@@ -7,9 +7,9 @@ import json
 import tarfile
 from pathlib import Path
 
-from airt_operator.dev import realnode_config as cfg
-from airt_operator.dev import realnode_preflight as preflight
-from airt_operator.dev.pause import oci_archive
+from airt_dev import realnode_config as cfg
+from airt_dev import realnode_preflight as preflight
+from airt_dev.pause import oci_archive
 
 LAYOUT = cfg.Layout(workdir=Path("/w/node"), images_root=Path("/w/images"))
 

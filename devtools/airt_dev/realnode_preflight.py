@@ -1,6 +1,6 @@
 """What a real node needs from this machine, checked before anything is started.
 
-Called by realnode.RealNode.up (and so by `airt dev up --real-node`, `make dev` and the e2e
+Called by realnode.RealNode.up (and so by `airt-dev up --real-node`, `make dev` and the e2e
 tier's real-node fixture). Each missing piece comes back as one line that says what is missing
 and how to get it, so `make cluster-up` can print them all at once and the fake-node tiers can
 still run on a machine that cannot host containers.

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from airt_operator.dev.cluster import REPO_ROOT, Cluster, ClusterError
+from airt_dev.cluster import REPO_ROOT, Cluster, ClusterError
 
 MODEL_CLAIM = "airt-models"
 S3_SECRET = "airt-examples-s3"

@@ -1,6 +1,6 @@
 """The local control plane: kwokctl's binary runtime over project-built, pinned binaries.
 
-Called by `airt dev up|down` (cli.py), `make cluster-up|cluster-down` and the test suite's
+Called by `airt-dev up|down` (cli.py), `make cluster-up|cluster-down` and the test suite's
 session fixture (tests/conftest.py). It starts — or reuses — one cluster whose etcd,
 kube-apiserver, kube-controller-manager, kube-scheduler and kwok controller are local
 processes, with RBAC and admission (PodSecurity among the defaults) on, an audit log of every
@@ -24,10 +24,10 @@ from typing import Any
 
 import yaml
 
-from airt_operator.dev.nodes import NodePool, render_nodes
-from airt_operator.dev.wait import WaitTimeoutError, wait_for
+from airt_dev.nodes import NodePool, render_nodes
+from airt_dev.wait import WaitTimeoutError, wait_for
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOLS_DIR = REPO_ROOT / "tools"
 DEFAULT_NODEPOOL = TOOLS_DIR / "cluster" / "nodepool.yaml"
 CACHE_ROOT = Path(os.environ.get("AIRT_CACHE", Path.home() / ".cache" / "airt"))
