@@ -29,6 +29,8 @@ TEST_OWNERS = {
     "tests/unit/metrics": {"airt_metrics"},
     "tests/unit/devtools": set(),
     "tests/unit/images": set(),
+    # Where the operator's output meets the worker's parser: the contract's own tests.
+    "tests/unit/contract": {"airt_operator", "airt_worker"},
 }
 
 

@@ -2,20 +2,21 @@
 
 Called by the reconciler between resolve and render. Pure: it merges the model's own choices
 with the runtime's defaults and the operator's settings, derives the worker thread count from
-the CPU limit, and turns the GPU request into a placement.
+the CPU limit, turns the GPU request into a placement and builds the worker's configuration
+(reconcile/worker_config.py).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
 
 from airt_operator.api import ModelDeployment
-from airt_operator.reconcile.context import Access, Batching, GpuPlacement, RenderContext
+from airt_operator.reconcile.context import Access, GpuPlacement, RenderContext
 from airt_operator.reconcile.resolve import ResolvedRuntime
 from airt_operator.reconcile.serving import derive
+from airt_operator.reconcile.worker_config import PodFacts, worker_config, worker_config_json
 
 _QUANTITY = re.compile(r"^([0-9.]+)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
 _STORAGE_PORTS = {"s3": (443,), "gs": (443,), "https": (443,), "hf": (443,), "oci": (443,)}
@@ -105,13 +106,6 @@ def build_context(
         b.max_queue_size if b else None,
         b.queue_timeout_microseconds if b else None,
     )
-    batching = Batching(
-        max_batch_size=b.max_batch_size if b else 0,
-        max_queue_delay_us=(b.max_queue_delay_microseconds or 0) if b else 0,
-        preferred_batch_sizes=tuple(b.preferred_batch_sizes or ()) if b else (),
-        max_queue_size=limits.max_queue_size,
-        timeout_us=limits.queue_timeout_us,
-    )
     acc = spec.access
     access = Access(
         same_namespace=not (acc and acc.namespaces) and not (acc and acc.all_namespaces),
@@ -120,32 +114,31 @@ def build_context(
         all_namespaces=bool(acc and acc.all_namespaces),
     )
     model = spec.model
-
-    def tensors(items: list[object] | None) -> str:
-        if not items:
-            return ""
-        return json.dumps(
-            [
-                {"name": t.name, "datatype": t.datatype, "dims": list(t.shape)}  # type: ignore[attr-defined]
-                for t in items
-            ]
-        )
-
+    gpu = _gpu(md)
+    served_name = model.name or name
+    config = worker_config(
+        spec,
+        PodFacts(
+            served_name=served_name,
+            threads=threads_for(cpu),
+            gpu_count=gpu.count if gpu else 0,
+            drain_seconds=settings.drain_seconds,
+            limits=limits,
+        ),
+    )
     a = spec.autoscaling
     scheme = model.uri.split("://", 1)[0]
     policy = rt.policy
     model_size = (policy.max_model_size if policy else None) or settings.default_model_size
-    precision = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
     return RenderContext(
         name=name,
         namespace=md.metadata.namespace or "",
         uid=uid,
         generation=generation,
         model_uri=model.uri,
-        model_format=model.format,
-        served_name=model.name or name,
-        model_version=str(model.version or 1),
+        served_name=served_name,
         model_sha256=model.sha256,
+        worker_config=worker_config_json(config),
         credentials_secret=model.credentials.name if model.credentials else None,
         runtime_name=resolved.name,
         worker_image=resolved.worker_image,
@@ -161,13 +154,7 @@ def build_context(
         memory_request=memory,
         memory_limit=memory,
         shm_size=pick("shm_size", settings.default_shm),
-        threads=threads_for(cpu),
-        dtype=precision.get(model.precision or "", "auto"),
-        instances=model.instances or 1,
-        inputs_json=tensors(list(model.inputs) if model.inputs else None),
-        outputs_json=tensors(list(model.outputs) if model.outputs else None),
-        gpu=_gpu(md),
-        batching=batching,
+        gpu=gpu,
         autoscaling_min=a.min_replicas if a else None,
         autoscaling_max=a.max_replicas if a else None,
         autoscaling_target_cpu=(a.target.cpu_utilization if a and a.target else None),
@@ -179,5 +166,4 @@ def build_context(
         model_max_bytes=quantity_bytes(model_size),
         model_volume_size=str(model_size),
         drain_seconds=settings.drain_seconds,
-        serving=limits,
     )

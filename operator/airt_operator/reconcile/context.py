@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from airt_operator.reconcile.serving import ServingLimits
-
 
 @dataclass(frozen=True)
 class GpuPlacement:
@@ -33,15 +31,6 @@ class Access:
 
 
 @dataclass(frozen=True)
-class Batching:
-    max_batch_size: int = 0
-    max_queue_delay_us: int = 0
-    preferred_batch_sizes: tuple[int, ...] = ()
-    max_queue_size: int = 0
-    timeout_us: int = 0
-
-
-@dataclass(frozen=True)
 class RenderContext:
     """One ModelDeployment, resolved: the single input of rendering."""
 
@@ -51,11 +40,12 @@ class RenderContext:
     generation: int
     # model
     model_uri: str
-    model_format: str
     served_name: str
-    model_version: str
     model_sha256: str | None
     credentials_secret: str | None
+    #: The worker's whole configuration (airt_contract.worker.WorkerConfig) as JSON, built by
+    #: reconcile/worker_config.py; the template passes it on without reading it.
+    worker_config: str
     # runtime
     runtime_name: str
     worker_image: str
@@ -70,13 +60,7 @@ class RenderContext:
     memory_request: str = "2Gi"
     memory_limit: str = "2Gi"
     shm_size: str = "1Gi"
-    threads: int = 1
-    dtype: str = "auto"
-    instances: int = 1
-    inputs_json: str = ""
-    outputs_json: str = ""
     gpu: GpuPlacement | None = None
-    batching: Batching = field(default_factory=Batching)
     autoscaling_min: int | None = None
     autoscaling_max: int | None = None
     autoscaling_target_cpu: int | None = None
@@ -93,8 +77,6 @@ class RenderContext:
     tmp_size: str = "1Gi"
     drain_seconds: int = 30
     labels: tuple[tuple[str, str], ...] = ()
-    #: request limits for the worker; None renders none (the worker's own defaults apply)
-    serving: ServingLimits | None = None
 
     @property
     def remote_model(self) -> bool:

@@ -19,6 +19,7 @@ import yaml
 
 from airt_operator.reconcile.context import RenderContext
 from airt_operator.reconcile.diff import with_hash
+from airt_operator.reconcile.worker_config import pvc_parts
 
 TEMPLATES = ("identity", "network", "deployment", "scaling", "monitoring")
 MANAGED_BY = "airt-operator"
@@ -72,19 +73,6 @@ def _product_weight(index: int, total: int) -> int:
     return max(1, 100 - math.floor(index * 99 / (total - 1)))
 
 
-def _pvc_parts(uri: str) -> tuple[str, str]:
-    rest = uri.removeprefix("pvc://")
-    claim, _, path = rest.partition("/")
-    return claim, path
-
-
-def _model_path(ctx: RenderContext) -> str:
-    if ctx.remote_model:
-        return "/models/model"
-    _, path = _pvc_parts(ctx.model_uri)
-    return f"/models/{path}".rstrip("/")
-
-
 def _worker_resources(ctx: RenderContext) -> dict[str, Any]:
     requests: dict[str, Any] = {"cpu": ctx.cpu_request, "memory": ctx.memory_request}
     limits: dict[str, Any] = {"cpu": ctx.cpu_limit, "memory": ctx.memory_limit}
@@ -107,9 +95,8 @@ def _environment() -> jinja2.Environment:
         meta=_meta,
         pod_labels=_pod_labels,
         product_weight=_product_weight,
-        model_path=_model_path,
         worker_resources=_worker_resources,
-        pvc_claim=lambda ctx: _pvc_parts(ctx.model_uri)[0],
+        pvc_claim=lambda ctx: pvc_parts(ctx.model_uri)[0],
         dict=dict,
     )
     return env

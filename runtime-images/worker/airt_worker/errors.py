@@ -108,7 +108,6 @@ class ModelLoadError(Exception):
 MODEL_LOAD_FAILED = "ModelLoadFailed"
 MODEL_FETCH_FAILED = "ModelFetchFailed"
 MODEL_DIGEST_MISMATCH = "ModelDigestMismatch"
-DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 # Kubernetes keeps at most 4096 bytes of a message; one line of 1 KiB says enough.
 TERMINATION_MESSAGE_MAX_BYTES = 1024
 

@@ -44,8 +44,8 @@ from typing import Any, BinaryIO
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
+from airt_contract.worker import DEFAULT_TERMINATION_LOG
 from airt_worker.errors import (
-    DEFAULT_TERMINATION_LOG,
     MODEL_FETCH_FAILED,
     DigestMismatchError,
     termination_line,

@@ -7,10 +7,26 @@ the model cannot be served, 2 for bad settings.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 
 from pydantic import ValidationError
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per record (`log_format: json`): what log pipelines parse without rules."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
 
 
 def main(argv: list[str]) -> int:
@@ -23,11 +39,13 @@ def main(argv: list[str]) -> int:
     except (ValidationError, ValueError) as e:
         print(f"airt-worker serve: invalid settings:\n{e}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonLogFormatter()
+        if settings.log_format == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
     import uvloop
 
     from airt_worker.server import serve

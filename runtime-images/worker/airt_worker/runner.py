@@ -65,7 +65,7 @@ class ModelRunner:
         if settings.device == "cuda":
             if not torch.cuda.is_available():
                 raise ModelLoadError("device is cuda but torch sees no CUDA device")
-            self.device = torch.device("cuda", settings.cuda_device_index)
+            self.device = torch.device("cuda", 0)
             torch.cuda.set_device(self.device)
         else:
             self.device = torch.device("cpu")

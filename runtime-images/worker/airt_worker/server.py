@@ -154,7 +154,7 @@ async def serve(settings: WorkerSettings) -> int:
         ),
         settings.max_connections,
     )
-    nvml = Nvml(settings.cuda_device_index) if settings.device == "cuda" else None
+    nvml = Nvml(0) if settings.device == "cuda" else None
     metrics = _http_server(
         MetricsApp(WorkerCollector(plane, nvml)),
         settings.metrics_host,

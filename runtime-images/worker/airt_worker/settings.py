@@ -1,21 +1,26 @@
-"""Worker settings: one pydantic-settings model read from CLI args, `AIRT_*` env and a config file.
+"""Worker settings: the contract's `WorkerConfig`, read from CLI args, `AIRT_*` env, the
+operator's `AIRT_WORKER_CONFIG` and a config file.
 
-Called by `main` (the `airt-worker serve` entry point) before anything else is built. Precedence,
-most important first: command-line arguments, environment (`AIRT_MODEL_PATH`, nested fields with
-`__`, e.g. `AIRT_BATCHING__MAX_BATCH_SIZE`), the YAML or JSON config file the operator renders
-(`--config-file` / `AIRT_CONFIG_FILE`), then the defaults below. docs/worker-protocol.md lists
-every field.
+Called by `main` (the `airt-worker serve` entry point) before anything else is built. The fields,
+their defaults and their validation are the contract's (airt_contract.worker), written once;
+this module adds only where values come from. Precedence, most important first: command-line
+arguments, environment (`AIRT_MODEL_PATH`, nested fields with `__`, e.g.
+`AIRT_BATCHING__MAX_BATCH_SIZE`), the whole configuration the operator renders as JSON in
+`AIRT_WORKER_CONFIG`, the YAML or JSON config file (`--config-file` / `AIRT_CONFIG_FILE`), then
+the defaults. docs/worker-protocol.md lists every field.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import Field
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     CliSettingsSource,
@@ -24,85 +29,26 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from airt_worker.datatypes import NUMPY_DTYPES
-from airt_worker.errors import DEFAULT_TERMINATION_LOG
+from airt_contract.worker import (
+    WORKER_CONFIG_ENV,
+    BatchingConfig,
+    ModelFormat,
+    TensorConfig,
+    WorkerConfig,
+)
 
-ModelFormat = Literal["torchscript", "torch-export"]
-
-
-class TensorConfig(BaseModel):
-    """One model input or output as the model config declares it (Triton's `input`/`output`)."""
-
-    name: str = Field(description="Tensor name clients use.")
-    datatype: str | None = Field(
-        default=None,
-        description="v2 datatype (FP32, INT64, BYTES, ...). Inferred from torch.export programs "
-        "and, for outputs, from the warm-up run; required for TorchScript inputs.",
-    )
-    dims: list[int] | None = Field(
-        default=None,
-        description="Shape without the batch dimension; -1 marks a variable dimension. Inferred "
-        "like `datatype`.",
-    )
-
-    @field_validator("datatype")
-    @classmethod
-    def _known_datatype(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        v = v.upper().removeprefix("TYPE_")
-        v = "BYTES" if v == "STRING" else v
-        if v not in NUMPY_DTYPES:
-            raise ValueError(f"unknown datatype {v!r}; expected one of {', '.join(NUMPY_DTYPES)}")
-        return v
-
-    @field_validator("dims")
-    @classmethod
-    def _valid_dims(cls, v: list[int] | None) -> list[int] | None:
-        if v is not None and any(d < -1 or d == 0 for d in v):
-            raise ValueError(f"dims {v}: each dimension is a positive size or -1 (variable)")
-        return v
+__all__ = [
+    "BatchingConfig",
+    "ModelFormat",
+    "TensorConfig",
+    "WorkerSettings",
+    "cgroup_cpu_limit",
+    "load_settings",
+]
 
 
-class BatchingConfig(BaseModel):
-    """Dynamic batching with Triton's semantics; `max_batch_size` 0 disables batching."""
-
-    max_batch_size: int = Field(
-        default=8, ge=0, description="Most rows (first dimension) in one model call; 0 = none."
-    )
-    preferred_batch_sizes: list[int] = Field(
-        default_factory=list, description="Batch sizes formed preferentially (each <= max)."
-    )
-    max_queue_delay_microseconds: int = Field(
-        default=0,
-        ge=0,
-        description="How long the oldest request may wait for a batch to fill; 0 = send what is "
-        "queued as soon as a model instance is free.",
-    )
-    max_queue_size: int = Field(
-        default=256,
-        ge=0,
-        description="Requests waiting beyond this are rejected at once (503 / UNAVAILABLE); "
-        "0 = no cap. The operator derives it from the batching settings.",
-    )
-    default_timeout_microseconds: int = Field(
-        default=30_000_000,
-        ge=0,
-        description="Queue timeout of a request without its own `timeout` parameter; 0 = none.",
-    )
-
-    @model_validator(mode="after")
-    def _preferred_within_max(self) -> BatchingConfig:
-        bad = [p for p in self.preferred_batch_sizes if p < 1 or p > max(self.max_batch_size, 1)]
-        if bad:
-            raise ValueError(
-                f"preferred_batch_sizes {bad} must lie in 1..max_batch_size ({self.max_batch_size})"
-            )
-        return self
-
-
-class WorkerSettings(BaseSettings):
-    """Everything `airt-worker serve` needs; see the module docstring for where values come from."""
+class WorkerSettings(WorkerConfig, BaseSettings):
+    """The contract's WorkerConfig as settings; see the module docstring for the sources."""
 
     model_config = SettingsConfigDict(
         env_prefix="AIRT_",
@@ -114,138 +60,28 @@ class WorkerSettings(BaseSettings):
     config_file: Path | None = Field(
         default=None, description="YAML or JSON file with any of these settings."
     )
-    model_path: Path = Field(
-        description="The model file: TorchScript (.pt) or torch.export (.pt2)."
-    )
-    model_name: str = Field(default="", description="Served name; default: the file's stem.")
-    model_version: str = Field(default="1", pattern=r"^[0-9]+$", description="Numeric version.")
-    model_format: ModelFormat | None = Field(
-        default=None, description="torchscript | torch-export; default: from the file suffix."
-    )
-    model_sha256: str | None = Field(
-        default=None,
-        pattern=r"^[0-9a-fA-F]{64}$",
-        description="Expected sha256 of the model file, verified before loading.",
-    )
-    inputs: list[TensorConfig] = Field(default_factory=list, description="Model inputs.")
-    outputs: list[TensorConfig] = Field(default_factory=list, description="Model outputs.")
-    device: Literal["cpu", "cuda"] = Field(default="cpu", description="Where the model runs.")
-    cuda_device_index: int = Field(default=0, ge=0, description="Which GPU when device=cuda.")
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        default="auto",
-        description="Precision of the model's floating-point weights and inputs; auto = as saved.",
-    )
-    threads: int = Field(
-        default=0, ge=0, description="torch intra-op threads; 0 = from the cgroup CPU limit."
-    )
-    instance_count: int = Field(
-        default=1, ge=1, description="Model instances: batches that may run at the same time."
-    )
-    batching: BatchingConfig = Field(default_factory=BatchingConfig)
-    warmup: bool = Field(default=True, description="Run a warm-up inference before ready.")
-    warmup_batch_size: int = Field(default=1, ge=1, description="Rows in the warm-up inference.")
-    host: str = Field(default="0.0.0.0", description="Address of the HTTP and gRPC listeners.")
-    http_port: int = Field(default=8000, ge=0, le=65535)
-    grpc_port: int = Field(default=8001, ge=0, le=65535)
-    metrics_host: str = Field(default="127.0.0.1", description="Metrics listen address.")
-    metrics_port: int = Field(default=8082, ge=0, le=65535)
-    max_request_bytes: int = Field(
-        default=64 * 1024 * 1024,
-        ge=1024,
-        description="Largest HTTP request body (after decompression) accepted, and the largest "
-        "decoded size of one request's tensors; larger is 413.",
-    )
-    max_json_bytes: int = Field(
-        default=8 * 1024 * 1024,
-        ge=1024,
-        description="Largest JSON part of an /infer request; larger is 413 (parsed JSON takes "
-        "about 16 times its text; large tensors belong in binary data).",
-    )
-    grpc_max_message_bytes: int = Field(
-        default=64 * 1024 * 1024,
-        ge=1024,
-        description="gRPC send and receive message limit; larger is RESOURCE_EXHAUSTED.",
-    )
-    max_inflight_bytes: int = Field(
-        default=256 * 1024 * 1024,
-        ge=1024,
-        description="Memory all requests in progress may hold together (bodies and their decoded "
-        "tensors, estimated before decoding); a request that does not fit is 503 / UNAVAILABLE.",
-    )
-    max_connections: int = Field(
-        default=512, ge=1, description="Open HTTP connections; beyond it requests are 503."
-    )
-    grpc_max_concurrent_rpcs: int = Field(
-        default=256, ge=1, description="gRPC calls in progress; beyond it RESOURCE_EXHAUSTED."
-    )
-    max_header_bytes: int = Field(
-        default=32 * 1024,
-        ge=1024,
-        description="Largest HTTP request line plus headers; larger is 431 and the connection "
-        "is closed.",
-    )
-    max_headers: int = Field(
-        default=100, ge=1, description="Most HTTP request headers; more is 431."
-    )
-    header_timeout_seconds: float = Field(
-        default=10.0,
-        gt=0,
-        description="Time a client has to send a request's line and headers; then 408 and close.",
-    )
-    body_timeout_seconds: float = Field(
-        default=5.0,
-        gt=0,
-        description="Longest pause while a request body is being sent; then 408 and close.",
-    )
-    execution_timeout_seconds: float = Field(
-        default=60.0,
-        ge=0,
-        description="Longest model execution of one batch; past it the batch's requests fail "
-        "(503), the instance counts as stuck and liveness fails, so the kubelet restarts the "
-        "pod. 0 = no timeout.",
-    )
-    response_compression_min_bytes: int = Field(
-        default=1024, ge=0, description="Smaller /infer responses are never compressed."
-    )
-    drain_timeout_seconds: float = Field(
-        default=30.0,
-        ge=0,
-        description="On SIGTERM, how long accepted requests may take (0 = stop at once).",
-    )
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    termination_log: str = Field(
-        default=DEFAULT_TERMINATION_LOG,
-        description="File for the one-line `ModelLoadFailed: <message>` the operator reads when "
-        "the model cannot be served (the container's terminationMessagePath); not written when "
-        "it cannot be opened.",
-    )
-
-    @model_validator(mode="after")
-    def _derive(self) -> WorkerSettings:
-        if not self.model_name:
-            self.model_name = self.model_path.name.split(".")[0] or "model"
-        if self.model_format is None:
-            suffix = self.model_path.suffix.lower()
-            if suffix == ".pt2":
-                self.model_format = "torch-export"
-            elif suffix in {".pt", ".pth", ".ts", ".torchscript"}:
-                self.model_format = "torchscript"
-            else:
-                raise ValueError(
-                    f"model_format is not set and the suffix {suffix!r} of {self.model_path} does "
-                    "not tell: use .pt (torchscript) or .pt2 (torch-export), or set model_format"
-                )
-        if self.model_sha256 is not None:
-            self.model_sha256 = self.model_sha256.lower()
-        return self
-
-    @property
-    def format(self) -> ModelFormat:
-        assert self.model_format is not None  # set by _derive
-        return self.model_format
 
     def effective_threads(self) -> int:
         return self.threads or cgroup_cpu_limit()
+
+
+class WorkerConfigEnvSource(PydanticBaseSettingsSource):
+    """The whole configuration the operator renders: JSON in `AIRT_WORKER_CONFIG`."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # the whole document is returned by __call__
+
+    def __call__(self) -> dict[str, Any]:
+        raw = os.environ.get(WORKER_CONFIG_ENV, "")
+        if not raw.strip():
+            return {}
+        try:
+            doc = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{WORKER_CONFIG_ENV} is not JSON: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise ValueError(f"{WORKER_CONFIG_ENV} must be a JSON object, not {type(doc).__name__}")
+        return doc
 
 
 def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> int:
@@ -293,7 +129,11 @@ def load_settings(argv: list[str]) -> WorkerSettings:
             dotenv_settings: PydanticBaseSettingsSource,
             file_secret_settings: PydanticBaseSettingsSource,
         ) -> tuple[PydanticBaseSettingsSource, ...]:
-            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            sources: list[PydanticBaseSettingsSource] = [
+                init_settings,
+                env_settings,
+                WorkerConfigEnvSource(settings_cls),
+            ]
             if config_file is not None:
                 sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
             return tuple(sources)

@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from airt_contract.worker import WORKER_CONFIG_ENV, WorkerConfig
 from airt_operator.api import (
     InferenceRuntime,
     ModelDeployment,
@@ -43,3 +44,11 @@ def example(name: str) -> ModelDeployment:
 
 def context(md: ModelDeployment, service_monitor: bool = False) -> RenderContext:
     return build_context(md, resolve(md, runtimes()), BuildSettings(), "uid-1", 1, service_monitor)
+
+
+def worker_config(children: list[dict[str, Any]]) -> WorkerConfig:
+    """The WorkerConfig the rendered Deployment hands its worker container (AIRT_WORKER_CONFIG)."""
+    dep = next(c for c in children if c["kind"] == "Deployment")
+    worker = dep["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in worker["env"]}
+    return WorkerConfig.model_validate_json(env[WORKER_CONFIG_ENV])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from opbuild import context, example
+from opbuild import context, example, worker_config
 
 from airt_operator.reconcile.build import threads_for
 from airt_operator.reconcile.context import GpuPlacement
@@ -37,9 +37,10 @@ def test_ordered_products_become_required_any_and_preferred_by_rank() -> None:
     ]
     limits = pod["containers"][0]["resources"]["limits"]
     assert limits["nvidia.com/gpu"] == "1"
-    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
-    assert env["AIRT_DEVICE"] == "cuda"
-    assert env["AIRT_DTYPE"] == "float16"
+    config = worker_config(render(context(example("cnn-gpu"))))
+    assert config.device == "cuda"
+    assert config.device_count == 1  # the replica's GPUs reach the worker
+    assert config.dtype == "float16"
 
 
 def test_minimum_memory_is_a_gt_on_the_memory_label() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
-from opbuild import EXAMPLE_FILES, context, example, model
+from opbuild import EXAMPLE_FILES, context, example, model, worker_config
 
 from airt_operator.reconcile.render import render
 
@@ -58,11 +58,15 @@ def test_deployment_probes_drain_and_rollout() -> None:
     assert pod["terminationGracePeriodSeconds"] > 30
     ports = {p["name"]: p["containerPort"] for c in pod["containers"] for p in c["ports"]}
     assert ports == {"http": 8000, "grpc": 8001, "metrics": 8002}
-    env = {e["name"]: e.get("value") for e in worker["env"]}
-    assert env["AIRT_THREADS"] == "2"  # from the CPU limit "2"
-    assert env["AIRT_DEVICE"] == "cpu"
-    assert env["AIRT_BATCHING__MAX_BATCH_SIZE"] == "32"
-    assert env["AIRT_BATCHING__PREFERRED_BATCH_SIZES"] == "[8, 16, 32]"
+    config = worker_config(render(context(example("mlp-cpu"))))
+    assert config.threads == 2  # from the CPU limit "2"
+    assert config.device == "cpu"
+    assert config.device_count is None
+    assert config.batching.max_batch_size == 32
+    assert config.batching.preferred_batch_sizes == [8, 16, 32]
+    # The template spells no worker field: one variable carries the whole configuration, then
+    # the runtime's own variables (which the worker reads as overrides).
+    assert [e["name"] for e in worker["env"]] == ["AIRT_WORKER_CONFIG", "AIRT_LOG_FORMAT"]
 
 
 def test_remote_model_gets_a_fetch_init_container_and_storage_egress() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from opbuild import context, example
+from opbuild import context, example, worker_config
 
 from airt_operator.api import Serving
 from airt_operator.reconcile.render import render
@@ -45,23 +45,16 @@ def test_the_model_deployment_overrides_every_derived_limit() -> None:
     assert (got.max_queue_size, got.queue_timeout_us) == (3, 5_000)
 
 
-def _worker_env() -> dict[str, str]:
-    md = example("mlp-cpu")
-    dep = next(c for c in render(context(md)) if c["kind"] == "Deployment")
-    worker = dep["spec"]["template"]["spec"]["containers"][0]
-    return {e["name"]: e.get("value") for e in worker["env"]}
-
-
-def test_rendered_worker_env_carries_the_limits() -> None:
+def test_rendered_worker_config_carries_the_limits() -> None:
     md = example("mlp-cpu")
     memory = md.spec.resources.memory if md.spec.resources else None
     assert memory is not None
-    env = _worker_env()
+    config = worker_config(render(context(md)))
     limits = derive(memory, 32, md.spec.model.instances or 1, 2000, None, 256, None)
-    assert env["AIRT_MAX_REQUEST_BYTES"] == str(limits.max_request_bytes)
-    assert env["AIRT_MAX_JSON_BYTES"] == str(limits.max_json_bytes)
-    assert env["AIRT_GRPC_MAX_MESSAGE_BYTES"] == str(limits.grpc_max_message_bytes)
-    assert env["AIRT_MAX_INFLIGHT_BYTES"] == str(limits.max_inflight_bytes)
-    assert env["AIRT_EXECUTION_TIMEOUT_SECONDS"] == "60"
-    assert env["AIRT_BATCHING__MAX_QUEUE_SIZE"] == "256"  # the example's own
-    assert env["AIRT_BATCHING__DEFAULT_TIMEOUT_MICROSECONDS"] == str(10_000_000 + 2000)
+    assert config.max_request_bytes == limits.max_request_bytes
+    assert config.max_json_bytes == limits.max_json_bytes
+    assert config.grpc_max_message_bytes == limits.grpc_max_message_bytes
+    assert config.max_inflight_bytes == limits.max_inflight_bytes
+    assert config.execution_timeout_seconds == 60
+    assert config.batching.max_queue_size == 256  # the example's own
+    assert config.batching.default_timeout_microseconds == 10_000_000 + 2000
