@@ -127,10 +127,10 @@ def register(
         if watch.spec_changes:
             _register_spec_changes(registry, watch, handlers)
         if watch.trigger is not None:
-            kopf.on.event(
-                *watch.selector, id=f"{watch.trigger}_event_{watch.name}", labels=watch.labels,
-                registry=registry,
-            )(events[watch.trigger])  # fmt: skip
+            event_id = f"{watch.trigger}_event_{watch.name}"
+            kopf.on.event(*watch.selector, id=event_id, labels=watch.labels, registry=registry)(
+                events[watch.trigger]
+            )
     kopf.on.startup(id="start_controller", registry=registry)(handlers.startup)
     kopf.on.cleanup(id="stop_controller", registry=registry)(handlers.cleanup)
     return handlers
@@ -139,7 +139,8 @@ def register(
 def _register_spec_changes(
     registry: kopf.OperatorRegistry, watch: Watch, handlers: Handlers
 ) -> None:
-    # One id for the three causes: kopf's progress annotations are keyed by handler id.
+    # One function handles the three causes, under one id (kopf keys its progress annotations
+    # by handler id); an update counts only when the spec changed, not metadata or status.
     fn = handlers.spec_changed
     kopf.on.resume(*watch.selector, id="spec_changed", labels=watch.labels, registry=registry)(fn)
     kopf.on.create(*watch.selector, id="spec_changed", labels=watch.labels, registry=registry)(fn)

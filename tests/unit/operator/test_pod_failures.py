@@ -1,7 +1,7 @@
 """Observe: pod failures reported by the kubelet and by the containers' termination messages
 become condition reasons with the container's own message; status records what really ran.
 
-The pod dicts are shaped like real kubelet statuses, passed through the handlers' pod projection
+The pod dicts are shaped like real kubelet statuses, passed through the pod index's projection
 (`world.pod_facts`) the way the operator's index holds them.
 """
 
@@ -105,7 +105,7 @@ def pod(
     ready: bool = False,
     created: str = "2026-01-01T00:00:00Z",
 ) -> dict[str, Any]:
-    """A kubelet-shaped pod, projected by the handlers' index function."""
+    """A kubelet-shaped pod, projected by the pod index's function."""
     body = {
         "metadata": {
             "name": name,
