@@ -2,8 +2,9 @@
 
 Called by `airt-operator crds` (operator/airt_operator/cli.py, run by `make generate`) and by the
 drift test in tests/unit/api, which regenerates into a temporary directory and compares with the
-committed files. The output is deterministic: properties keep their declaration order, every schema
-node lists its keys in one fixed order, and nothing depends on time or the environment.
+committed files. One CRD per entry of the kind table (api/kinds.py: models, names, printer
+columns). The output is deterministic: properties keep their declaration order, every schema node
+lists its keys in one fixed order, and nothing depends on time or the environment.
 
 pydantic's JSON schema is turned into a structural OpenAPI v3 schema the API server accepts:
 `$ref`s are inlined, Optional's `anyOf [X, null]` collapses to X (optional fields are omitted, and
@@ -24,22 +25,18 @@ from pydantic import BaseModel
 from airt_operator.api import (
     CATEGORY,
     GROUP,
+    INFERENCE_RUNTIME,
+    KINDS,
+    MODEL_DEPLOYMENT,
     VERSION,
-    InferenceRuntime,
-    InferenceRuntimeSpec,
-    InferenceRuntimeStatus,
-    ModelDeployment,
-    ModelDeploymentSpec,
-    ModelDeploymentStatus,
-    modeldeployment,
-    runtime,
+    ApiKind,
 )
 from airt_operator.api import docgen as apidoc
 
 Schema = dict[str, Any]
 
-MODEL_DEPLOYMENT_NAME_MAX = modeldeployment.NAME_MAX_LENGTH
-RUNTIME_NAME_MAX = runtime.NAME_MAX_LENGTH
+MODEL_DEPLOYMENT_NAME_MAX = MODEL_DEPLOYMENT.name_max_length
+RUNTIME_NAME_MAX = INFERENCE_RUNTIME.name_max_length
 
 KEY_ORDER = (
     "description", "type", "format", "enum", "default", "pattern", "minLength", "maxLength",
@@ -124,13 +121,15 @@ def _described(schema: Schema, description: str) -> Schema:
     return _ordered({**schema, "description": description})
 
 
-def _root_schema(
-    kind: type[BaseModel], spec: type[BaseModel], status: type[BaseModel], name: Schema
-) -> Schema:
-    fields = kind.model_fields
+def _name_schema(kind: ApiKind[Any, Any]) -> Schema:
+    return {"type": "string", "pattern": kind.name_pattern, "maxLength": kind.name_max_length}
+
+
+def _root_schema(kind: ApiKind[Any, Any]) -> Schema:
+    fields = kind.model.model_fields
     return _ordered(
         {
-            "description": (kind.__doc__ or "").strip(),
+            "description": (kind.model.__doc__ or "").strip(),
             "type": "object",
             "properties": {
                 "apiVersion": {
@@ -139,30 +138,24 @@ def _root_schema(
                     "type": "string",
                 },
                 "kind": {
-                    "description": f"Kind is the REST resource kind: {kind.__name__}.",
+                    "description": f"Kind is the REST resource kind: {kind.kind}.",
                     "type": "string",
                 },
-                "metadata": {"type": "object", "properties": {"name": name}},
-                "spec": _described(openapi_schema(spec), fields["spec"].description or ""),
-                "status": _described(openapi_schema(status), fields["status"].description or ""),
+                "metadata": {"type": "object", "properties": {"name": _name_schema(kind)}},
+                "spec": _described(openapi_schema(kind.spec), fields["spec"].description or ""),
+                "status": _described(
+                    openapi_schema(kind.status), fields["status"].description or ""
+                ),
             },
             "required": ["spec"],
         }
     )
 
 
-def _crd(
-    *,
-    kind: str,
-    plural: str,
-    short: str,
-    scope: str,
-    schema: Schema,
-    columns: list[Schema],
-    scale: bool,
-) -> Schema:
+def crd(kind: ApiKind[Any, Any]) -> Schema:
+    """The CRD of one kind as a dict."""
     subresources: Schema = {"status": {}}
-    if scale:
+    if kind.scale:
         subresources["scale"] = {
             "specReplicasPath": ".spec.replicas",
             "statusReplicasPath": ".status.replicas",
@@ -172,102 +165,47 @@ def _crd(
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": f"{plural}.{GROUP}",
+            "name": f"{kind.plural}.{GROUP}",
             "labels": {"app.kubernetes.io/part-of": "airt"},
         },
         "spec": {
             "group": GROUP,
             "names": {
-                "kind": kind,
-                "listKind": f"{kind}List",
-                "plural": plural,
-                "singular": kind.lower(),
-                "shortNames": [short],
+                "kind": kind.kind,
+                "listKind": f"{kind.kind}List",
+                "plural": kind.plural,
+                "singular": kind.kind.lower(),
+                "shortNames": [kind.short_name],
                 "categories": [CATEGORY],
             },
-            "scope": scope,
+            "scope": kind.scope,
             "versions": [
                 {
                     "name": VERSION,
                     "served": True,
                     "storage": True,
                     "subresources": subresources,
-                    "additionalPrinterColumns": columns,
-                    "schema": {"openAPIV3Schema": schema},
+                    "additionalPrinterColumns": [c.to_crd() for c in kind.columns],
+                    "schema": {"openAPIV3Schema": _root_schema(kind)},
                 }
             ],
         },
     }
 
 
-def _column(name: str, type_: str, path: str, description: str, priority: int = 0) -> Schema:
-    col: Schema = {"name": name, "type": type_, "jsonPath": path, "description": description}
-    if priority:
-        col["priority"] = priority
-    return col
-
-
-READY = '.status.conditions[?(@.type=="Ready")]'
-
-
 def model_deployment_crd() -> Schema:
     """The ModelDeployment CRD as a dict."""
-    name = {
-        "type": "string",
-        "pattern": modeldeployment.NAME_PATTERN,
-        "maxLength": MODEL_DEPLOYMENT_NAME_MAX,
-    }
-    columns = [
-        _column("Model", "string", ".spec.model.uri", "Where the model comes from."),
-        _column("Runtime", "string", ".status.runtimeName", "The InferenceRuntime chosen."),
-        _column("GPU", "string", ".status.gpu", "GPUs per replica."),
-        _column("Ready", "string", f"{READY}.status", "The Ready condition."),
-        _column("Replicas", "integer", ".spec.replicas", "Desired replicas."),
-        _column("URL", "string", ".status.url", "In-cluster HTTP URL."),
-        _column("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
-        _column("Available", "integer", ".status.availableReplicas", "Available pods.", 1),
-        _column("Reason", "string", f"{READY}.reason", "Why Ready is what it is.", 1),
-        _column("Format", "string", ".spec.model.format", "The model's format.", 1),
-    ]
-    return _crd(
-        kind="ModelDeployment",
-        plural="modeldeployments",
-        short="md",
-        scope="Namespaced",
-        schema=_root_schema(ModelDeployment, ModelDeploymentSpec, ModelDeploymentStatus, name),
-        columns=columns,
-        scale=True,
-    )
+    return crd(MODEL_DEPLOYMENT)
 
 
 def inference_runtime_crd() -> Schema:
     """The InferenceRuntime CRD as a dict."""
-    name = {"type": "string", "pattern": runtime.NAME_PATTERN, "maxLength": RUNTIME_NAME_MAX}
-    columns = [
-        _column("Accelerator", "string", ".spec.accelerator", "cpu or nvidia."),
-        _column("Formats", "string", ".spec.formats", "Model formats it loads."),
-        _column("Priority", "integer", ".spec.priority", "Auto-selection priority."),
-        _column("Ready", "string", f"{READY}.status", "The Ready condition."),
-        _column("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
-        _column("Image", "string", ".spec.images.worker", "The worker image.", 1),
-    ]
-    return _crd(
-        kind="InferenceRuntime",
-        plural="inferenceruntimes",
-        short="irt",
-        scope="Cluster",
-        schema=_root_schema(InferenceRuntime, InferenceRuntimeSpec, InferenceRuntimeStatus, name),
-        columns=columns,
-        scale=False,
-    )
+    return crd(INFERENCE_RUNTIME)
 
 
 def all_crds() -> dict[str, Schema]:
     """File name → CRD, for every kind."""
-    return {
-        f"{GROUP}_modeldeployments.yaml": model_deployment_crd(),
-        f"{GROUP}_inferenceruntimes.yaml": inference_runtime_crd(),
-    }
+    return {f"{GROUP}_{kind.plural}.yaml": crd(kind) for kind in KINDS}
 
 
 class _Dumper(yaml.SafeDumper):

@@ -1,8 +1,9 @@
 """What the operator's /healthz reports: started, watches synced (or standing by), API reachable.
 
-Built by the composition root (main.py), fed by the kopf handlers (handlers.py marks the
-watches synced), by kopf's own peering log lines (a standby replica) and by the API client
-(kube/client.py records its last successful request); read by the /healthz view.
+Built by the composition root (main.py), fed by the controller (controller.py marks the
+watches synced on the first CRD event), by kopf's own peering log lines (a standby replica) and
+by the API client (kube/client.py records its last successful request); read by the /healthz
+view.
 
 Why watch kopf's log for the pause: kopf keeps its pause toggles private, and a standby replica
 never runs a handler, so "synced" alone would keep every standby unhealthy for ever (and the

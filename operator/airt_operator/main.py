@@ -21,7 +21,7 @@ import kopf
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from airt_operator.handlers import World, register
+from airt_operator.handlers import register
 from airt_operator.health import Health, PeeringLogWatcher
 from airt_operator.kube.client import SPARE_CONNECTIONS, Kube, KubeError
 from airt_operator.kube.client import login as kube_login
@@ -155,7 +155,6 @@ async def run_operator(settings: OperatorSettings) -> None:
     register(
         registry,
         reconciler,
-        World(),
         clusterwide=not settings.namespaces,
         workers=settings.max_concurrent_reconciles,
         backoff=Backoff(settings.retry_base_seconds, settings.retry_max_seconds),

@@ -1,10 +1,11 @@
 """One reconcile of one ModelDeployment: parse → resolve → render → apply → observe → status.
 
-Called by the kopf handlers (handlers.py) with a Snapshot of what kopf's watches hold, so a
+Called by the controller (controller.py) with a Snapshot of what kopf's watches hold, so a
 reconcile reads nothing from the API server: it writes only what differs (children that are
 missing, changed or drifted; a status that changed; an Event per condition transition). Domain
-outcomes are returned as a ReconcileOutcome; the handlers map them to kopf's TemporaryError /
-PermanentError once.
+outcomes are returned as a ReconcileOutcome; the controller retries what waiting may fix, and
+the kopf handlers (handlers.py) turn an invalid spec into kopf's PermanentError. The
+runtime-status loop writes through `write_runtime_status`, so only this module holds the client.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from airt_operator.reconcile.observe import (
 from airt_operator.reconcile.ownership import ChildConflict, conflict_of, owned_by
 from airt_operator.reconcile.render import RenderError, render_stamped
 from airt_operator.reconcile.resolve import ResolutionFailure, ResolvedRuntime, resolve
+from airt_operator.write_memory import WriteMemory
 
 log = logging.getLogger("airt.operator")
 
@@ -126,7 +128,7 @@ class Reconciler:
     # The status this operator last wrote, with the resourceVersion the API server answered.
     # kopf's index may still hold an older copy for a moment after our own write; merging new
     # conditions into that stale copy would move transition times and write again.
-    _written: dict[tuple[str, str], tuple[int, dict[str, Any]]] = field(default_factory=dict)
+    written: WriteMemory[tuple[str, str]] = field(default_factory=WriteMemory)
     # The same for children: (namespace, owner, kind) -> (resourceVersion, hash) of our last
     # apply, and the newest resourceVersion the index has shown us of that child.
     _applied: dict[tuple[str, str, str], tuple[int, str, float]] = field(default_factory=dict)
@@ -144,7 +146,7 @@ class Reconciler:
 
     def forget(self, namespace: str, name: str) -> None:
         self._locks.pop((namespace, name), None)
-        self._written.pop((namespace, name), None)
+        self.written.forget((namespace, name))
         self._events.pop((namespace, name), None)
         self._failing.pop((namespace, name), None)
         for k in [k for k in self._applied if k[:2] == (namespace, name)]:
@@ -176,15 +178,16 @@ class Reconciler:
     def _current_status(self, snap: Snapshot) -> dict[str, Any]:
         """The object's status: the snapshot's, unless our own later write is not in it yet."""
         meta = snap.body["metadata"]
-        seen = dict(snap.body.get("status") or {})
-        written = self._written.get((meta["namespace"], meta["name"]))
-        if written is None:
-            return seen
-        try:
-            stale = int(meta.get("resourceVersion", "0")) < written[0]
-        except ValueError:  # resourceVersions are opaque; etcd's are integers
-            stale = False
-        return dict(written[1]) if stale else seen
+        return self.written.current(
+            (meta["namespace"], meta["name"]),
+            snap.body.get("status") or {},
+            meta.get("resourceVersion", "0"),
+        )
+
+    async def write_runtime_status(self, name: str, status: dict[str, Any]) -> None:
+        """Write an InferenceRuntime's status (for the runtime-status loop, which holds no
+        client of its own)."""
+        await self.kube.patch_runtime_status(name, status)
 
     async def _reconcile(self, snap: Snapshot) -> ReconcileOutcome:
         body = snap.body
@@ -420,13 +423,10 @@ class Reconciler:
         if all(current.get(k) == v for k, v in status.items()):
             return False
         result = await self.kube.patch_status(meta["namespace"], meta["name"], status)
-        try:
-            version = int(result["metadata"]["resourceVersion"])
-        except (KeyError, TypeError, ValueError):
-            version = 0
-        self._written[(meta["namespace"], meta["name"])] = (
-            version,
-            dict(result.get("status") or {}),
+        self.written.remember(
+            (meta["namespace"], meta["name"]),
+            result.get("status") or {},
+            (result.get("metadata") or {}).get("resourceVersion"),
         )
         before = {c.type: c for c in old}
         events = self._events.setdefault((meta["namespace"], meta["name"]), [])

@@ -1,13 +1,13 @@
 """A coalescing work queue for reconciles, drained by a fixed number of workers, that retries
 a failed key with capped exponential backoff.
 
-Called by the kopf handlers (handlers.py): a child's, a pod's or a runtime's event only says
-"look at ModelDeployment X again". Awaiting that reconcile inside the kopf handler would keep
-kopf's per-object worker — and the event body it holds — alive until the reconcile finishes;
-with thousands of children changing at once that is thousands of bodies and reconciles in
-flight (the operator reached 540 MB creating 1,000 ModelDeployments that way). Here an event
-costs one key: a key already waiting is not queued twice, and a key that changes while its
-reconcile runs is queued again, so the last event is never lost (controller-runtime's
+Owned by the controller (controller.py), which the kopf handlers call: a child's, a pod's or a
+runtime's event only says "look at ModelDeployment X again". Awaiting that reconcile inside the
+kopf handler would keep kopf's per-object worker — and the event body it holds — alive until
+the reconcile finishes; with thousands of children changing at once that is thousands of bodies
+and reconciles in flight (the operator reached 540 MB creating 1,000 ModelDeployments that way).
+Here an event costs one key: a key already waiting is not queued twice, and a key that changes
+while its reconcile runs is queued again, so the last event is never lost (controller-runtime's
 workqueue semantics). asyncio.Queue has no de-duplication, hence this module.
 
 A reconcile that fails (the API server is away, a child's place is taken, a kind is not served

@@ -1,11 +1,12 @@
 """The airt API (group `airt.dev`, version `v1alpha1`): pydantic models for both kinds.
 
 The single source of truth for the CRDs (`airt_operator.crdgen` generates `crds/` and
-`docs/api.md` from these models) and the operator's typed view of every object it reads
-(`parse_model_deployment`, `parse_inference_runtime`). Pure: no kopf, no Kubernetes client.
+`docs/api.md` from these models and the per-kind table in `kinds`) and the operator's typed view
+of every object it reads (`parse_model_deployment`, `parse_inference_runtime`). Pure: no kopf,
+no Kubernetes client.
 """
 
-from .base import API_VERSION, CATEGORY, GROUP, VERSION, ApiModel, CelRule, ObjectMeta
+from .base import API_VERSION, CATEGORY, GROUP, VERSION, ApiModel, ApiObject, CelRule, ObjectMeta
 from .conditions import (
     READY_REQUIRES,
     Condition,
@@ -15,6 +16,18 @@ from .conditions import (
     find_condition,
     ready_from,
     set_condition,
+)
+from .kinds import (
+    INFERENCE_RUNTIME,
+    KINDS,
+    MODEL_DEPLOYMENT,
+    ApiKind,
+    PrinterColumn,
+    parse_inference_runtime,
+    parse_inference_runtime_spec,
+    parse_model_deployment,
+    parse_model_deployment_spec,
+    parse_object,
 )
 from .modeldeployment import (
     MODEL_FORMATS,
@@ -35,15 +48,7 @@ from .modeldeployment import (
     TensorSpec,
     UriScheme,
 )
-from .parse import (
-    ApiValidationError,
-    FieldError,
-    parse_inference_runtime,
-    parse_inference_runtime_spec,
-    parse_model_deployment,
-    parse_model_deployment_spec,
-    parse_object,
-)
+from .parse import ApiValidationError, FieldError
 from .resources import ComputeResources, GpuRequest, Resources
 from .runtime import (
     Accelerator,
@@ -60,13 +65,18 @@ __all__ = [
     "API_VERSION",
     "CATEGORY",
     "GROUP",
+    "INFERENCE_RUNTIME",
+    "KINDS",
+    "MODEL_DEPLOYMENT",
     "MODEL_FORMATS",
     "READY_REQUIRES",
     "URI_SCHEMES",
     "VERSION",
     "Accelerator",
     "Access",
+    "ApiKind",
     "ApiModel",
+    "ApiObject",
     "ApiValidationError",
     "Autoscaling",
     "Batching",
@@ -88,6 +98,7 @@ __all__ = [
     "ModelSource",
     "Monitoring",
     "ObjectMeta",
+    "PrinterColumn",
     "Reason",
     "Resources",
     "RuntimeDefaults",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Final, TypeVar
+from typing import Annotated, Any, ClassVar, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
@@ -283,3 +283,31 @@ class ObjectMeta(BaseModel):
     resource_version: str | None = Field(default=None, description="For optimistic concurrency.")
     labels: dict[str, str] = Field(default_factory=dict, description="Labels.")
     annotations: dict[str, str] = Field(default_factory=dict, description="Annotations.")
+
+
+class ApiObject(ApiModel):
+    """Base of every kind's root model: apiVersion, kind, metadata and the name rule.
+
+    Each kind's model (`ModelDeployment`, `InferenceRuntime`) narrows `kind` to its own name,
+    adds `spec` and `status`, and sets the bounds of its `metadata.name`, which the CRD's schema
+    enforces too (`airt_operator.api.kinds` builds both from the same class). Unknown top-level
+    fields are ignored: the API server adds its own (managedFields live in metadata, but a
+    `kubectl get -o yaml` dump may carry more).
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    name_pattern: ClassVar[str]
+    name_max_length: ClassVar[int]
+
+    api_version: Literal["airt.dev/v1alpha1"] = Field(
+        default=API_VERSION, description="airt.dev/v1alpha1"
+    )
+    kind: str = Field(description="The kind.")
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta, description="Standard metadata.")
+
+    @model_validator(mode="after")
+    def _check_name(self) -> ApiObject:
+        cls = type(self)
+        check_object_name(self.metadata.name, cls.name_pattern, cls.name_max_length)
+        return self

@@ -25,21 +25,19 @@ Refinements of the design sketch, and why:
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import ConfigDict, Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints
 
 from .base import (
-    API_VERSION,
     DNS1035_LABEL,
     DNS1123_LABEL,
     DNS1123_SUBDOMAIN,
     IMAGE,
     ApiModel,
-    ObjectMeta,
+    ApiObject,
     cel,
     cel_pattern,
-    check_object_name,
 )
 from .conditions import Condition
 from .resources import Resources
@@ -464,20 +462,12 @@ class ModelDeploymentStatus(ApiModel):
     )
 
 
-class ModelDeployment(ApiModel):
+class ModelDeployment(ApiObject):
     """A model served by the airt inference worker: its runtime, GPUs, scaling and access."""
 
-    model_config = ConfigDict(extra="ignore")
+    name_pattern: ClassVar[str] = NAME_PATTERN
+    name_max_length: ClassVar[int] = NAME_MAX_LENGTH
 
-    api_version: Literal["airt.dev/v1alpha1"] = Field(
-        default=API_VERSION, description="airt.dev/v1alpha1"
-    )
     kind: Literal["ModelDeployment"] = Field(default="ModelDeployment", description="The kind.")
-    metadata: ObjectMeta = Field(default_factory=ObjectMeta, description="Standard metadata.")
     spec: ModelDeploymentSpec = Field(description="The desired state.")
     status: ModelDeploymentStatus | None = Field(default=None, description="The observed state.")
-
-    @model_validator(mode="after")
-    def _check_name(self) -> ModelDeployment:
-        check_object_name(self.metadata.name, NAME_PATTERN, NAME_MAX_LENGTH)
-        return self

@@ -1,9 +1,10 @@
 """Parse raw objects (dicts from kopf, YAML files, the API server) into the API models.
 
-Called by the operator at the boundary of every handler, and by tests. Errors come back as one
-domain exception, `ApiValidationError`, whose message names each offending field by its wire path
-(`spec.resources.gpu.count`), the way the API server would, so a condition message or an Event can
-quote it unchanged. No pydantic type leaks out of the error.
+`parse_model` is the one parser; each kind's descriptor (kinds.py) calls it for its models, and
+the operator and tests call those (`parse_model_deployment`, `parse_object`, ...). Errors come
+back as one domain exception, `ApiValidationError`, whose message names each offending field by
+its wire path (`spec.resources.gpu.count`), the way the API server would, so a condition message
+or an Event can quote it unchanged. No pydantic type leaks out of the error.
 """
 
 from __future__ import annotations
@@ -13,9 +14,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-
-from .modeldeployment import ModelDeployment, ModelDeploymentSpec
-from .runtime import InferenceRuntime, InferenceRuntimeSpec
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -72,52 +70,9 @@ def _field_errors(exc: ValidationError, prefix: str) -> list[FieldError]:
     return errors
 
 
-def _parse(model: type[T], raw: Mapping[str, Any], kind: str, prefix: str = "") -> T:
+def parse_model(model: type[T], raw: Mapping[str, Any], kind: str, prefix: str = "") -> T:
+    """Validate `raw` as `model`; errors name their fields by wire path, under `prefix`."""
     try:
         return model.model_validate(dict(raw))
     except ValidationError as exc:
         raise ApiValidationError(kind, _field_errors(exc, prefix)) from None
-
-
-def _is_object(raw: Mapping[str, Any]) -> bool:
-    return "spec" in raw or "metadata" in raw or "apiVersion" in raw or "kind" in raw
-
-
-def parse_model_deployment(raw: Mapping[str, Any]) -> ModelDeployment:
-    """A whole ModelDeployment object, or a bare spec (then metadata is empty)."""
-    if not isinstance(raw, Mapping):
-        raise ApiValidationError("ModelDeployment", [FieldError("", "not an object")])
-    if _is_object(raw):
-        return _parse(ModelDeployment, raw, "ModelDeployment")
-    spec = _parse(ModelDeploymentSpec, raw, "ModelDeployment", "spec")
-    return ModelDeployment(spec=spec)
-
-
-def parse_model_deployment_spec(raw: Mapping[str, Any]) -> ModelDeploymentSpec:
-    """Just the spec (paths still start with `spec.`)."""
-    return _parse(ModelDeploymentSpec, raw, "ModelDeployment", "spec")
-
-
-def parse_inference_runtime(raw: Mapping[str, Any]) -> InferenceRuntime:
-    """A whole InferenceRuntime object, or a bare spec (then metadata is empty)."""
-    if not isinstance(raw, Mapping):
-        raise ApiValidationError("InferenceRuntime", [FieldError("", "not an object")])
-    if _is_object(raw):
-        return _parse(InferenceRuntime, raw, "InferenceRuntime")
-    spec = _parse(InferenceRuntimeSpec, raw, "InferenceRuntime", "spec")
-    return InferenceRuntime(spec=spec)
-
-
-def parse_inference_runtime_spec(raw: Mapping[str, Any]) -> InferenceRuntimeSpec:
-    """Just the spec (paths still start with `spec.`)."""
-    return _parse(InferenceRuntimeSpec, raw, "InferenceRuntime", "spec")
-
-
-def parse_object(raw: Mapping[str, Any]) -> ModelDeployment | InferenceRuntime:
-    """Any airt object, by its `kind`."""
-    kind = raw.get("kind") if isinstance(raw, Mapping) else None
-    if kind == "ModelDeployment":
-        return parse_model_deployment(raw)
-    if kind == "InferenceRuntime":
-        return parse_inference_runtime(raw)
-    raise ApiValidationError(str(kind), [FieldError("kind", f"not an airt kind: {kind!r}")])

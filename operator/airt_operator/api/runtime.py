@@ -16,22 +16,20 @@ Refinements of the design sketch, and why:
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import ConfigDict, Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints
 
 from .base import (
-    API_VERSION,
     DNS1123_LABEL,
     DNS1123_SUBDOMAIN,
     ENV_NAME,
     IMAGE,
     ApiModel,
-    ObjectMeta,
+    ApiObject,
     Quantity,
     cel,
     cel_pattern,
-    check_object_name,
 )
 from .conditions import Condition
 from .modeldeployment import ModelFormat, UriScheme
@@ -245,20 +243,12 @@ class InferenceRuntimeStatus(ApiModel):
     )
 
 
-class InferenceRuntime(ApiModel):
+class InferenceRuntime(ApiObject):
     """A runtime the platform team offers: worker image, formats, accelerator, defaults, policy."""
 
-    model_config = ConfigDict(extra="ignore")
+    name_pattern: ClassVar[str] = NAME_PATTERN
+    name_max_length: ClassVar[int] = NAME_MAX_LENGTH
 
-    api_version: Literal["airt.dev/v1alpha1"] = Field(
-        default=API_VERSION, description="airt.dev/v1alpha1"
-    )
     kind: Literal["InferenceRuntime"] = Field(default="InferenceRuntime", description="The kind.")
-    metadata: ObjectMeta = Field(default_factory=ObjectMeta, description="Standard metadata.")
     spec: InferenceRuntimeSpec = Field(description="The desired state.")
     status: InferenceRuntimeStatus | None = Field(default=None, description="The observed state.")
-
-    @model_validator(mode="after")
-    def _check_name(self) -> InferenceRuntime:
-        check_object_name(self.metadata.name, NAME_PATTERN, NAME_MAX_LENGTH)
-        return self

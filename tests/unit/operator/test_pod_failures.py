@@ -1,8 +1,8 @@
 """Observe: pod failures reported by the kubelet and by the containers' termination messages
 become condition reasons with the container's own message; status records what really ran.
 
-The pod dicts are shaped like real kubelet statuses, passed through the handlers' pod projection
-(`_pod_facts`) the way the operator's index holds them.
+The pod dicts are shaped like real kubelet statuses, passed through the pod index's projection
+(`world.pod_facts`) the way the operator's index holds them.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import pytest
 from opbuild import context, example
 
 from airt_operator.api import ModelDeploymentStatus, Reason
-from airt_operator.handlers import _pod_facts
 from airt_operator.reconcile.observe import (
     Observation,
     observe,
@@ -22,6 +21,7 @@ from airt_operator.reconcile.observe import (
     resolved_conditions,
     status_fields,
 )
+from airt_operator.world import pod_facts
 
 H100 = {
     "metadata": {"labels": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}},
@@ -105,7 +105,7 @@ def pod(
     ready: bool = False,
     created: str = "2026-01-01T00:00:00Z",
 ) -> dict[str, Any]:
-    """A kubelet-shaped pod, projected by the handlers' index function."""
+    """A kubelet-shaped pod, projected by the pod index's function."""
     body = {
         "metadata": {
             "name": name,
@@ -127,7 +127,7 @@ def pod(
             "podIP": "10.244.0.7",
         },
     }
-    return _pod_facts(body)  # type: ignore[arg-type]
+    return pod_facts(body)  # type: ignore[arg-type]
 
 
 def by_type(conds: list[Any]) -> dict[str, Any]:
