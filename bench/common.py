@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from airt_dev.wait import WaitTimeoutError, wait_for
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 RESULTS = ROOT / "docs" / "benchmarks"
@@ -82,17 +84,20 @@ def wait_until(
     proc: subprocess.Popen[bytes] | None = None,
     log: Path | None = None,
 ) -> None:
-    """Poll `predicate` until it holds; fail early when `proc` exits, with its log's tail."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
-            raise RuntimeError(f"{what}: process exited with {proc.returncode}\n{tail}")
-        if predicate():
-            return
-        time.sleep(0.2)
-    tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
-    raise TimeoutError(f"{what}: not ready after {timeout_s:g} s\n{tail}")
+    """The shared wait (airt_dev.wait), failing early when `proc` exits, with its log's tail."""
+
+    def tail() -> str:
+        return log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+
+    def exited() -> str | None:
+        if proc is None or proc.poll() is None:
+            return None
+        return f"process exited with {proc.returncode}\n{tail()}"
+
+    try:
+        wait_for(predicate, timeout_s, what, interval_s=0.2, abort=exited)
+    except WaitTimeoutError as exc:
+        raise TimeoutError(f"{exc}\n{tail()}") from None
 
 
 def machine() -> dict[str, Any]:

@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +20,9 @@ import tritonclient.http.aio as aiohttpclient
 from tritonclient.utils import InferenceServerException
 from workerproc import ROOT, Worker, spawn
 
+from airt_dev.wait import wait_for_async
+
 QUEUE = 8
-
-
-async def wait_for(predicate: Any, what: str, deadline_s: float = 60) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if await asyncio.to_thread(predicate):
-            return
-        await asyncio.sleep(0.05)
-    raise TimeoutError(f"timed out waiting for {what}")
 
 
 def x(seed: int) -> np.ndarray:
@@ -80,8 +72,8 @@ async def test_queue_full_then_drain_on_sigterm(
         assert "request timeout expired" in str(tinfo.value)
 
         accepted = [asyncio.ensure_future(infer(i)) for i in range(QUEUE)]
-        await wait_for(
-            lambda: worker.metric("nv_inference_pending_request_count") == QUEUE, "a full queue"
+        await wait_for_async(
+            lambda: worker.metric("nv_inference_pending_request_count") == QUEUE, 60, "a full queue"
         )
         with pytest.raises(InferenceServerException) as info:
             await infer(QUEUE)
@@ -156,8 +148,9 @@ async def test_sigterm_under_load_answers_every_accepted_request(
 
     try:
         clients = [asyncio.ensure_future(client(i)) for i in range(16)]
-        await wait_for(
+        await wait_for_async(
             lambda: answered >= 200 or any(c.done() for c in clients),
+            60,
             "200 answered requests under load",
         )
         for c in clients:

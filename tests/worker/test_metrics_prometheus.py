@@ -39,7 +39,6 @@ from typing import Any, TypeVar
 
 import pytest
 
-from airt_dev.wait import WaitTimeoutError
 from airt_dev.wait import wait_for as shared_wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,21 +85,11 @@ def free_port() -> int:
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0) -> T:
-    """Poll `probe` until it returns something other than None (or raise after `timeout`)."""
-    last_error: list[Exception] = []
-
-    def attempt() -> tuple[T] | None:
-        try:
-            result = probe()
-        except (OSError, ValueError, KeyError) as exc:
-            last_error[:] = [exc]
-            return None
-        return None if result is None else (result,)
-
-    try:
-        return shared_wait_for(attempt, timeout, what, interval_s=0.2)[0]
-    except WaitTimeoutError:
-        raise AssertionError(f"timed out waiting for {what} (last error: {last_error!r})") from None
+    """The shared wait, with a probe's connection and parse errors meaning "not yet"."""
+    result: T = shared_wait_for(
+        probe, timeout, what, interval_s=0.2, ignore=(OSError, ValueError, KeyError)
+    )
+    return result
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
