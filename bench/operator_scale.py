@@ -97,7 +97,9 @@ def rendered_children(mds: list[dict[str, Any]], ns: str) -> list[dict[str, Any]
     out: list[dict[str, Any]] = []
     for raw in mds:
         md = parse_model_deployment({**raw, "metadata": {**raw["metadata"], "namespace": ns}})
-        ctx = build_context(md, resolve(md, runtimes), BuildSettings(), str(uuid.uuid4()), 1, False)
+        ctx = build_context(
+            md, resolve(md, runtimes), BuildSettings.defaults(), str(uuid.uuid4()), 1, False
+        )
         for child in render(ctx):
             child["metadata"].pop("ownerReferences", None)
             child["metadata"]["namespace"] = ns

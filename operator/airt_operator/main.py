@@ -140,14 +140,7 @@ async def run_operator(settings: OperatorSettings) -> None:
     reconciler = Reconciler(
         kube,
         metrics,
-        BuildSettings(
-            metrics_image=settings.metrics_image,
-            fetcher_image=settings.fetcher_image,
-            monitoring_namespace=settings.monitoring_namespace,
-            drain_seconds=settings.drain_seconds,
-            default_model_size=settings.default_model_size,
-            egress_except=tuple(settings.egress_except_cidrs),
-        ),
+        BuildSettings.from_settings(settings),
         resync_seconds=settings.resync_seconds,
         max_concurrent=settings.max_concurrent_reconciles,
     )

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from airt_operator.api import ModelDeployment
 from airt_operator.reconcile.context import Access, GpuPlacement, RenderContext
 from airt_operator.reconcile.resolve import ResolvedRuntime
 from airt_operator.reconcile.serving import derive
 from airt_operator.reconcile.worker_config import PodFacts, worker_config, worker_config_json
+from airt_operator.settings import OperatorSettings
 
 _QUANTITY = re.compile(r"^([0-9.]+)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
 _STORAGE_PORTS = {"s3": (443,), "gs": (443,), "https": (443,), "hf": (443,), "oci": (443,)}
@@ -24,17 +26,34 @@ _STORAGE_PORTS = {"s3": (443,), "gs": (443,), "https": (443,), "hf": (443,), "oc
 
 @dataclass(frozen=True)
 class BuildSettings:
-    """Operator-wide defaults the context needs (a slice of the operator's settings)."""
+    """The slice of the operator's settings the context needs. The defaults live once, in
+    OperatorSettings; the ones below are the fallbacks of a runtime that sets no resources."""
 
-    metrics_image: str = "ghcr.io/airt-dev/metrics:0.1.0"
-    fetcher_image: str = "ghcr.io/airt-dev/worker-cpu:0.1.0"
-    monitoring_namespace: str = "monitoring"
+    metrics_image: str
+    fetcher_image: str
+    monitoring_namespace: str
+    drain_seconds: int
+    default_model_size: str
+    egress_except: tuple[str, ...]
     default_cpu: str = "1"
     default_memory: str = "2Gi"
     default_shm: str = "1Gi"
-    drain_seconds: int = 30
-    default_model_size: str = "20Gi"
-    egress_except: tuple[str, ...] = ("169.254.0.0/16",)
+
+    @classmethod
+    def from_settings(cls, settings: OperatorSettings) -> BuildSettings:
+        return cls(
+            metrics_image=settings.metrics_image,
+            fetcher_image=settings.fetcher_image,
+            monitoring_namespace=settings.monitoring_namespace,
+            drain_seconds=settings.drain_seconds,
+            default_model_size=settings.default_model_size,
+            egress_except=tuple(settings.egress_except_cidrs),
+        )
+
+    @classmethod
+    def defaults(cls, **overrides: Any) -> BuildSettings:
+        """The operator's defaults (not its environment), for tests and benchmarks."""
+        return replace(cls.from_settings(OperatorSettings.model_construct()), **overrides)
 
 
 _BYTES = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,

@@ -30,9 +30,10 @@ class Access:
     all_namespaces: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RenderContext:
-    """One ModelDeployment, resolved: the single input of rendering."""
+    """One ModelDeployment, resolved: the single input of rendering. Built only by
+    reconcile/build.py, so it repeats no default of the operator's settings."""
 
     name: str
     namespace: str
@@ -55,27 +56,27 @@ class RenderContext:
     runtime_env: tuple[tuple[str, str], ...] = ()
     # shape
     replicas: int | None = 1  # None when an HPA owns the replica count
-    cpu_request: str = "1"
-    cpu_limit: str = "1"
-    memory_request: str = "2Gi"
-    memory_limit: str = "2Gi"
-    shm_size: str = "1Gi"
+    cpu_request: str
+    cpu_limit: str
+    memory_request: str
+    memory_limit: str
+    shm_size: str
     gpu: GpuPlacement | None = None
     autoscaling_min: int | None = None
     autoscaling_max: int | None = None
     autoscaling_target_cpu: int | None = None
     access: Access = field(default_factory=Access)
     # cluster-level facts and settings
-    monitoring_namespace: str = "monitoring"
+    monitoring_namespace: str
     service_monitor: bool = False
     storage_egress_ports: tuple[int, ...] = ()
     # Addresses the fetcher may not reach (the cluster's pod and service ranges, link-local
     # metadata endpoints); empty when the runtime declares its model store in-cluster.
     egress_except: tuple[str, ...] = ()
-    model_max_bytes: int = 20 * 2**30
-    model_volume_size: str = "20Gi"
+    model_max_bytes: int
+    model_volume_size: str
     tmp_size: str = "1Gi"
-    drain_seconds: int = 30
+    drain_seconds: int
     labels: tuple[tuple[str, str], ...] = ()
 
     @property

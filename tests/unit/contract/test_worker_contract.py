@@ -108,7 +108,7 @@ def _rendered_env(spec: dict[str, Any]) -> dict[str, str]:
         }
     )
     resolved = resolve(md, [_runtime()])
-    ctx = build_context(md, resolved, BuildSettings(), "uid-1", 1, False)
+    ctx = build_context(md, resolved, BuildSettings.defaults(), "uid-1", 1, False)
     dep = next(c for c in render(ctx) if c["kind"] == "Deployment")
     worker = dep["spec"]["template"]["spec"]["containers"][0]
     return {e["name"]: e["value"] for e in worker["env"] if "value" in e}
@@ -176,7 +176,7 @@ def test_every_example_renders_a_config_the_worker_accepts(
     ]
     md = parse_model_deployment({**raw, "metadata": {**raw["metadata"], "namespace": "ns"}})
     resolved = resolve(md, runtimes)
-    ctx = build_context(md, resolved, BuildSettings(), "uid-1", 1, False)
+    ctx = build_context(md, resolved, BuildSettings.defaults(), "uid-1", 1, False)
     dep = next(c for c in render(ctx) if c["kind"] == "Deployment")
     worker = dep["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e["value"] for e in worker["env"] if "value" in e}

@@ -43,7 +43,9 @@ def example(name: str) -> ModelDeployment:
 
 
 def context(md: ModelDeployment, service_monitor: bool = False) -> RenderContext:
-    return build_context(md, resolve(md, runtimes()), BuildSettings(), "uid-1", 1, service_monitor)
+    return build_context(
+        md, resolve(md, runtimes()), BuildSettings.defaults(), "uid-1", 1, service_monitor
+    )
 
 
 def worker_config(children: list[dict[str, Any]]) -> WorkerConfig:

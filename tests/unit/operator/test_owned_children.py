@@ -83,7 +83,7 @@ def _snapshot(body: dict[str, Any]) -> Snapshot:
 
 
 def _reconciler(kube: FakeKube) -> Reconciler:
-    return Reconciler(cast(Kube, kube), OperatorMetrics(), BuildSettings())
+    return Reconciler(cast(Kube, kube), OperatorMetrics(), BuildSettings.defaults())
 
 
 def _foreign_service(name: str) -> dict[str, Any]:

@@ -118,7 +118,7 @@ def test_every_emptydir_has_a_size_limit_and_the_fetcher_a_byte_cap() -> None:
 
 def test_fetch_egress_excludes_cluster_ranges_unless_the_store_is_in_cluster() -> None:
     m = example("cnn-gpu")
-    settings = BuildSettings(egress_except=("10.0.0.0/8", "169.254.0.0/16"))
+    settings = BuildSettings.defaults(egress_except=("10.0.0.0/8", "169.254.0.0/16"))
     resolved = resolve(m, [r for r in _runtimes() if r.spec.accelerator == "nvidia"])
     ctx = build_context(m, resolved, settings, "uid", 1, False)
     policy = next(c for c in render(ctx) if c["kind"] == "NetworkPolicy")["spec"]
