@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from airt_worker.asgi import Receive, Scope, Send
 from airt_worker.dataplane import DataPlane
-from airt_worker.rest import Receive, Scope, Send
 from airt_worker.stats import DURATION_BUCKETS_S
 
 log = logging.getLogger(__name__)

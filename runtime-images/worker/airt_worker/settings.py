@@ -130,7 +130,12 @@ class WorkerSettings(BaseSettings):
     inputs: list[TensorConfig] = Field(default_factory=list, description="Model inputs.")
     outputs: list[TensorConfig] = Field(default_factory=list, description="Model outputs.")
     device: Literal["cpu", "cuda"] = Field(default="cpu", description="Where the model runs.")
-    cuda_device_index: int = Field(default=0, ge=0, description="Which GPU when device=cuda.")
+    device_count: int | None = Field(
+        default=None,
+        ge=1,
+        description="GPUs this worker spreads its model instances over when device=cuda, in "
+        "CUDA_VISIBLE_DEVICES order (torch indices 0..n-1); None: every visible GPU.",
+    )
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         default="auto",
         description="Precision of the model's floating-point weights and inputs; auto = as saved.",
