@@ -14,7 +14,7 @@ from typing import BinaryIO
 CHUNK = 1 << 20
 
 
-class SizeLimitExceeded(Exception):
+class SizeLimitExceededError(Exception):
     """The stream held more than the `max_bytes` the caller allows."""
 
     def __init__(self, max_bytes: int) -> None:
@@ -25,7 +25,7 @@ class SizeLimitExceeded(Exception):
 def stream_sha256(src: BinaryIO, dst: BinaryIO | None = None, max_bytes: int | None = None) -> str:
     """Hex sha256 of everything read from `src`, written on to `dst` when given.
 
-    Raises SizeLimitExceeded as soon as more than `max_bytes` were read (before writing the
+    Raises SizeLimitExceededError as soon as more than `max_bytes` were read (before writing the
     chunk that crossed the limit), so a hostile source cannot fill the disk.
     """
     digest = hashlib.sha256()
@@ -33,7 +33,7 @@ def stream_sha256(src: BinaryIO, dst: BinaryIO | None = None, max_bytes: int | N
     while chunk := src.read(CHUNK):
         seen += len(chunk)
         if max_bytes is not None and seen > max_bytes:
-            raise SizeLimitExceeded(max_bytes)
+            raise SizeLimitExceededError(max_bytes)
         digest.update(chunk)
         if dst is not None:
             dst.write(chunk)

@@ -43,7 +43,7 @@ from typing import Any, BinaryIO
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
-from airt_worker.digest import SizeLimitExceeded, stream_sha256
+from airt_worker.digest import SizeLimitExceededError, stream_sha256
 from airt_worker.errors import (
     DEFAULT_TERMINATION_LOG,
     MODEL_FETCH_FAILED,
@@ -97,7 +97,7 @@ class FetchSettings(BaseSettings):
 def _copy_hashing(src: BinaryIO, dst: BinaryIO, max_bytes: int | None = None) -> str:
     try:
         return stream_sha256(src, dst, max_bytes)
-    except SizeLimitExceeded as e:
+    except SizeLimitExceededError as e:
         raise FetchError(f"the model is larger than the limit of {e.max_bytes} bytes") from None
 
 
