@@ -5,8 +5,8 @@ with the request's outputs and timings as an `Answer`); a scheduler task waits f
 instance, forms a batch by rows (`plan_batch`, a pure function that the unit tests drive
 directly), concatenates the batch's input arrays along the batch dimension, runs them on that
 instance's thread through a `BatchRunner` (`execution`; the model runner, wired in by the
-composition root, `server`), and splits the outputs back per request. The runner therefore only sees arrays in and
-arrays out; what a request is, and how long it waited, stays here.
+composition root, `server`), and splits the outputs back per request. The runner therefore only
+sees arrays in and arrays out; what a request is, and how long it waited, stays here.
 
 Semantics (Triton's `dynamic_batching`): a batch never exceeds `max_batch_size` rows and a
 request's rows are never split; requests whose non-batch shapes differ are never mixed; sizes in
