@@ -156,7 +156,7 @@ async def serve(settings: WorkerSettings) -> int:
     )
     # telemetry for the GPUs that get a model copy: instance i runs on GPU i % device_count
     gpus = min(settings.instance_count, settings.device_count or settings.instance_count)
-    nvml = Nvml(gpus) if settings.device == "cuda" else None
+    nvml = Nvml(device_count=gpus) if settings.device == "cuda" else None
     metrics = _http_server(
         MetricsApp(WorkerCollector(plane, nvml)),
         settings.metrics_host,
