@@ -19,7 +19,10 @@ workers are started as soon as the models exist, and start up while step 1 runs)
    32 and 128 concurrent clients over HTTP and gRPC, against the in-process limit at exactly the
    batch sizes the worker formed (bench/limit.py's `limit_for`); p50/p99 latency, and GPU
    utilisation and memory read with the worker's own NVML reader (airt_worker.metrics.Nvml);
-6. multi-instance: the CNN with two instances (each on its own CUDA stream) against one.
+6. multi-instance: the CNN with two instances (each on its own CUDA stream) against one;
+7. multi-GPU (cuda with two GPUs or more, else skipped and said why): the CNN with as many
+   instances as GPUs and `--device-count` = the GPU count; the worker's load line must name every
+   GPU (each holds a model copy) and its answers must pass the conformance checks.
 
 Writes gpu-check.json and gpu-check.txt into --out. The time budget is shared out as the steps
 go: start-up and conformance take what they take, the measurements divide what is left, so a
@@ -182,7 +185,14 @@ def server_cores() -> set[int] | None:
 
 
 def spawn(
-    key: str, case: ModelCase, models: Path, logs: Path, device: str, instances: int, threads: int
+    key: str,
+    case: ModelCase,
+    models: Path,
+    logs: Path,
+    device: str,
+    instances: int,
+    threads: int,
+    extra: tuple[str, ...] = (),
 ) -> Worker:
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     argv = [
@@ -198,6 +208,7 @@ def spawn(
         "--metrics-port", str(metrics_port),
         "--drain-timeout-seconds", "5",
         "--termination-log", str(logs / f"{key}.termination"),
+        *extra,
     ]  # fmt: skip
     cores = server_cores()
     log_path = logs / f"{key}.log"
@@ -478,7 +489,7 @@ class GpuSampler:
             try:
                 from airt_worker.metrics import Nvml
 
-                self._nvml = Nvml(0)
+                self._nvml = Nvml(device_count=1)  # GPU 0, where the measured workers run
                 self.available = self._nvml.available
                 self.reason = "" if self.available else "NVML did not initialise"
             except Exception as e:
@@ -826,6 +837,27 @@ def build_models(out: Path, cache: Path | None) -> dict[str, Any]:
     }
 
 
+def gpu_count(device: str) -> tuple[int, str]:
+    """GPUs torch sees, and why the multi-GPU step is skipped ('' when it runs)."""
+    if device != "cuda":
+        return 0, "--device cpu: no GPUs to spread instances over"
+    import torch
+
+    n = torch.cuda.device_count()
+    if n < 2:
+        return n, f"torch sees {n} GPU: spreading instances needs at least 2"
+    return n, ""
+
+
+def placement_from_log(text: str) -> list[str]:
+    """The devices holding a model copy, from the worker's `loaded on cuda:0, cuda:1 in …` line."""
+    for line in text.splitlines():
+        if " loaded on " in line and "; inputs " in line:
+            where = line.split(" loaded on ", 1)[1].split("; inputs ", 1)[0].rsplit(" in ", 1)[0]
+            return [d.strip() for d in where.split(",") if d.strip()]
+    return []
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     clock = Clock(args.budget_s)
     install = json.loads(Path(args.install_record).read_text()) if args.install_record else {}
@@ -845,6 +877,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cores = server_cores()
     threads = len(cores) if cores else 1
     workers: dict[str, Worker] = {}
+    # the multi-GPU worker starts with the others but is waited for in its own step, so a
+    # machine with one GPU (or none) runs the other steps exactly as before
+    n_gpus, multi_gpu_skip = gpu_count(args.device)
+    spread: dict[str, Worker] = {}
 
     def spawn_all() -> None:
         """Start every worker; they import torch and load while this process looks at its own
@@ -858,8 +894,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ("cnn.pt", CNN, 1),
             ("cnn.pt-x2", CNN, 2),
         ]
+        # on cuda every worker here stays on GPU 0 (`--device-count 1`): the multi-instance
+        # step compares instances sharing one GPU, and the sampler reads GPU 0
+        one_gpu = ("--device-count", "1") if args.device == "cuda" else ()
         for key, case, instances in plan:
-            workers[key] = spawn(key, case, models, logs, args.device, instances, threads)
+            workers[key] = spawn(key, case, models, logs, args.device, instances, threads, one_gpu)
+        if not multi_gpu_skip:
+            count = ("--device-count", str(n_gpus))
+            spread["cnn.pt-gpus"] = spawn(
+                "cnn.pt-gpus", CNN, models, logs, args.device, n_gpus, threads, count
+            )
 
     def start() -> dict[str, Any]:
         if spawn_error:
@@ -981,16 +1025,45 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             }
 
         step(record, "multi_instance", multi)
+
+        def multi_gpu() -> dict[str, Any]:
+            if multi_gpu_skip:
+                return {"status": "skipped", "reason": multi_gpu_skip}
+            w = spread["cnn.pt-gpus"]
+            wait_ready([w], time.monotonic() + max(clock.left(), 0.0) + 60)
+            placed = placement_from_log(w.log_path.read_text(errors="replace"))
+            want = [f"cuda:{i}" for i in range(n_gpus)]
+            gpu_checks = Checks()
+            conformance(w, refs, args.device, gpu_checks)
+            failed = [c for c in gpu_checks.records if c["status"] == FAIL]
+            problems = []
+            if sorted(placed) != want:
+                problems.append(f"model copies on {placed or 'nothing reported'}, want {want}")
+            problems += [f"{c['check']}: {c['detail'][:200]}" for c in failed]
+            return {
+                "status": FAIL if problems else PASS,
+                "gpus": n_gpus,
+                "instances": w.instances,
+                "model_copies_on": placed,
+                "conformance": f"{len(gpu_checks.records) - len(failed)}/"
+                f"{len(gpu_checks.records)} PASS",
+                "checks": gpu_checks.records,
+                "problems": problems,
+            }
+
+        step(record, "multi_gpu", multi_gpu)
     finally:
-        exits = {k: w.stop() for k, w in workers.items()}
+        every = {**workers, **spread}
+        exits = {k: w.stop() for k, w in every.items()}
         record["worker_exit_codes"] = exits
-        record["worker_log_tails"] = {k: w.tail() for k, w in workers.items() if exits[k] != 0}
+        record["worker_log_tails"] = {k: w.tail() for k, w in every.items() if exits[k] != 0}
         if not args.keep_work:
             shutil.rmtree(work, ignore_errors=True)
     record["elapsed_s"] = round(clock.elapsed(), 1)
     steps = record["steps"]
     record["ok"] = all(
-        s.get("status") in (PASS, "ran", "available", "unavailable") for s in steps.values()
+        s.get("status") in (PASS, "ran", "available", "unavailable", "skipped")
+        for s in steps.values()
     ) and all(c == 0 for c in exits.values())
     return record
 
@@ -1032,6 +1105,11 @@ def summary(record: dict[str, Any]) -> str:
             )
     for r in record["steps"].get("multi_instance", {}).get("points", []):
         lines.append(f"  cnn grpc c={r['concurrency']}: 2 instances / 1 = {r['ratio_two_to_one']}")
+    gpus = record["steps"].get("multi_gpu", {})
+    if gpus.get("status") == "skipped":
+        lines.append(f"  multi-GPU skipped: {gpus.get('reason')}")
+    elif "model_copies_on" in gpus:
+        lines.append(f"  multi-GPU: model copies on {', '.join(gpus['model_copies_on'])}")
     return "\n".join(lines) + "\n"
 
 

@@ -175,8 +175,8 @@ class ModelSource(ApiModel):
         default=None,
         ge=1,
         le=16,
-        description="Copies of the model each worker loads, to run batches in parallel; 1 when "
-        "omitted.",
+        description="Model instances each worker runs, to run batches in parallel; on GPUs they are "
+        "spread round-robin over the replica's GPUs. Omitted: one per GPU (1 on CPUs).",
     )
     inputs: list[TensorSpec] | None = Field(
         default=None,

@@ -66,7 +66,8 @@ def worker_config(spec: ModelDeploymentSpec, pod: PodFacts) -> WorkerConfig:
         "device": "cuda" if pod.gpu_count else "cpu",
         "threads": pod.threads,
         "dtype": PRECISION.get(model.precision or "", "auto"),
-        "instance_count": model.instances or 1,
+        # One instance per GPU unless the model says otherwise: a 4-GPU replica serves on all 4.
+        "instance_count": model.instances or max(1, pod.gpu_count),
         "batching": BatchingConfig(
             max_batch_size=b.max_batch_size if b else 0,
             max_queue_delay_microseconds=(b.max_queue_delay_microseconds or 0) if b else 0,

@@ -1,17 +1,20 @@
 """The dynamic batcher: Triton's scheduling semantics on one asyncio queue.
 
-The data plane submits one validated request at a time (`DynamicBatcher.submit`); a scheduler task
-waits for a free model instance, forms a batch by rows (`plan_batch`, a pure function that the unit
-tests drive directly), and runs it on that instance's thread through the `execute` callable the
-composition root wires in (the model runner). Results are split back per request by the runner,
-so here a batch is just a list of `Pending` entries whose futures are resolved together.
+The data plane submits one validated request at a time (`DynamicBatcher.submit`, which answers
+with the request's outputs and timings as an `Answer`); a scheduler task waits for a free model
+instance, forms a batch by rows (`plan_batch`, a pure function that the unit tests drive
+directly), concatenates the batch's input arrays along the batch dimension, runs them on that
+instance's thread through a `BatchRunner` (`execution`; the model runner, wired in by the
+composition root, `server`), and splits the outputs back per request. The runner therefore only
+sees arrays in and arrays out; what a request is, and how long it waited, stays here.
 
 Semantics (Triton's `dynamic_batching`): a batch never exceeds `max_batch_size` rows and a
 request's rows are never split; requests whose non-batch shapes differ are never mixed; sizes in
 `preferred_batch_sizes` are formed when possible; the oldest request waits at most
 `max_queue_delay_microseconds` for a batch to fill; beyond `max_queue_size` waiting requests a new
 one is rejected at once; a request still queued when its timeout passes is rejected; `instances`
-batches may run at the same time. A batch still running after the execution timeout fails its
+batches may run at the same time. A batch the runner fails (an `InferenceError`) fails each of its
+requests once, with that error. A batch still running after the execution timeout fails its
 requests at once (503); its instance counts as stuck, gets no more batches and makes the worker
 not live until it returns — a thread cannot be stopped, so the kubelet's restart is the remedy.
 Because batches are formed only when an instance is free, requests that arrive while every
@@ -24,32 +27,70 @@ import asyncio
 import collections
 import contextlib
 import functools
+import logging
 import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-from airt_worker.errors import ExecutionTimeoutError, InferenceError, UnavailableError
+import numpy as np
+
+from airt_worker.datatypes import Array
+from airt_worker.errors import (
+    ExecutionTimeoutError,
+    ModelError,
+    UnavailableError,
+)
+from airt_worker.execution import BatchRunner
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "Answer",
+    "BatchPolicy",
+    "BatchReport",
+    "BatchRunner",
+    "DynamicBatcher",
+    "concat_inputs",
+    "plan_batch",
+    "split_outputs",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One request's outputs (spec order) and its share of the batch's timings."""
+
+    outputs: list[Array]
+    queue_ns: int
+    compute_input_ns: int
+    compute_infer_ns: int
+    compute_output_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatchReport:
+    """One finished model execution, for the statistics (`on_batch`)."""
+
+    requests: int
+    rows: int
+    compute_input_ns: int
+    compute_infer_ns: int
+    compute_output_ns: int
+    error: BaseException | None = None
 
 
 @dataclass(slots=True, eq=False)
-class Pending:
-    """One validated request waiting for, or taking part in, a batch."""
+class _Pending:
+    """One validated request waiting for, or taking part in, a batch (the batcher's own)."""
 
-    inputs: list[Any]
+    inputs: list[Array]
     rows: int
     key: Hashable
     enqueued_ns: int
-    deadline_ns: int = 0
-    future: asyncio.Future[list[Any]] | None = None
+    deadline_ns: int
+    future: asyncio.Future[Answer]
     dispatched_ns: int = 0
-    batch_size: int = 0
-    compute_input_ns: int = 0
-    compute_infer_ns: int = 0
-    compute_output_ns: int = 0
-    outputs: list[Any] = field(default_factory=list)
-    error: InferenceError | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,22 +149,69 @@ def plan_batch(
     return None
 
 
-class DynamicBatcher:
-    """Queues requests and runs batches of them on `instances` model instances.
+def concat_inputs(requests: Sequence[Sequence[Array]]) -> list[Array]:
+    """One batch's inputs: each input of every request, concatenated along the batch dimension
+    in request order. A lone request's arrays pass through untouched (no copy)."""
+    if len(requests) == 1:
+        return list(requests[0])
+    return [np.concatenate([r[i] for r in requests]) for i in range(len(requests[0]))]
 
-    `execute(instance, batch)` runs in the instance's thread and fills every entry's `outputs` or
-    `error` and its compute timings; it must not raise.
+
+def split_outputs(
+    outputs: Sequence[Array], rows: Sequence[int], names: Sequence[str] = ()
+) -> list[list[Array]]:
+    """The batch's outputs back per request, in request order: request j gets rows
+    `sum(rows[:j])` up to `sum(rows[:j+1])` of every output (views, no copies).
+
+    A lone request gets the outputs as they are (a model without batching has no batch
+    dimension to check). Raises ModelError when an output of a batch of several requests does not
+    have the batch's total rows first: the model broke the batching contract, and splitting
+    anyway would hand a request someone else's rows.
+    """
+    if len(rows) == 1:
+        return [list(outputs)]
+    total = sum(rows)
+    for i, o in enumerate(outputs):
+        if o.ndim == 0 or o.shape[0] != total:
+            name = names[i] if i < len(names) else f"#{i}"
+            raise ModelError(f"output {name!r} has shape {list(o.shape)}, not {total} batch rows")
+    per_request: list[list[Array]] = []
+    start = 0
+    for r in rows:
+        end = start + r
+        per_request.append([o[start:end] for o in outputs])
+        start = end
+    return per_request
+
+
+@dataclass(frozen=True, slots=True)
+class _Done:
+    """A batch's outputs split per request, and its timings (concatenate/split included)."""
+
+    outputs: list[list[Array]]
+    compute_input_ns: int
+    compute_infer_ns: int
+    compute_output_ns: int
+
+
+class DynamicBatcher:
+    """Queues requests and runs batches of them on `instances` instances of `runner`.
+
+    `on_batch` (optional) hears about every finished model execution, for the statistics;
+    `output_names` only makes split errors name the output.
     """
 
     def __init__(
         self,
-        execute: Callable[[int, list[Pending]], None],
+        runner: BatchRunner,
         policy: BatchPolicy,
         instances: int,
-        on_batch: Callable[[list[Pending]], None] | None = None,
+        on_batch: Callable[[BatchReport], None] | None = None,
         execution_timeout_ns: int = 0,
+        output_names: Sequence[str] = (),
     ) -> None:
-        self._execute = execute
+        self._runner = runner
+        self._output_names = tuple(output_names)
         self._execution_timeout_ns = execution_timeout_ns
         #: instance -> monotonic ns its batch started, for instances past the execution timeout
         self.stuck: dict[int, int] = {}
@@ -133,7 +221,7 @@ class DynamicBatcher:
         self._reaper_at = 0
         self._policy = policy
         self._on_batch = on_batch
-        self._queue: collections.deque[Pending] = collections.deque()
+        self._queue: collections.deque[_Pending] = collections.deque()
         self._wake = asyncio.Event()
         self._free: asyncio.Queue[int] = asyncio.Queue()
         for i in range(instances):
@@ -163,8 +251,21 @@ class DynamicBatcher:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._schedule(), name="batcher")
 
-    async def submit(self, item: Pending) -> list[Any]:
-        """Queue `item` and wait for its outputs; raises the item's InferenceError."""
+    async def submit(
+        self,
+        inputs: list[Array],
+        rows: int,
+        key: Hashable,
+        enqueued_ns: int,
+        deadline_ns: int = 0,
+    ) -> Answer:
+        """Queue one validated request and wait for its answer; raises its InferenceError.
+
+        `inputs` are its arrays in spec order, `rows` its batch rows, `key` its non-batch shapes
+        (requests with different keys never share a batch), `enqueued_ns` when it arrived
+        (monotonic) and `deadline_ns` when it stops being worth running (0: the policy's default
+        timeout, if any). Cancelling the caller removes a still-queued request at once.
+        """
         if self._closing:
             raise UnavailableError(
                 "the worker is shutting down and accepts no new requests", "SHUTTING_DOWN"
@@ -176,11 +277,10 @@ class DynamicBatcher:
                 f"(max_queue_size {limit})",
                 "QUEUE_FULL",
             )
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[list[Any]] = loop.create_future()
-        item.future = fut
-        if not item.deadline_ns and self._policy.default_timeout_ns:
-            item.deadline_ns = item.enqueued_ns + self._policy.default_timeout_ns
+        if not deadline_ns and self._policy.default_timeout_ns:
+            deadline_ns = enqueued_ns + self._policy.default_timeout_ns
+        fut: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        item = _Pending(inputs, rows, key, enqueued_ns, deadline_ns, fut)
         self._queue.append(item)
         self._idle.clear()
         self._wake.set()
@@ -217,16 +317,16 @@ class DynamicBatcher:
         if deadlines:
             self._arm_reaper(min(deadlines))
 
-    def _timeout_error(self, item: Pending) -> UnavailableError:
+    def _timeout_error(self, item: _Pending) -> UnavailableError:
         waited = (time.monotonic_ns() - item.enqueued_ns) // 1000
         return UnavailableError(
             f"request timeout expired: waited {waited} us in the queue", "QUEUE_TIMEOUT"
         )
 
-    def _discard(self, item: Pending) -> None:
+    def _discard(self, item: _Pending) -> None:
         with contextlib.suppress(ValueError):
             self._queue.remove(item)
-        if item.future is not None and not item.future.done():
+        if not item.future.done():
             item.future.cancel()
         self._maybe_idle()
 
@@ -254,10 +354,11 @@ class DynamicBatcher:
             now = time.monotonic_ns()
             for item in batch:
                 item.dispatched_ns = now
-                item.batch_size = len(batch)
             loop = asyncio.get_running_loop()
             self._running += 1
-            done = loop.run_in_executor(self._executor, self._execute, instance, batch)
+            inputs = [p.inputs for p in batch]
+            rows = [p.rows for p in batch]
+            done = loop.run_in_executor(self._executor, self._execute, instance, inputs, rows)
             watchdog = None
             if self._execution_timeout_ns:
                 watchdog = loop.call_later(
@@ -265,7 +366,23 @@ class DynamicBatcher:
                 )
             done.add_done_callback(functools.partial(self._finish, batch, instance, watchdog))
 
-    def _expire(self, batch: list[Pending], instance: int, started_ns: int) -> None:
+    def _execute(self, instance: int, inputs: list[list[Array]], rows: list[int]) -> _Done:
+        """One batch in the instance's thread: concatenate, run, split (all off the loop)."""
+        t0 = time.perf_counter_ns()
+        arrays = concat_inputs(inputs)
+        t1 = time.perf_counter_ns()
+        result = self._runner.run(instance, arrays, sum(rows))
+        t2 = time.perf_counter_ns()
+        outputs = split_outputs(result.outputs, rows, self._output_names)
+        t3 = time.perf_counter_ns()
+        return _Done(
+            outputs,
+            result.compute_input_ns + (t1 - t0),
+            result.compute_infer_ns,
+            result.compute_output_ns + (t3 - t2),
+        )
+
+    def _expire(self, batch: list[_Pending], instance: int, started_ns: int) -> None:
         """The batch outlived the execution timeout: fail it now, mark its instance stuck."""
         self.stuck[instance] = started_ns
         self.execution_timeouts += 1
@@ -276,16 +393,16 @@ class DynamicBatcher:
             "(execution_timeout_seconds); the model instance is stuck"
         )
         for item in batch:
-            if item.future is not None and not item.future.done():
+            if not item.future.done():
                 item.future.set_exception(error)
         self._maybe_idle()
 
     def _finish(
         self,
-        batch: list[Pending],
+        batch: list[_Pending],
         instance: int,
         watchdog: asyncio.TimerHandle | None,
-        f: asyncio.Future[None],
+        f: asyncio.Future[_Done],
     ) -> None:
         self._free.put_nowait(instance)
         self._running -= 1
@@ -293,22 +410,46 @@ class DynamicBatcher:
             watchdog.cancel()
         if self.stuck.pop(instance, None) is None:  # an expired batch was already accounted
             self._in_flight -= len(batch)
-        exc = f.exception() if not f.cancelled() else None
-        for item in batch:
-            fut = item.future
-            if fut is None or fut.done():
-                continue
-            if exc is not None:
-                fut.set_exception(exc)
-            elif item.error is not None:
-                fut.set_exception(item.error)
-            else:
-                fut.set_result(item.outputs)
+        exc = (
+            f.exception()
+            if not f.cancelled()
+            else UnavailableError("the batch was cancelled before it ran")
+        )
+        if exc is not None:
+            # The whole batch fails, once. Running its requests again one by one would cost N
+            # more model runs, and a model that hangs or crashes on bad input would do so N
+            # times; what one request can be blamed for is refused before batching.
+            if isinstance(exc, ModelError) and len(batch) > 1:
+                log.warning("a batch of %d requests failed: %s", len(batch), exc.message)
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            report = BatchReport(len(batch), sum(p.rows for p in batch), 0, 0, 0, exc)
+        else:
+            done = f.result()
+            for item, outputs in zip(batch, done.outputs, strict=True):
+                if not item.future.done():
+                    item.future.set_result(
+                        Answer(
+                            outputs,
+                            item.dispatched_ns - item.enqueued_ns,
+                            done.compute_input_ns,
+                            done.compute_infer_ns,
+                            done.compute_output_ns,
+                        )
+                    )
+            report = BatchReport(
+                len(batch),
+                sum(p.rows for p in batch),
+                done.compute_input_ns,
+                done.compute_infer_ns,
+                done.compute_output_ns,
+            )
         if self._on_batch is not None:
-            self._on_batch(batch)
+            self._on_batch(report)
         self._maybe_idle()
 
-    async def _next_batch(self) -> list[Pending]:
+    async def _next_batch(self) -> list[_Pending]:
         policy = self._policy
         while True:
             self._drop_dead()
@@ -330,7 +471,7 @@ class DynamicBatcher:
                     self._wake.wait(), (oldest + policy.max_queue_delay_ns - now) / 1e9
                 )
 
-    def _take(self, picks: list[int]) -> list[Pending]:
+    def _take(self, picks: list[int]) -> list[_Pending]:
         if picks == list(range(len(picks))):
             return [self._queue.popleft() for _ in picks]
         chosen = set(picks)
@@ -346,18 +487,16 @@ class DynamicBatcher:
             return
         now = time.monotonic_ns()
         if all(
-            (p.future is None or not p.future.done())
-            and not (p.deadline_ns and p.deadline_ns <= now)
+            not p.future.done() and not (p.deadline_ns and p.deadline_ns <= now)
             for p in self._queue
         ):
             return
-        keep: list[Pending] = []
+        keep: list[_Pending] = []
         for p in self._queue:
-            if p.future is not None and p.future.done():
+            if p.future.done():
                 continue
             if p.deadline_ns and p.deadline_ns <= now:
-                if p.future is not None:
-                    p.future.set_exception(self._timeout_error(p))
+                p.future.set_exception(self._timeout_error(p))
                 continue
             keep.append(p)
         self._queue.clear()

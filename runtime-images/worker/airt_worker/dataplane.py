@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from airt_worker import __version__
-from airt_worker.batching import DynamicBatcher, Pending
+from airt_worker.batching import BatchReport, DynamicBatcher
 from airt_worker.datatypes import Array
 from airt_worker.errors import (
     CanceledError,
@@ -134,8 +134,7 @@ class DataPlane:
             raise UnavailableError(f"model {self.name!r} is not ready: {self.reason or self.state}")
         try:
             arrays, rows, key = validate(spec, req)
-            item = Pending(arrays, rows, key, t0, _deadline(req, t0))
-            outputs = await batcher.submit(item)
+            answer = await batcher.submit(arrays, rows, key, t0, _deadline(req, t0))
         except InferenceError as e:
             self.stats.record_failure(time.monotonic_ns() - t0, e.reason, e.kind)
             raise
@@ -145,11 +144,12 @@ class DataPlane:
             raise
         self.stats.record_success(
             time.monotonic_ns() - t0,
-            item.dispatched_ns - item.enqueued_ns,
-            item.compute_input_ns,
-            item.compute_infer_ns,
-            item.compute_output_ns,
+            answer.queue_ns,
+            answer.compute_input_ns,
+            answer.compute_infer_ns,
+            answer.compute_output_ns,
         )
+        outputs = answer.outputs
         specs = spec.outputs
         if req.outputs is None:
             chosen = [
@@ -168,20 +168,18 @@ class DataPlane:
         unknown model, unsupported encoding, busy), so every rejection shows in the metrics."""
         self.stats.record_failure(time.monotonic_ns() - received_ns, error.reason, error.kind)
 
-    def on_batch(self, batch: list[Pending]) -> None:
-        """Batcher callback: account one model execution (successful requests only)."""
-        ok = [p for p in batch if p.error is None]
-        if not ok:
-            if any(isinstance(p.error, ModelError) for p in batch):
+    def on_batch(self, report: BatchReport) -> None:
+        """Batcher callback: account one model execution (a failed one only as a failure)."""
+        if report.error is not None:
+            if isinstance(report.error, ModelError):
                 self.stats.execution_failures += 1
             return
-        p = ok[0]
         self.stats.record_batch(
-            len(ok),
-            sum(q.rows for q in ok),
-            p.compute_input_ns,
-            p.compute_infer_ns,
-            p.compute_output_ns,
+            report.requests,
+            report.rows,
+            report.compute_input_ns,
+            report.compute_infer_ns,
+            report.compute_output_ns,
         )
 
 

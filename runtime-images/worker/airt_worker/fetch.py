@@ -30,7 +30,6 @@ one JSON line with the digest of the bytes placed, `{"modelDigest":"sha256:<hex>
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -45,6 +44,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
 from airt_contract.worker import DEFAULT_TERMINATION_LOG
+from airt_worker.digest import SizeLimitExceededError, stream_sha256
 from airt_worker.errors import (
     MODEL_FETCH_FAILED,
     DigestMismatchError,
@@ -55,7 +55,6 @@ from airt_worker.errors import (
 from airt_worker.oci import OciError, fetch_oci
 from airt_worker.trust import TrustError, install_ca_bundle
 
-CHUNK = 1 << 20
 MODEL_SUFFIXES = (".pt2", ".pt")
 
 
@@ -96,15 +95,10 @@ class FetchSettings(BaseSettings):
 
 
 def _copy_hashing(src: BinaryIO, dst: BinaryIO, max_bytes: int | None = None) -> str:
-    digest = hashlib.sha256()
-    written = 0
-    while chunk := src.read(CHUNK):
-        written += len(chunk)
-        if max_bytes is not None and written > max_bytes:
-            raise FetchError(f"the model is larger than the limit of {max_bytes} bytes")
-        digest.update(chunk)
-        dst.write(chunk)
-    return digest.hexdigest()
+    try:
+        return stream_sha256(src, dst, max_bytes)
+    except SizeLimitExceededError as e:
+        raise FetchError(f"the model is larger than the limit of {e.max_bytes} bytes") from None
 
 
 class _NoDowngrade(urllib.request.HTTPRedirectHandler):

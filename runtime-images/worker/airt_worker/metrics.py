@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from airt_worker.asgi import Receive, Scope, Send
 from airt_worker.dataplane import DataPlane
-from airt_worker.rest import Receive, Scope, Send
 from airt_worker.stats import DURATION_BUCKETS_S
 
 log = logging.getLogger(__name__)
@@ -67,79 +67,88 @@ def render(families: Iterator[Family]) -> bytes:
 
 
 class Nvml:
-    """GPU telemetry through pynvml; `available` is False when NVML or the GPU is missing."""
+    """GPU telemetry through pynvml for the first `device_count` GPUs this process sees (those
+    its model instances run on), one series per GPU labelled by `gpu_uuid` as Triton does;
+    `available` is False when NVML or the GPUs are missing."""
 
-    def __init__(self, device_index: int) -> None:
+    def __init__(self, device_count: int = 1) -> None:
         self.available = False
         self._nvml: Any = None
-        self._handle: Any = None
-        self._uuid = ""
+        #: (NVML handle, GPU UUID) per monitored GPU
+        self._gpus: list[tuple[Any, str]] = []
         try:
             import pynvml
 
             pynvml.nvmlInit()
             self._nvml = pynvml
-            self._handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
-            uuid = pynvml.nvmlDeviceGetUUID(self._handle)
-            self._uuid = uuid.decode() if isinstance(uuid, bytes) else str(uuid)
-            self.available = True
+            for index in range(min(device_count, pynvml.nvmlDeviceGetCount())):
+                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+                uuid = pynvml.nvmlDeviceGetUUID(handle)
+                self._gpus.append((handle, uuid.decode() if isinstance(uuid, bytes) else str(uuid)))
+            self.available = bool(self._gpus)
+            if not self._gpus:
+                log.warning("GPU telemetry unavailable: NVML sees no GPU")
         except Exception as e:  # no driver, no device, no library: telemetry off, serving on
             log.warning("GPU telemetry unavailable: %s", e)
 
     def collect(self) -> Iterator[Family]:
         if not self.available:
             return
-        n, h, labels = self._nvml, self._handle, {"gpu_uuid": self._uuid}
+        n = self._nvml
         readings: list[tuple[str, str, str, Any, float]] = [
             (
                 "nv_gpu_utilization",
                 "GPU utilization rate [0.0 - 1.0)",
                 "gauge",
-                lambda: n.nvmlDeviceGetUtilizationRates(h).gpu,
+                lambda h: n.nvmlDeviceGetUtilizationRates(h).gpu,
                 0.01,
             ),
             (
                 "nv_gpu_memory_total_bytes",
                 "GPU total memory, in bytes",
                 "gauge",
-                lambda: n.nvmlDeviceGetMemoryInfo(h).total,
+                lambda h: n.nvmlDeviceGetMemoryInfo(h).total,
                 1.0,
             ),
             (
                 "nv_gpu_memory_used_bytes",
                 "GPU used memory, in bytes",
                 "gauge",
-                lambda: n.nvmlDeviceGetMemoryInfo(h).used,
+                lambda h: n.nvmlDeviceGetMemoryInfo(h).used,
                 1.0,
             ),
             (
                 "nv_gpu_power_usage",
                 "GPU power usage in watts",
                 "gauge",
-                lambda: n.nvmlDeviceGetPowerUsage(h),
+                lambda h: n.nvmlDeviceGetPowerUsage(h),
                 0.001,
             ),
             (
                 "nv_gpu_power_limit",
                 "GPU power management limit in watts",
                 "gauge",
-                lambda: n.nvmlDeviceGetPowerManagementLimit(h),
+                lambda h: n.nvmlDeviceGetPowerManagementLimit(h),
                 0.001,
             ),
             (
                 "nv_energy_consumption",
                 "GPU energy consumption in joules since the driver loaded",
                 "counter",
-                lambda: n.nvmlDeviceGetTotalEnergyConsumption(h),
+                lambda h: n.nvmlDeviceGetTotalEnergyConsumption(h),
                 0.001,
             ),
         ]
         for name, doc, typ, read, scale in readings:
-            try:
-                value = float(read()) * scale
-            except Exception:  # a reading this GPU does not support
-                continue
-            yield Family(name, doc, typ).add(labels, value)
+            family = Family(name, doc, typ)
+            for handle, uuid in self._gpus:
+                try:
+                    value = float(read(handle)) * scale
+                except Exception:  # a reading this GPU does not support
+                    continue
+                family.add({"gpu_uuid": uuid}, value)
+            if family.samples:
+                yield family
 
 
 class CpuReader:

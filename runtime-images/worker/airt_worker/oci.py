@@ -17,6 +17,8 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+from airt_worker.digest import file_sha256
+
 TITLE = "org.opencontainers.image.title"
 MODEL_SUFFIXES = (".pt2", ".pt")
 MANIFEST_TYPES = (
@@ -27,14 +29,6 @@ MANIFEST_TYPES = (
 
 class OciError(Exception):
     """The artifact could not be fetched or did not match its digests."""
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def insecure_hosts() -> set[str]:
@@ -97,7 +91,7 @@ def fetch_oci(uri: str, workdir: Path) -> Path:
         client.download_blob(container, layer["digest"], str(blob))
     except (requests.RequestException, ValueError) as exc:
         raise OciError(f"{uri}: {exc}") from exc
-    got = "sha256:" + _sha256_file(blob)
+    got = "sha256:" + file_sha256(blob)
     if got != layer["digest"]:
         raise OciError(f"{uri}: layer digest is {got}, the manifest says {layer['digest']}")
     if str((layer.get("annotations") or {}).get(TITLE, "")).endswith(MODEL_SUFFIXES):

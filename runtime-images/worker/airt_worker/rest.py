@@ -15,11 +15,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
 
+from airt_worker.asgi import Message, Receive, Scope, Send
 from airt_worker.dataplane import DataPlane
 from airt_worker.errors import (
     InferenceError,
@@ -47,10 +48,6 @@ from airt_worker.rest_codec import (
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 T = TypeVar("T")
 
 #: The one mapping from domain errors to HTTP statuses (Triton's choices).

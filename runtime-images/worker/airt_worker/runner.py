@@ -1,16 +1,20 @@
-"""The model runner: loads a TorchScript or torch.export file and runs batches of requests on it.
+"""The model runner: loads a TorchScript or torch.export file and runs batches of arrays on it.
 
-Built by the composition root (`server.build`), which hands `ModelRunner.execute` to the dynamic
-batcher as the callable each model instance runs in its own thread. Loading verifies the sha256
-first and never unpickles: TorchScript goes through `torch.jit.load`, torch.export programs through
+Built by the composition root (`server._load`, in a worker thread), which hands the runner to the
+dynamic batcher as its `BatchRunner`: the batcher calls `ModelRunner.run(instance, arrays, rows)`
+in each model instance's own thread with one already concatenated batch and splits the outputs
+itself, so the runner knows nothing about requests. Loading verifies the sha256 first and never
+unpickles: TorchScript goes through `torch.jit.load`, torch.export programs through
 `torch.export.load`. The interface (`ModelSpec`) is inferred from the file where it can be (input
 names from `forward`'s signature or the export signature; export dtypes and shapes from the
 program; TorchScript outputs from a probe run) and completed by the configured inputs/outputs.
+
+On CUDA the instances are spread over `device_count` GPUs (`place_instances`): instance i runs on
+GPU i % n, every GPU in use holds its own copy of the model, and every instance its own stream.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -23,9 +27,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from airt_worker.batching import Pending
 from airt_worker.datatypes import FROM_TORCH, NUMPY_DTYPES, TORCH_DTYPES, Array
-from airt_worker.errors import DigestMismatchError, InferenceError, ModelError, ModelLoadError
+from airt_worker.digest import file_sha256
+from airt_worker.errors import DigestMismatchError, ModelError, ModelLoadError
+from airt_worker.execution import RunResult
 from airt_worker.introspect import export_signature, merge_inputs, script_inputs
 from airt_worker.modelspec import ModelSpec, TensorSpec
 from airt_worker.settings import TensorConfig, WorkerSettings
@@ -40,12 +45,22 @@ _CAST = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.b
 _PLATFORMS = {"torchscript": "pytorch_libtorch", "torch-export": "torch_export"}
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+def place_instances(
+    instance_count: int, visible_devices: int, device_count: int | None
+) -> list[int]:
+    """The GPU (torch index) of each model instance: instance i on GPU i % n, where n is
+    `device_count` (None: all `visible_devices`). Raises ModelLoadError when n is more than the
+    GPUs visible, since a replica silently serving on fewer GPUs than configured wastes the rest.
+    """
+    n = visible_devices if device_count is None else device_count
+    if visible_devices < 1:
+        raise ModelLoadError("device is cuda but torch sees no CUDA device")
+    if n > visible_devices:
+        raise ModelLoadError(
+            f"device_count is {n} but torch sees only {visible_devices} GPU(s) "
+            "(CUDA_VISIBLE_DEVICES); request as many GPUs as device_count, or lower it"
+        )
+    return [i % n for i in range(instance_count)]
 
 
 class ModelRunner:
@@ -57,7 +72,7 @@ class ModelRunner:
         if not path.is_file():
             raise ModelLoadError(f"model file {path} does not exist")
         if settings.model_sha256 is not None:
-            actual = sha256_of(path)
+            actual = file_sha256(path)
             if actual != settings.model_sha256:
                 raise DigestMismatchError(
                     f"sha256 mismatch for {path}: expected {settings.model_sha256}, got {actual}"
@@ -65,10 +80,27 @@ class ModelRunner:
         if settings.device == "cuda":
             if not torch.cuda.is_available():
                 raise ModelLoadError("device is cuda but torch sees no CUDA device")
-            self.device = torch.device("cuda", 0)
-            torch.cuda.set_device(self.device)
+            placement = place_instances(
+                settings.instance_count, torch.cuda.device_count(), settings.device_count
+            )
+            n = settings.device_count or torch.cuda.device_count()
+            if settings.instance_count < n:
+                log.warning(
+                    "instance_count %d is below the %d GPUs to use: only %d of them get a "
+                    "model copy; instances, not GPUs, bound the parallelism",
+                    settings.instance_count,
+                    n,
+                    settings.instance_count,
+                )
+            #: the torch device of each model instance
+            self.placement = [torch.device("cuda", i) for i in placement]
         else:
-            self.device = torch.device("cpu")
+            self.placement = [torch.device("cpu")] * settings.instance_count
+        #: the devices in use, each holding one model copy, in first-use order
+        self.devices: list[torch.device] = list(dict.fromkeys(self.placement))
+        self.device = self.devices[0]  # where the interface is probed and the first copy lives
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
         self._threads = settings.effective_threads()
         torch.set_num_threads(self._threads)
         # OpenMP keeps the thread count per OS thread: each instance thread sets it on first use
@@ -81,23 +113,44 @@ class ModelRunner:
         self._output_is_list: list[bool] = []
         self.module: Any = None
         self.spec: ModelSpec = self._load(path)
+        #: one model copy per device in use; instance i runs `modules[placement[i]]`
+        self.modules: dict[torch.device, Any] = {self.device: self.module}
+        for device in self.devices[1:]:
+            self.modules[device] = self._load_module(path, device)
         if self.device.type == "cuda":
             self._streams = [
-                torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]
-                for _ in range(settings.instance_count)
+                torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
+                for device in self.placement
             ]
 
     # ----------------------------------------------------------------------- loading and spec
+
+    def _load_module(self, path: Path, device: torch.device) -> Any:
+        """One copy of the model on `device`, cast to the configured dtype (the first copy of a
+        torch.export program is made by `_load`, which also reads its signature)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            if self._settings.format == "torchscript":
+                module = torch.jit.load(  # type: ignore[no-untyped-call]
+                    str(path), map_location=device
+                )
+                module.eval()
+            else:
+                os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+                try:
+                    module = torch.export.load(str(path)).module().to(device)
+                except Exception as e:
+                    raise ModelLoadError(f"cannot load torch.export program {path}: {e}") from e
+        if self._cast is not None:
+            module = module.to(self._cast)
+        return module
 
     def _load(self, path: Path) -> ModelSpec:
         s = self._settings
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             if s.format == "torchscript":
-                module = torch.jit.load(  # type: ignore[no-untyped-call]
-                    str(path), map_location=self.device
-                )
-                module.eval()
+                module = self._load_module(path, self.device)
                 names, list_inputs = script_inputs(module)
                 inferred_in: dict[str, tuple[str | None, tuple[int, ...] | None]] = {
                     n: (("BYTES", None) if is_list else (None, None))
@@ -115,8 +168,8 @@ class ModelRunner:
                 names, inferred_in, inferred_out = export_signature(program, s)
                 list_inputs = [False] * len(names)
                 module = program.module().to(self.device)
-        if self._cast is not None:
-            module = module.to(self._cast)
+                if self._cast is not None:
+                    module = module.to(self._cast)
         self.module = module
         inputs, positions = merge_inputs(names, inferred_in, s.inputs, s.format)
         self._forward_pos = positions
@@ -224,7 +277,7 @@ class ModelRunner:
 
     # ----------------------------------------------------------------------------- execution
 
-    def _to_model(self, arrays: Sequence[Array]) -> list[Any]:
+    def _to_model(self, arrays: Sequence[Array], device: torch.device) -> list[Any]:
         args: list[Any] = [None] * len(arrays)
         for i, arr in enumerate(arrays):
             if self._list_inputs[i]:
@@ -238,8 +291,8 @@ class ModelRunner:
             t = torch.from_numpy(arr)
             if self.spec.inputs[i].datatype == "BF16":
                 t = t.view(torch.bfloat16)
-            if self.device.type != "cpu":
-                t = t.to(self.device, non_blocking=True)
+            if device.type != "cpu":
+                t = t.to(device, non_blocking=True)
             if self._cast is not None and t.is_floating_point():
                 t = t.to(self._cast)
             args[i] = t
@@ -250,7 +303,7 @@ class ModelRunner:
         return ordered
 
     def _raw_outputs(self, arrays: Sequence[Array]) -> list[tuple[str | int, Any]]:
-        args = self._to_model(arrays)
+        args = self._to_model(arrays, self.device)
         with torch.inference_mode():
             out = self.module(*args)
         return _normalise(out)
@@ -278,96 +331,68 @@ class ModelRunner:
                 arrays.append(t.numpy())
         return arrays
 
-    def execute(self, instance: int, batch: list[Pending]) -> None:
-        """Run one batch on model instance `instance` (called in that instance's thread)."""
+    def run(self, instance: int, inputs: Sequence[Array], rows: int) -> RunResult:
+        """Run one batch (`inputs` in spec order, `rows` batch rows) on model instance
+        `instance`, in that instance's thread; raises ModelError to fail the whole batch."""
         if not getattr(self._thread_ready, "done", False):
             torch.set_num_threads(self._threads)
             self._thread_ready.done = True
+        device = self.placement[instance]
         try:
             if self._streams:
-                with torch.cuda.stream(self._streams[instance]):
-                    self._run(batch)
-            else:
-                self._run(batch)
-        except InferenceError as e:
-            _fail(batch, e)
+                stream = self._streams[instance]
+                with torch.cuda.device(device), torch.cuda.stream(stream):
+                    return self._run(self.modules[device], device, inputs, rows, stream)
+            return self._run(self.modules[device], device, inputs, rows, None)
+        except ModelError:
+            raise
         except Exception as e:
-            # The model raised: the whole batch fails, once. Running its requests again one by
-            # one would cost N more model runs, and a model that hangs or crashes on bad input
-            # would do so N times; what one request can be blamed for is refused before
-            # batching, by validation.
-            if len(batch) > 1:
-                log.warning("a batch of %d requests failed: %s", len(batch), short(e))
-            _fail(batch, ModelError(f"model execution failed: {short(e)}"))
+            # the model raised: the batcher fails the whole batch with this, once
+            raise ModelError(f"model execution failed: {short(e)}") from e
 
-    def _run(self, batch: list[Pending]) -> None:
+    def _run(
+        self, module: Any, device: torch.device, inputs: Sequence[Array], rows: int, stream: Any
+    ) -> RunResult:
         t0 = time.perf_counter_ns()
-        n_inputs = len(self.spec.inputs)
-        if len(batch) == 1:
-            arrays = batch[0].inputs
-        else:
-            arrays = [np.concatenate([p.inputs[i] for p in batch]) for i in range(n_inputs)]
-        args = self._to_model(arrays)
+        args = self._to_model(inputs, device)
         t1 = time.perf_counter_ns()
         with torch.inference_mode():
-            out = self.module(*args)
-        if self._streams:
-            torch.cuda.current_stream().synchronize()
+            out = module(*args)
+        if stream is not None:
+            stream.synchronize()
         t2 = time.perf_counter_ns()
-        outputs = self._from_model(_normalise(out))
-        self._split(batch, outputs)
-        t3 = time.perf_counter_ns()
-        for p in batch:
-            p.compute_input_ns = t1 - t0
-            p.compute_infer_ns = t2 - t1
-            p.compute_output_ns = t3 - t2
-
-    def _split(self, batch: list[Pending], outputs: list[Array]) -> None:
         mb = self.spec.max_batch_size
-        if len(batch) == 1:
-            batch[0].outputs = [
-                _shape_output(o, s, batch[0].rows, mb)
-                for o, s in zip(outputs, self.spec.outputs, strict=True)
-            ]
-            return
-        total = sum(p.rows for p in batch)
-        per_row: list[Array] = []
-        for o, s in zip(outputs, self.spec.outputs, strict=True):
-            o = _shape_output(o, s, total, mb)
-            if o.ndim == 0 or o.shape[0] != total:
-                raise ModelError(
-                    f"output {s.name!r} has shape {list(o.shape)}, not {total} batch rows"
-                )
-            per_row.append(o)
-        start = 0
-        for p in batch:
-            end = start + p.rows
-            p.outputs = [o[start:end] for o in per_row]
-            start = end
+        outputs = [
+            _shape_output(o, s, rows, mb)
+            for o, s in zip(self._from_model(_normalise(out)), self.spec.outputs, strict=True)
+        ]
+        t3 = time.perf_counter_ns()
+        return RunResult(outputs, t1 - t0, t2 - t1, t3 - t2)
 
     def warmup(self) -> None:
-        """Run the model at warm-up size and, when batching, at max batch size; raise on failure."""
+        """Run the model at warm-up size and, when batching, at max batch size, on every model
+        copy (the first instance on each device); raise ModelLoadError on failure."""
         spec = self.spec
         mb = spec.max_batch_size
         sizes = [min(self._settings.warmup_batch_size, mb) if mb else 0]
         if mb > 1 and mb not in sizes:
             sizes.append(mb)
+        firsts = [self.placement.index(d) for d in self.devices]
         for rows in sizes:
-            item = Pending(self.sample_inputs(spec, rows), max(rows, 1), None, 0)
-            self.execute(0, [item])
-            if item.error is not None:
-                raise ModelLoadError(f"warm-up inference with {rows} rows failed: {item.error}")
+            for instance in firsts:
+                try:
+                    self.run(instance, self.sample_inputs(spec, rows), max(rows, 1))
+                except ModelError as e:
+                    where = f" on {self.placement[instance]}" if len(firsts) > 1 else ""
+                    raise ModelLoadError(
+                        f"warm-up inference with {rows} rows failed{where}: {e}"
+                    ) from e
 
 
 def short(e: BaseException) -> str:
     """The last line of an exception's text (TorchScript errors carry whole tracebacks)."""
     lines = [line for line in str(e).strip().splitlines() if line.strip()]
     return lines[-1].strip() if lines else type(e).__name__
-
-
-def _fail(batch: list[Pending], e: InferenceError) -> None:
-    for p in batch:
-        p.error = e
 
 
 def _shape_output(o: Array, spec: TensorSpec, rows: int, mb: int) -> Array:

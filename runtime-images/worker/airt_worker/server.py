@@ -106,7 +106,7 @@ def _load(settings: WorkerSettings) -> ModelRunner:
         runner.spec.name,
         runner.spec.version,
         settings.format,
-        runner.device,
+        ", ".join(str(d) for d in runner.devices),
         time.monotonic() - t0,
         [(t.name, t.datatype, list(t.dims)) for t in runner.spec.inputs],
         [(t.name, t.datatype, list(t.dims)) for t in runner.spec.outputs],
@@ -154,7 +154,9 @@ async def serve(settings: WorkerSettings) -> int:
         ),
         settings.max_connections,
     )
-    nvml = Nvml(0) if settings.device == "cuda" else None
+    # telemetry for the GPUs that get a model copy: instance i runs on GPU i % device_count
+    gpus = min(settings.instance_count, settings.device_count or settings.instance_count)
+    nvml = Nvml(device_count=gpus) if settings.device == "cuda" else None
     metrics = _http_server(
         MetricsApp(WorkerCollector(plane, nvml)),
         settings.metrics_host,
@@ -221,11 +223,12 @@ async def serve(settings: WorkerSettings) -> int:
                 default_timeout_ns=b.default_timeout_microseconds * 1000,
             )
             batcher = DynamicBatcher(
-                runner.execute,
+                runner,
                 policy,
                 settings.instance_count,
                 on_batch=plane.on_batch,
                 execution_timeout_ns=int(settings.execution_timeout_seconds * 1e9),
+                output_names=[t.name for t in runner.spec.outputs],
             )
             batcher.start()
             plane.attach(runner.spec, batcher)

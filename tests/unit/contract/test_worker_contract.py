@@ -182,8 +182,9 @@ def test_every_example_renders_a_config_the_worker_accepts(
     env = {e["name"]: e["value"] for e in worker["env"] if "value" in e}
     settings = _worker_parses(env, monkeypatch)
     gpu = (spec.get("resources") or {}).get("gpu")
+    gpus = gpu.get("count", 1) if gpu else 0
     assert settings.device == ("cuda" if gpu else "cpu")
     if gpu and not gpu.get("mig"):
-        assert settings.device_count == gpu["count"]
-    assert settings.instance_count == spec["model"].get("instances", 1)
+        assert settings.device_count == gpus
+    assert settings.instance_count == spec["model"].get("instances", max(1, gpus))
     assert settings.batching.max_batch_size == (spec.get("batching") or {}).get("maxBatchSize", 0)
