@@ -175,8 +175,8 @@ class ModelSource(ApiModel):
         default=None,
         ge=1,
         le=16,
-        description="Model instances each worker runs, to run batches in parallel; on GPUs they are "
-        "spread round-robin over the replica's GPUs. Omitted: one per GPU (1 on CPUs).",
+        description="Model instances each worker runs, to run batches in parallel; on GPUs they "
+        "are spread round-robin over the replica's GPUs. Omitted: one per GPU (1 on CPUs).",
     )
     inputs: list[TensorSpec] | None = Field(
         default=None,
