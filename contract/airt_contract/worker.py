@@ -248,3 +248,36 @@ class WorkerConfig(BaseModel):
     def format(self) -> ModelFormat:
         assert self.model_format is not None  # set by _derive
         return self.model_format
+
+
+#: The environment variable that carries a whole `FetchConfig` as JSON into the fetch container.
+FETCH_CONFIG_ENV = "AIRT_FETCH_CONFIG"
+#: Where the fetch container leaves a remote model, and the worker finds it.
+FETCHED_MODEL_PATH = "/models/model"
+
+
+class FetchConfig(BaseModel):
+    """What `airt-worker fetch` (the model-fetch init container) runs with; the operator writes it
+    for remote models, the fetcher parses it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str = Field(description="Where the model is: https://, s3://, gs://, hf:// or oci:// URI.")
+    dest: Path = Field(description="Where to write the model file.")
+    sha256: str | None = Field(
+        default=None, pattern=r"^[a-f0-9]{64}$", description="Expected sha256 (hex)."
+    )
+    timeout_seconds: float = Field(default=300.0, gt=0, description="Network timeout.")
+    max_bytes: int | None = Field(
+        default=None, gt=0, description="Refuse a model larger than this many bytes."
+    )
+    ca_bundle: str | None = Field(
+        default=None,
+        description="PEM certificates of a private store's CA, trusted besides the public roots "
+        "(usually AIRT_FETCH_CA_BUNDLE from the model's credentials Secret).",
+    )
+    termination_log: str = Field(
+        default=DEFAULT_TERMINATION_LOG,
+        description="File for the one-line outcome the operator reads (the container's "
+        "terminationMessagePath); not written when it cannot be opened.",
+    )

@@ -17,7 +17,12 @@ from airt_operator.api import ModelDeployment
 from airt_operator.reconcile.context import Access, GpuPlacement, RenderContext
 from airt_operator.reconcile.resolve import ResolvedRuntime
 from airt_operator.reconcile.serving import derive
-from airt_operator.reconcile.worker_config import PodFacts, worker_config, worker_config_json
+from airt_operator.reconcile.worker_config import (
+    PodFacts,
+    config_json,
+    fetch_config,
+    worker_config,
+)
 from airt_operator.settings import OperatorSettings
 
 _QUANTITY = re.compile(r"^([0-9.]+)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
@@ -149,6 +154,7 @@ def build_context(
     scheme = model.uri.split("://", 1)[0]
     policy = rt.policy
     model_size = (policy.max_model_size if policy else None) or settings.default_model_size
+    fetch = fetch_config(spec, quantity_bytes(model_size))
     return RenderContext(
         name=name,
         namespace=md.metadata.namespace or "",
@@ -157,7 +163,8 @@ def build_context(
         model_uri=model.uri,
         served_name=served_name,
         model_sha256=model.sha256,
-        worker_config=worker_config_json(config),
+        worker_config=config_json(config),
+        fetch_config=config_json(fetch) if fetch else None,
         credentials_secret=model.credentials.name if model.credentials else None,
         runtime_name=resolved.name,
         worker_image=resolved.worker_image,
@@ -182,7 +189,6 @@ def build_context(
         service_monitor=service_monitor,
         storage_egress_ports=_STORAGE_PORTS.get(scheme, ()),
         egress_except=() if policy and policy.in_cluster_model_store else settings.egress_except,
-        model_max_bytes=quantity_bytes(model_size),
         model_volume_size=str(model_size),
         drain_seconds=settings.drain_seconds,
     )

@@ -47,6 +47,8 @@ class RenderContext:
     #: The worker's whole configuration (airt_contract.worker.WorkerConfig) as JSON, built by
     #: reconcile/worker_config.py; the template passes it on without reading it.
     worker_config: str
+    #: The model fetcher's (FetchConfig) likewise; None for a model on a volume.
+    fetch_config: str | None
     # runtime
     runtime_name: str
     worker_image: str
@@ -73,7 +75,6 @@ class RenderContext:
     # Addresses the fetcher may not reach (the cluster's pod and service ranges, link-local
     # metadata endpoints); empty when the runtime declares its model store in-cluster.
     egress_except: tuple[str, ...] = ()
-    model_max_bytes: int
     model_volume_size: str
     tmp_size: str = "1Gi"
     drain_seconds: int

@@ -1,26 +1,30 @@
-"""The worker's configuration for one ModelDeployment: the API's fields mapped, once, onto the
-contract's `WorkerConfig` (airt_contract.worker).
+"""The worker's and the model fetcher's configuration for one ModelDeployment: the API's fields
+mapped, once, onto the contract's `WorkerConfig` and `FetchConfig` (airt_contract.worker).
 
-Called by reconcile/build.py, which stores the result as JSON in the render context; the
-deployment template passes that JSON whole to the worker container (`AIRT_WORKER_CONFIG`) and
-spells no field of it. Pure. Only what the ModelDeployment, its runtime or the operator decide is
-set; everything else keeps the contract's default, so a new worker default never needs a change
-here. Names differ between the API (camelCase, the CRD's vocabulary) and the contract (Triton's
-names) in exactly one place: this module.
+Called by reconcile/build.py, which stores the results as JSON in the render context; the
+deployment template passes each whole to its container (`AIRT_WORKER_CONFIG`,
+`AIRT_FETCH_CONFIG`) and spells no field of them. Pure. Only what the ModelDeployment, its
+runtime or the operator decide is set; everything else keeps the contract's default, so a new
+worker default never needs a change here. Names differ between the API (camelCase, the CRD's
+vocabulary) and the contract (Triton's names) in exactly one place: this module.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from airt_contract.worker import BatchingConfig, TensorConfig, WorkerConfig
+from airt_contract.worker import (
+    FETCHED_MODEL_PATH,
+    BatchingConfig,
+    FetchConfig,
+    TensorConfig,
+    WorkerConfig,
+)
 from airt_operator.api import ModelDeploymentSpec, TensorSpec
 from airt_operator.reconcile.serving import ServingLimits
 
 #: The API's precision names → the worker's dtype names.
 PRECISION = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-#: Where the model fetch init container leaves a remote model in the worker's volume.
-FETCHED_MODEL_PATH = "/models/model"
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,21 @@ def worker_config(spec: ModelDeploymentSpec, pod: PodFacts) -> WorkerConfig:
     return WorkerConfig.model_validate(fields)
 
 
-def worker_config_json(config: WorkerConfig) -> str:
-    """The JSON the worker container gets: only what was set, in a stable order."""
+def fetch_config(spec: ModelDeploymentSpec, max_bytes: int) -> FetchConfig | None:
+    """The model-fetch init container's configuration; None for a model on a volume."""
+    model = spec.model
+    if model.uri.startswith("pvc://"):
+        return None
+    fields: dict[str, object] = {
+        "uri": model.uri,
+        "dest": FETCHED_MODEL_PATH,
+        "max_bytes": max_bytes,
+    }
+    if model.sha256:
+        fields["sha256"] = model.sha256
+    return FetchConfig.model_validate(fields)
+
+
+def config_json(config: WorkerConfig | FetchConfig) -> str:
+    """The JSON a container gets: only what was set, in a stable order."""
     return config.model_dump_json(exclude_unset=True)

@@ -40,10 +40,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
+from pydantic import ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    CliApp,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
-from airt_contract.worker import DEFAULT_TERMINATION_LOG
+from airt_contract.worker import DEFAULT_TERMINATION_LOG, FETCH_CONFIG_ENV, FetchConfig
 from airt_worker.digest import SizeLimitExceededError, stream_sha256
 from airt_worker.errors import (
     MODEL_FETCH_FAILED,
@@ -52,6 +57,7 @@ from airt_worker.errors import (
     termination_reason,
     write_termination_message,
 )
+from airt_worker.jsonenv import JsonEnvSource
 from airt_worker.oci import OciError, fetch_oci
 from airt_worker.trust import TrustError, install_ca_bundle
 
@@ -66,32 +72,25 @@ class UnsupportedUri(FetchError):  # noqa: N818 - reads as the condition it repo
     """The URI's scheme is not one this fetcher handles."""
 
 
-class FetchSettings(BaseSettings):
-    """Options of `airt-worker fetch` (also AIRT_FETCH_* environment variables)."""
+class FetchSettings(FetchConfig, BaseSettings):
+    """The contract's FetchConfig as the options of `airt-worker fetch`. Sources, most important
+    first: arguments, AIRT_FETCH_* variables (a credentials Secret's AIRT_FETCH_CA_BUNDLE), the
+    operator's whole configuration in AIRT_FETCH_CONFIG, the defaults."""
 
     model_config = SettingsConfigDict(
         env_prefix="AIRT_FETCH_", cli_prog_name="airt-worker fetch", cli_kebab_case=True
     )
 
-    uri: str = Field(description="Where the model is: https://, s3://, gs://, hf:// or oci:// URI.")
-    dest: Path = Field(description="Where to write the model file.")
-    sha256: str | None = Field(
-        default=None, pattern=r"^[a-f0-9]{64}$", description="Expected sha256 (hex)."
-    )
-    timeout_seconds: float = Field(default=300.0, gt=0, description="Network timeout.")
-    max_bytes: int | None = Field(
-        default=None, gt=0, description="Refuse a model larger than this many bytes."
-    )
-    ca_bundle: str | None = Field(
-        default=None,
-        description="PEM certificates of a private store's CA, trusted besides the public roots "
-        "(usually AIRT_FETCH_CA_BUNDLE from the model's credentials Secret).",
-    )
-    termination_log: str = Field(
-        default=DEFAULT_TERMINATION_LOG,
-        description="File for the one-line outcome the operator reads (the container's "
-        "terminationMessagePath); not written when it cannot be opened.",
-    )
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, JsonEnvSource(settings_cls, FETCH_CONFIG_ENV)
 
 
 def _copy_hashing(src: BinaryIO, dst: BinaryIO, max_bytes: int | None = None) -> str:

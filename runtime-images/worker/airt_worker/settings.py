@@ -13,14 +13,12 @@ the defaults. docs/worker-protocol.md lists every field.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
-from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     CliSettingsSource,
@@ -36,6 +34,7 @@ from airt_contract.worker import (
     TensorConfig,
     WorkerConfig,
 )
+from airt_worker.jsonenv import JsonEnvSource
 
 __all__ = [
     "BatchingConfig",
@@ -63,25 +62,6 @@ class WorkerSettings(WorkerConfig, BaseSettings):
 
     def effective_threads(self) -> int:
         return self.threads or cgroup_cpu_limit()
-
-
-class WorkerConfigEnvSource(PydanticBaseSettingsSource):
-    """The whole configuration the operator renders: JSON in `AIRT_WORKER_CONFIG`."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False  # the whole document is returned by __call__
-
-    def __call__(self) -> dict[str, Any]:
-        raw = os.environ.get(WORKER_CONFIG_ENV, "")
-        if not raw.strip():
-            return {}
-        try:
-            doc = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{WORKER_CONFIG_ENV} is not JSON: {exc}") from exc
-        if not isinstance(doc, dict):
-            raise ValueError(f"{WORKER_CONFIG_ENV} must be a JSON object, not {type(doc).__name__}")
-        return doc
 
 
 def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> int:
@@ -132,7 +112,7 @@ def load_settings(argv: list[str]) -> WorkerSettings:
             sources: list[PydanticBaseSettingsSource] = [
                 init_settings,
                 env_settings,
-                WorkerConfigEnvSource(settings_cls),
+                JsonEnvSource(settings_cls, WORKER_CONFIG_ENV),
             ]
             if config_file is not None:
                 sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))

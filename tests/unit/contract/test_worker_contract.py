@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic_settings import CliApp
 
 from airt_contract.worker import WORKER_CONFIG_ENV, WorkerConfig
 from airt_operator.api import (
@@ -27,6 +28,7 @@ from airt_operator.api import (
 from airt_operator.reconcile.build import BuildSettings, build_context
 from airt_operator.reconcile.render import render
 from airt_operator.reconcile.resolve import resolve
+from airt_worker.fetch import FetchSettings
 from airt_worker.settings import WorkerSettings, load_settings
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -188,3 +190,34 @@ def test_every_example_renders_a_config_the_worker_accepts(
         assert settings.device_count == gpus
     assert settings.instance_count == spec["model"].get("instances", max(1, gpus))
     assert settings.batching.max_batch_size == (spec.get("batching") or {}).get("maxBatchSize", 0)
+
+
+def test_the_fetcher_gets_the_model_its_digest_and_its_size_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    md = parse_model_deployment(
+        {
+            "apiVersion": "airt.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "contract", "namespace": "ns"},
+            "spec": FULL_SPEC,
+        }
+    )
+    ctx = build_context(md, resolve(md, [_runtime()]), BuildSettings.defaults(), "u", 1, False)
+    dep = next(c for c in render(ctx) if c["kind"] == "Deployment")
+    init = dep["spec"]["template"]["spec"]["initContainers"][0]
+    assert init["args"] == ["fetch"]
+    for name in [k for k in os.environ if k.startswith("AIRT_")]:
+        monkeypatch.delenv(name)
+    for e in init["env"]:
+        monkeypatch.setenv(e["name"], e["value"])
+    # A credentials Secret's variable (envFrom) still overrides a single field.
+    monkeypatch.setenv("AIRT_FETCH_TIMEOUT_SECONDS", "42")
+    settings = CliApp.run(FetchSettings, cli_args=[])
+    assert settings.uri == FULL_SPEC["model"]["uri"]
+    assert settings.sha256 == SHA
+    assert str(settings.dest) == str(
+        _get(_worker_parses(_rendered_env(FULL_SPEC), monkeypatch), "model_path")
+    )
+    assert settings.max_bytes == 20 * 2**30  # the operator's default model size cap
+    assert settings.timeout_seconds == 42

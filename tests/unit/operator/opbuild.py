@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from airt_contract.worker import WORKER_CONFIG_ENV, WorkerConfig
+from airt_contract.worker import FETCH_CONFIG_ENV, WORKER_CONFIG_ENV, FetchConfig, WorkerConfig
 from airt_operator.api import (
     InferenceRuntime,
     ModelDeployment,
@@ -54,3 +54,11 @@ def worker_config(children: list[dict[str, Any]]) -> WorkerConfig:
     worker = dep["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in worker["env"]}
     return WorkerConfig.model_validate_json(env[WORKER_CONFIG_ENV])
+
+
+def fetch_config(children: list[dict[str, Any]]) -> FetchConfig:
+    """The FetchConfig the rendered Deployment hands its model-fetch container."""
+    dep = next(c for c in children if c["kind"] == "Deployment")
+    init = dep["spec"]["template"]["spec"]["initContainers"][0]
+    env = {e["name"]: e.get("value") for e in init["env"]}
+    return FetchConfig.model_validate_json(env[FETCH_CONFIG_ENV])

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
-from opbuild import EXAMPLE_FILES, context, example, model, worker_config
+from opbuild import EXAMPLE_FILES, context, example, fetch_config, model, worker_config
 
 from airt_operator.reconcile.render import render
 
@@ -74,8 +74,11 @@ def test_remote_model_gets_a_fetch_init_container_and_storage_egress() -> None:
     pod = children["Deployment"]["spec"]["template"]["spec"]
     init = pod["initContainers"][0]
     assert init["name"] == "model-fetch"
-    assert "s3://airt-examples/cnn/model.pt2" in init["args"]
-    assert "--sha256" in init["args"]
+    assert init["args"] == ["fetch"]
+    fetch = fetch_config(render(context(example("cnn-gpu"))))
+    assert fetch.uri == "s3://airt-examples/cnn/model.pt2"
+    assert fetch.sha256 is not None and len(fetch.sha256) == 64
+    assert str(fetch.dest) == "/models/model"
     egress = children["NetworkPolicy"]["spec"]["egress"]
     assert {"port": 443, "protocol": "TCP"} in egress[1]["ports"]
     # Credentials reach the init container through envFrom (the kubelet reads the Secret).

@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any
 
 import pytest
-from opbuild import context, example, model
+from opbuild import context, example, fetch_config, model
 
 from airt_operator.api import InferenceRuntime, Reason, parse_inference_runtime
 from airt_operator.reconcile.build import BuildSettings, build_context
@@ -111,9 +111,7 @@ def test_every_emptydir_has_a_size_limit_and_the_fetcher_a_byte_cap() -> None:
         for v in pod["volumes"]:
             if "emptyDir" in v:
                 assert v["emptyDir"].get("sizeLimit"), (name, v)
-    pod = next(c for c in render(context(example("cnn-gpu"))) if c["kind"] == "Deployment")
-    args = pod["spec"]["template"]["spec"]["initContainers"][0]["args"]
-    assert args[args.index("--max-bytes") + 1] == str(20 * 2**30)
+    assert fetch_config(render(context(example("cnn-gpu")))).max_bytes == 20 * 2**30
 
 
 def test_fetch_egress_excludes_cluster_ranges_unless_the_store_is_in_cluster() -> None:
