@@ -1,5 +1,5 @@
 """The walls between airt's products hold: in the code (import-linter's contracts in
-pyproject.toml) and in the tests (a product's tests import only that product, the contract and
+.importlinter) and in the tests (a product's tests import only that product, the contract and
 the dev tooling).
 
 Run in the unit tier; `make lint` runs the same import-linter contracts. The tests' rule is
