@@ -236,3 +236,14 @@ def test_smoke_check_proves_each_image_holds_only_its_product() -> None:
     script = SCRIPT.read_text()
     assert "for module in ${absent//,/ }; do" in script
     assert 'smoke "$ref" "$command" "$imports" "$absent" || die' in script
+
+
+def test_each_product_builds_outside_the_workspace() -> None:
+    # The images copy a product's folder without the workspace root; a `workspace = true`
+    # source in the product's own pyproject would make its build fail there. The root declares
+    # the workspace's sources for every member.
+    for product in ("contract", "operator", "runtime-images/worker", "runtime-images/metrics"):
+        doc = tomllib.loads((ROOT / product / "pyproject.toml").read_text())
+        assert "sources" not in doc.get("tool", {}).get("uv", {}), product
+    root = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert {"airt-contract", "airt-operator", "airt-worker"} <= set(root["tool"]["uv"]["sources"])
