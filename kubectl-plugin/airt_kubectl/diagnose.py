@@ -204,6 +204,8 @@ def diagnose(b: Bundle) -> Diagnosis:
     findings = _condition_findings(md)
     for ev in warning_events(b.events):
         involved = ev.get("involvedObject") or ev.get("regarding") or {}
+        if involved.get("kind") == "ModelDeployment":
+            continue  # the operator's transition Events: the conditions say the same, current
         subject = f"{str(involved.get('kind', '')).lower()} {involved.get('name', '')}".strip()
         findings.append(Finding("event", subject, f"{ev.get('reason')}: {ev.get('message', '')}"))
     problems = pod_problems(b.pods)

@@ -29,6 +29,10 @@ _FORWARDING = re.compile(r"Forwarding from 127\.0\.0\.1:(\d+)")
 class KubeError(Exception):
     """kubectl failed or the cluster refused; the message is kubectl's own last line(s)."""
 
+    def __init__(self, message: str) -> None:
+        # kubectl starts its messages with "error: "; the CLI adds its own.
+        super().__init__(message.removeprefix("error: ").removeprefix("Error: "))
+
 
 @dataclass(frozen=True)
 class Kubectl:

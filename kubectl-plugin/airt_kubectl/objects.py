@@ -101,7 +101,7 @@ def summarize(md: Obj, pods: Iterable[Obj]) -> ModelSummary:
     return ModelSummary(
         namespace=str(meta(md).get("namespace", "")),
         name=name_of(md),
-        conditions=tuple(condition(md, t) for t in SHOWN),
+        conditions=(ready_with_blocker(md), *(condition(md, t) for t in SHOWN[1:])),
         ready_replicas=int(status.get("readyReplicas") or 0),
         replicas=int(want if want is not None else status.get("replicas") or 0),
         runtime=str(status.get("runtimeName") or (spec.get("runtime") or {}).get("name") or ""),
@@ -109,6 +109,23 @@ def summarize(md: Obj, pods: Iterable[Obj]) -> ModelSummary:
         nodes=tuple(nodes),
         pending=sum(1 for p in own if not _placed(p)),
     )
+
+
+# The conditions Ready is the conjunction of, in the order a person fixes them.
+BLOCKERS = ("RuntimeResolved", "Scheduled", "Degraded", "Available")
+
+
+def ready_with_blocker(md: Obj) -> Cond | None:
+    """Ready, with the reason of the condition that blocks it when Ready's own reason is the
+    generic NotReady: a table cell then says RuntimeNotFound or Unschedulable."""
+    ready = condition(md, "Ready")
+    if ready is None or ready.status == "True" or ready.reason != "NotReady":
+        return ready
+    for type_ in BLOCKERS:
+        c = condition(md, type_)
+        if c is not None and c.problem and c.reason:
+            return Cond(ready.type, ready.status, c.reason, ready.message)
+    return ready
 
 
 def _placed(pod: Obj) -> bool:
