@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import random
+import sys
 from typing import Any
 
 import kopf
@@ -23,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from airt_operator.handlers import register
 from airt_operator.health import Health, PeeringLogWatcher
-from airt_operator.kube.client import SPARE_CONNECTIONS, Kube, KubeError
+from airt_operator.kube.client import SPARE_CONNECTIONS, Kube, KubeError, NoCredentialsError
 from airt_operator.kube.client import login as kube_login
 from airt_operator.metrics import OperatorMetrics
 from airt_operator.reconcile.build import BuildSettings
@@ -201,5 +202,9 @@ def main(settings: OperatorSettings) -> int:
         asyncio.run(run_operator(settings))
     except StartupError as exc:
         log.error("cannot start: %s", exc)
+        return 2
+    except NoCredentialsError as exc:
+        # Before logging is useful: one plain line for the person at the terminal.
+        print(f"airt-operator: cannot start: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 import threading
+from importlib.metadata import version
 from types import FrameType
 
 from pydantic import ValidationError
@@ -45,6 +46,9 @@ def _settings(argv: list[str]) -> SidecarSettings | int:
 
 def main(argv: list[str]) -> int:
     """Run the sidecar until SIGTERM or SIGINT; the exit status."""
+    if "--version" in argv:
+        print(f"airt-metrics {version('airt-metrics')}")
+        return 0
     settings = _settings(argv)
     if isinstance(settings, int):
         return settings
