@@ -36,15 +36,18 @@ log = logging.getLogger("airt.operator")
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per record, with the worker's and the sidecar's field names (time,
+    level, logger, message, exception), so one log pipeline rule reads all three."""
+
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "message": record.getMessage(),
         }
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+            out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out)
 
 
