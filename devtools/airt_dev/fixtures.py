@@ -52,7 +52,12 @@ def model_volume(namespace: str) -> list[dict[str, Any]]:
         {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": S3_SECRET, "namespace": namespace},
+            # The label is the namespace owner's consent to hand this Secret to model fetchers.
+            "metadata": {
+                "name": S3_SECRET,
+                "namespace": namespace,
+                "labels": {"airt.dev/model-credentials": "true"},
+            },
             "type": "Opaque",
             "stringData": {"AWS_ACCESS_KEY_ID": "example", "AWS_SECRET_ACCESS_KEY": "example"},
         },

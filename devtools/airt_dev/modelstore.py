@@ -150,7 +150,11 @@ class ModelStore:
         return {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": name, "namespace": namespace},
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {"airt.dev/model-credentials": "true"},
+            },
             "type": "Opaque",
             "stringData": {"AIRT_FETCH_CA_BUNDLE": self.ca_file.read_text()},
         }

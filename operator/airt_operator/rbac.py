@@ -9,8 +9,10 @@ objects. Called by:
   the chart's roles include verbatim, one per role and install mode), which `make generate` runs;
 - tests/unit/chart/test_chart_rbac.py, which fails when a committed file drifts from the code.
 
-Nothing here grants Secrets: the worker pods get their model credentials through `envFrom`
-(the kubelet reads the Secret, not the operator), so the operator never needs to read one.
+Secrets: `get` only, no list or watch. The fetch container gets the model credentials through
+`envFrom` (the kubelet reads the Secret's data); the operator reads one named Secret's metadata
+(a PartialObjectMetadata GET, so no key or value reaches it) to check that it is labelled for
+model credentials. RBAC cannot confine a verb to metadata: docs/operating.md says so.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from airt_operator.kube.resources import (
     INFERENCE_RUNTIME,
     MODEL_DEPLOYMENT,
     POD,
+    SECRET,
     Kind,
 )
 
@@ -193,6 +196,11 @@ def namespaced_read_rules() -> list[Rule]:
         *reads,
         *_child_rules(READ, "read the children of a ModelDeployment"),
         _kind_rule(POD, "observe the serving pods (Scheduled, crash loops)"),
+        _kind_rule(
+            SECRET,
+            "read the labels of a model's credentials Secret (metadata only; never list, watch "
+            "or data)",
+        ),
         KOPF_NAMESPACED_READ,
     ]
 

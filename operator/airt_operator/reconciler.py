@@ -23,14 +23,16 @@ from airt_operator.api import (
     Condition,
     ConditionType,
     InferenceRuntime,
+    ModelDeployment,
     Reason,
     parse_inference_runtime,
     parse_model_deployment,
 )
 from airt_operator.kube.client import Kube, KubeError
-from airt_operator.kube.resources import CHILD_KINDS, SERVICE_MONITOR, Kind, kind_of
+from airt_operator.kube.resources import CHILD_KINDS, SECRET, SERVICE_MONITOR, Kind, kind_of
 from airt_operator.metrics import OperatorMetrics
 from airt_operator.reconcile.build import BuildSettings, build_context
+from airt_operator.reconcile.credentials import credentials_refusal
 from airt_operator.reconcile.diff import HASH_ANNOTATION, needs_apply
 from airt_operator.reconcile.observe import (
     Observation,
@@ -175,6 +177,25 @@ class Reconciler:
             self.metrics.reconcile_duration.observe(time.monotonic() - start)
             return outcome
 
+    async def _credentials_refusal(
+        self, md: ModelDeployment, resolved: ResolvedRuntime
+    ) -> tuple[Reason, str] | None:
+        """The credentials policy (reconcile/credentials.py) on the named Secret's metadata."""
+        ref = md.spec.model.credentials
+        if ref is None:
+            return None
+        try:
+            meta = await self.kube.get_metadata(SECRET, md.metadata.namespace, ref.name)
+        except KubeError as exc:
+            if exc.status == 403:
+                return (
+                    Reason.RUNTIME_POLICY_VIOLATION,
+                    f"the operator may not read Secret {ref.name}'s metadata (RBAC: get "
+                    "secrets), so it cannot check that it is labelled for model credentials",
+                )
+            raise
+        return credentials_refusal(md, resolved, meta)
+
     def _current_status(self, snap: Snapshot) -> dict[str, Any]:
         """The object's status: the snapshot's, unless our own later write is not in it yet."""
         meta = snap.body["metadata"]
@@ -217,6 +238,13 @@ class Reconciler:
             cond = resolved_conditions(failure.reason, failure.message, ok=False)
             await self._write_status(snap, generation, old, failed_resolution(cond), {})
             return ReconcileOutcome(Result.INVALID, failure.message)
+        refusal = await self._credentials_refusal(md, resolved)
+        if refusal is not None:
+            # Labelling or creating the Secret fixes it, and Secrets are not watched: retried
+            # with backoff until then.
+            cond = resolved_conditions(refusal[0], refusal[1], ok=False)
+            await self._write_status(snap, generation, old, failed_resolution(cond), {})
+            return ReconcileOutcome(Result.WAITING, refusal[1])
         ctx = build_context(
             md,
             resolved,

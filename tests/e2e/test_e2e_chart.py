@@ -210,8 +210,9 @@ def test_service_account_is_denied_what_it_must_not_do(installed: Release) -> No
     rel = installed
     denied = [
         ("list", "secrets", "--all-namespaces"),
-        ("get", "secrets", "-n", rel.ns),
+        ("list", "secrets", "-n", rel.ns),
         ("watch", "secrets", "--all-namespaces"),
+        ("update", "secrets", "-n", "default"),
         ("create", "clusterroles"),
         ("create", "clusterrolebindings"),
         ("escalate", "roles", "-n", "default"),

@@ -74,3 +74,12 @@ def test_every_test_folder_has_an_owner() -> None:
     }
     owned = {f for f in folders if any(f == o or f.startswith(o + "/") for o in TEST_OWNERS)}
     assert folders - owned == {"tests/unit"}, folders - owned
+
+
+def test_test_modules_have_unique_basenames() -> None:
+    # The tiers have no __init__.py (pytest's rootdir import mode): two test files of one name in
+    # different folders cannot both be collected.
+    names: dict[str, list[str]] = {}
+    for path in (ROOT / "tests").rglob("test_*.py"):
+        names.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    assert not {n: p for n, p in names.items() if len(p) > 1}

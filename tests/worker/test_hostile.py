@@ -250,6 +250,24 @@ async def test_header_floods(hostile: Hostile) -> None:
     await hostile.check()
 
 
+async def test_stalled_headers_get_408_and_the_connection_closes(hostile: Hostile) -> None:
+    """A client that opens a connection and never finishes its headers (slowloris) holds it only
+    for `header_timeout_seconds` (the production default, 10 s): then 408 and a closed socket,
+    and the connection counts no more against `max_connections`."""
+
+    def stalled_headers() -> Iterator[bytes]:
+        yield b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Slow: "  # and then nothing
+
+    timeout = DEFAULTS.header_timeout_seconds
+    assert timeout == 10
+    # Read for longer than the deadline: recv returning means the server answered and closed.
+    answer = await asyncio.to_thread(
+        _raw_exchange, hostile.worker, stalled_headers(), read_timeout=timeout * 3
+    )
+    assert _status(answer) == 408, answer[:200]
+    await hostile.check()
+
+
 async def test_stalled_and_oversized_bodies(hostile: Hostile) -> None:
     head = b"POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
 

@@ -55,6 +55,7 @@ class Reason(StrEnum):
     NO_MATCHING_RUNTIME = "NoMatchingRuntime"
     RUNTIME_INCOMPATIBLE = "RuntimeIncompatible"
     RUNTIME_POLICY_VIOLATION = "RuntimePolicyViolation"
+    CREDENTIALS_NOT_FOUND = "CredentialsNotFound"
     IMAGE_OVERRIDE_NOT_ALLOWED = "ImageOverrideNotAllowed"
     # Scheduled
     PODS_SCHEDULED = "PodsScheduled"

@@ -167,8 +167,8 @@ class RuntimePolicy(ApiModel):
     ) = Field(
         default=None,
         max_length=64,
-        description="Names of the Secrets that model.credentials may name; any Secret of the "
-        "model's namespace when omitted.",
+        description="Names of the Secrets that model.credentials may name. When omitted, a "
+        "Secret of the model's namespace labelled airt.dev/model-credentials=true.",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     max_model_size: Quantity | None = Field(

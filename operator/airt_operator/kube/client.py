@@ -154,6 +154,7 @@ class Kube:
         body: Any = None,
         content_type: str = "application/json",
         query: list[tuple[str, str]] | None = None,
+        accept: str = "application/json",
     ) -> Any:
         kind = "write" if method != "GET" else "read"
         data = None if body is None else json.dumps(body)
@@ -164,7 +165,7 @@ class Kube:
                     self.server + path,
                     params=query or [],
                     data=data,
-                    headers={"Content-Type": content_type},
+                    headers={"Content-Type": content_type, "Accept": accept},
                 ) as resp:
                     text = await resp.text()
                     status = resp.status
@@ -214,6 +215,23 @@ class Kube:
                 return None
             raise
         return result
+
+    async def get_metadata(
+        self, kind: Kind, namespace: str | None, name: str
+    ) -> dict[str, Any] | None:
+        """One object's metadata only (a PartialObjectMetadata), or None when it is absent: for
+        Secrets, whose data the operator must never hold."""
+        try:
+            result: dict[str, Any] = await self._call(
+                "GET",
+                kind.path(namespace, name),
+                accept="application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+            )
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict(result.get("metadata") or {})
 
     async def delete(self, kind: Kind, namespace: str | None, name: str) -> None:
         try:

@@ -53,6 +53,9 @@ HPA = Kind("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautosca
 SERVICE_MONITOR = Kind("monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors")
 POD = Kind("", "v1", "Pod", "pods", verbs=WATCH)
 EVENT = Kind("", "v1", "Event", "events", verbs=("create", "patch"))
+# Read one at a time, metadata only (Kube.get_metadata): whether a model's credentials Secret is
+# labelled for model credentials. Never list or watch: the operator must not see every Secret.
+SECRET = Kind("", "v1", "Secret", "secrets", verbs=("get",))
 
 # Children, in the order they are applied (the identity before the pods that use it). Earlier
 # versions also rendered an empty Role and its RoleBinding; ModelDeployments made then keep them
