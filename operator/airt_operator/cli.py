@@ -7,6 +7,7 @@ generate`). Each command imports what it needs lazily, so `--help` stays fast.
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from pathlib import Path
 
 import typer
@@ -17,6 +18,21 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"airt-operator {version('airt-operator')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """The airt operator: ModelDeployments and InferenceRuntimes reconciled by kopf."""
 
 
 @app.command()

@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import random
+import sys
 from typing import Any
 
 import kopf
@@ -23,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from airt_operator.handlers import register
 from airt_operator.health import Health, PeeringLogWatcher
-from airt_operator.kube.client import SPARE_CONNECTIONS, Kube, KubeError
+from airt_operator.kube.client import SPARE_CONNECTIONS, Kube, KubeError, NoCredentialsError
 from airt_operator.kube.client import login as kube_login
 from airt_operator.metrics import OperatorMetrics
 from airt_operator.reconcile.build import BuildSettings
@@ -35,15 +36,18 @@ log = logging.getLogger("airt.operator")
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per record, with the worker's and the sidecar's field names (time,
+    level, logger, message, exception), so one log pipeline rule reads all three."""
+
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "message": record.getMessage(),
         }
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+            out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out)
 
 
@@ -201,5 +205,9 @@ def main(settings: OperatorSettings) -> int:
         asyncio.run(run_operator(settings))
     except StartupError as exc:
         log.error("cannot start: %s", exc)
+        return 2
+    except NoCredentialsError as exc:
+        # Before logging is useful: one plain line for the person at the terminal.
+        print(f"airt-operator: cannot start: {exc}", file=sys.stderr)
         return 2
     return 0

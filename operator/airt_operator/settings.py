@@ -8,14 +8,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class OperatorSettings(BaseSettings):
     """Everything the operator process can be told."""
 
-    model_config = SettingsConfigDict(env_prefix="AIRT_OPERATOR_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="AIRT_OPERATOR_", extra="ignore", populate_by_name=True
+    )
 
     namespaces: list[str] = Field(
         default_factory=list, description="Namespaces to watch; all (cluster-wide) when empty."
@@ -61,7 +63,14 @@ class OperatorSettings(BaseSettings):
         le=1024,
         description="Reconciles in flight at once (memory and API connections scale with it).",
     )
-    log_format: str = Field(default="json", pattern="^(json|plain)$")
+    log_format: str = Field(
+        default="json",
+        pattern="^(json|plain)$",
+        # AIRT_LOG_FORMAT is the one switch the worker and the metrics sidecar read too; the
+        # operator's own variable wins where both are set.
+        validation_alias=AliasChoices("AIRT_OPERATOR_LOG_FORMAT", "AIRT_LOG_FORMAT"),
+        description="`json` (one object per line: time, level, logger, message) or `plain`.",
+    )
 
     @field_validator("namespaces", "egress_except_cidrs", mode="before")
     @classmethod

@@ -16,13 +16,16 @@ the operator authenticates one way for its watches and its writes.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import kopf
+import yaml
 
 from airt_operator.kube.resources import EVENT, INFERENCE_RUNTIME, MODEL_DEPLOYMENT, Kind, kind_of
 from airt_operator.metrics import OperatorMetrics
@@ -57,16 +60,47 @@ def _error(status: int, text: str, what: str) -> KubeError:
     return KubeError(f"{what}: {status} {message[:500]}", status, retryable)
 
 
+class NoCredentialsError(KubeError):
+    """Neither a ServiceAccount token nor a usable kubeconfig: the operator cannot start. The
+    message names what was looked for and the fix."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, None, False)
+
+
+FIX = (
+    "set KUBECONFIG to a kubeconfig file (or create ~/.kube/config), or run the operator in a "
+    "pod with a ServiceAccount"
+)
+
+
+def _missing_kubeconfigs() -> list[str]:
+    """The files KUBECONFIG names that do not exist (kopf would fail on them with a trace)."""
+    named = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    return [p for p in named if not Path(p).is_file()]
+
+
 def login() -> kopf.ConnectionInfo:
     """In a pod: the mounted ServiceAccount token; elsewhere: the current kubeconfig.
 
     The same functions back the operator's kopf login handler (main.py)."""
     settings = kopf.OperatorSettings()
-    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(
-        settings=settings
-    )
+    info = kopf.login_with_service_account(settings=settings)
     if info is None:
-        raise KubeError("no credentials: no ServiceAccount token and no kubeconfig", None, False)
+        missing = _missing_kubeconfigs()
+        if missing:
+            raise NoCredentialsError(
+                f"KUBECONFIG names {', '.join(missing)}, which does not exist: {FIX}"
+            )
+        try:
+            info = kopf.login_with_kubeconfig(settings=settings)
+        except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
+            said = " ".join(str(exc).split())  # YAML errors span lines
+            raise NoCredentialsError(f"the kubeconfig cannot be read ({said}): {FIX}") from exc
+    if info is None:
+        raise NoCredentialsError(
+            f"no Kubernetes credentials (no ServiceAccount token, no kubeconfig): {FIX}"
+        )
     return info
 
 

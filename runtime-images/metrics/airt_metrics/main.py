@@ -7,10 +7,12 @@ raising: bad settings and an unusable listen address print one line to stderr, n
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
 import threading
+from importlib.metadata import version
 from types import FrameType
 
 from pydantic import ValidationError
@@ -25,6 +27,34 @@ log = logging.getLogger("airt_metrics")
 
 EXIT_USAGE = 2
 EXIT_LISTEN = 1
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per record (AIRT_LOG_FORMAT=json), with the worker's field names. The
+    sidecar keeps its own ten lines rather than import the worker: the products stay apart."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
+
+
+def configure_logging(log_format: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonLogFormatter()
+        if log_format == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
 
 
 def _settings(argv: list[str]) -> SidecarSettings | int:
@@ -45,10 +75,13 @@ def _settings(argv: list[str]) -> SidecarSettings | int:
 
 def main(argv: list[str]) -> int:
     """Run the sidecar until SIGTERM or SIGINT; the exit status."""
+    if "--version" in argv:
+        print(f"airt-metrics {version('airt-metrics')}")
+        return 0
     settings = _settings(argv)
     if isinstance(settings, int):
         return settings
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings.log_format)
 
     collector = WorkerCollector(
         WorkerEndpoint.from_url(settings.worker_url),

@@ -9,6 +9,7 @@ AIRT_MODELDEPLOYMENT, so the rendered pod spec needs no sidecar-specific wiring.
 
 from __future__ import annotations
 
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, field_validator
@@ -73,6 +74,13 @@ class SidecarSettings(BaseSettings):
         "",
         validation_alias=AliasChoices("pod", "AIRT_METRICS_POD", "POD_NAME"),
         description="Value of the `pod` label (downward API: POD_NAME); empty: none.",
+    )
+
+    log_format: Literal["plain", "json"] = Field(
+        "plain",
+        validation_alias=AliasChoices("log_format", "AIRT_METRICS_LOG_FORMAT", "AIRT_LOG_FORMAT"),
+        description="`json`: one JSON object per log line (time, level, logger, message), as "
+        "the worker writes with the same AIRT_LOG_FORMAT; `plain`: text.",
     )
 
     @field_validator("worker_url")

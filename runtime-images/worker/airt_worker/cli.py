@@ -8,6 +8,8 @@ worker's settings.
 
 from __future__ import annotations
 
+from importlib.metadata import version
+
 import typer
 
 app = typer.Typer(
@@ -16,6 +18,22 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"airt-worker {version('airt-worker')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """The airt inference worker and its model fetcher."""
+
 
 _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 

@@ -13,6 +13,8 @@ import sys
 
 from pydantic import ValidationError
 
+from airt_contract.worker import WORKER_CONFIG_ENV
+
 
 class JsonLogFormatter(logging.Formatter):
     """One JSON object per record (`log_format: json`): what log pipelines parse without rules."""
@@ -29,6 +31,25 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(doc)
 
 
+def settings_problems(error: ValidationError) -> list[str]:
+    """One line per bad setting, named the ways it can be given (option, variable, the
+    operator's configuration), never pydantic's dump of an internal class."""
+    lines = []
+    for err in error.errors():
+        loc = [str(part) for part in err["loc"]]
+        where = ".".join(loc) or "settings"
+        if err["type"] == "missing":
+            option = "--" + ".".join(part.replace("_", "-") for part in loc)
+            env = "AIRT_" + "__".join(loc).upper()
+            lines.append(
+                f"missing setting {where}: give {option} or {env}, or set {where} in "
+                f"{WORKER_CONFIG_ENV} or a --config-file"
+            )
+        else:
+            lines.append(f"{where}: {err['msg']}")
+    return lines
+
+
 def main(argv: list[str]) -> int:
     from airt_worker.settings import load_settings
 
@@ -36,8 +57,12 @@ def main(argv: list[str]) -> int:
         settings = load_settings(argv)
     except SystemExit as e:  # --help, or argparse rejected an argument
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
-    except (ValidationError, ValueError) as e:
-        print(f"airt-worker serve: invalid settings:\n{e}", file=sys.stderr)
+    except ValidationError as e:
+        for line in settings_problems(e):
+            print(f"airt-worker serve: {line}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"airt-worker serve: {e}", file=sys.stderr)
         return 2
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(

@@ -8,6 +8,7 @@ then checks exactly which label sets fire.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -137,3 +138,21 @@ def test_each_alert_fires_on_its_condition(tmp_path: Path) -> None:
         [promtool(), "test", "rules", str(test_file)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces as hyphens."""
+    heads = [line.lstrip("#").strip() for line in markdown.splitlines() if line.startswith("#")]
+    return {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in heads}
+
+
+def test_every_alert_links_a_runbook_section_that_exists() -> None:
+    doc = yaml.safe_load(RULES.read_text())
+    anchors = _anchors((ROOT / "docs" / "operating.md").read_text())
+    prefix = "https://github.com/airt-dev/airt/blob/main/docs/operating.md#"
+    for group in doc["groups"]:
+        for rule in group["rules"]:
+            url = rule["annotations"].get("runbook_url", "")
+            assert url.startswith(prefix), (rule["alert"], url)
+            assert url.removeprefix(prefix) in anchors, (rule["alert"], url)
+            assert url.removeprefix(prefix) == rule["alert"].lower()

@@ -150,3 +150,8 @@ def test_main_reports_a_busy_port(capsys: pytest.CaptureFixture[str]) -> None:
         port = busy.getsockname()[1]
         assert main(["--host", "127.0.0.1", "--port", str(port)]) == 1
     assert "cannot listen on 127.0.0.1:" in capsys.readouterr().err
+
+
+def test_main_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == "airt-metrics 0.1.0"
