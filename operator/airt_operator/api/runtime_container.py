@@ -322,8 +322,12 @@ class RuntimeContainer(ApiModel):
         default=None, description="Changes to the restricted security context."
     )
     host_network: bool = Field(default=False, description="Refused when true (restricted).")
-    host_pid: bool = Field(default=False, description="Refused when true (restricted).")
-    host_ipc: bool = Field(default=False, description="Refused when true (restricted).")
+    host_pid: bool = Field(
+        default=False, alias="hostPID", description="Refused when true (restricted)."
+    )
+    host_ipc: bool = Field(
+        default=False, alias="hostIPC", description="Refused when true (restricted)."
+    )
     volumes: list[RuntimeVolume] | None = Field(
         default=None,
         max_length=8,

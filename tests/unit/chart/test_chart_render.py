@@ -291,3 +291,18 @@ def test_operator_env_names_are_operator_settings(render: Render) -> None:
     env = {e["name"]: e["value"] for e in container["env"] if e["name"].startswith(prefix)}
     settings = OperatorSettings(**{k.removeprefix(prefix).lower(): v for k, v in env.items()})
     assert settings.health_port == 8080 and settings.standalone is False
+
+
+def test_example_runtimes_are_off_by_default_and_match_the_examples(render: Render) -> None:
+    assert {o["metadata"]["name"] for o in by_kind(render(), "InferenceRuntime")} == {
+        "torch-cpu",
+        "torch-cuda",
+    }
+    on = "exampleRuntimes.triton.enabled=true,exampleRuntimes.mlserver.enabled=true"
+    objects = render("--set", on + ",exampleRuntimes.vllm.enabled=true")
+    runtimes = {o["metadata"]["name"]: o for o in by_kind(objects, "InferenceRuntime")}
+    for name in ("triton", "mlserver", "vllm"):
+        example = yaml.safe_load((ROOT / "examples/runtimes/byo" / f"{name}.yaml").read_text())
+        assert runtimes[name]["spec"] == example["spec"], name
+        parsed = parse_inference_runtime(runtimes[name])
+        assert parsed.spec.container is not None and not parsed.spec.container.airt_worker_config
