@@ -51,6 +51,12 @@ def rt(raw: dict[str, Any]) -> AnyRuntime:
     return parse_runtime(raw)
 
 
+def team(**metadata: Any) -> AnyRuntime:
+    """The team's example runtime, as created in its namespace (team-a)."""
+    raw = byo("team-mlserver")
+    return rt({**raw, "metadata": {**raw["metadata"], "namespace": "team-a", **metadata}})
+
+
 def md(
     fmt: str,
     runtime: str | None = None,
@@ -278,23 +284,23 @@ def test_the_airt_worker_refuses_a_format_it_cannot_load() -> None:
 
 
 def test_a_namespaced_runtime_is_resolved_before_the_cluster_catalog() -> None:
-    team = rt(byo("team-mlserver"))  # namespace team-a, format sklearn, priority 10
+    mine = team()  # namespace team-a, format sklearn, priority 10
     cluster = rt({**byo("mlserver"), "spec": {**byo("mlserver")["spec"], "autoSelect": True,
                                                 "priority": 900}})  # fmt: skip
     # Auto-selection: the team's runtime wins over a higher-priority cluster one.
-    got = resolve(md("sklearn"), [cluster, team])
+    got = resolve(md("sklearn"), [cluster, mine])
     assert (got.kind, got.name) == ("NamespacedInferenceRuntime", "team-mlserver")
     # By name: a namespaced runtime shadows a cluster runtime of the same name.
-    shadow = rt({**byo("team-mlserver"), "metadata": {"name": "mlserver", "namespace": "team-a"}})
+    shadow = team(name="mlserver")
     assert (
         resolve(md("sklearn", "mlserver"), [cluster, shadow]).kind == "NamespacedInferenceRuntime"
     )
     # Another namespace's runtime is invisible.
     other = md("sklearn", ns="team-b")
-    got = resolve(other, [cluster, team])
+    got = resolve(other, [cluster, mine])
     assert (got.kind, got.name) == ("InferenceRuntime", "mlserver")
     with pytest.raises(ResolutionFailure) as info:
-        resolve(md("sklearn", "team-mlserver", ns="team-b"), [cluster, team])
+        resolve(md("sklearn", "team-mlserver", ns="team-b"), [cluster, mine])
     assert info.value.reason == "RuntimeNotFound"
 
 
