@@ -351,3 +351,35 @@ async def test_a_model_on_a_hostpath_runtime_is_refused_and_nothing_is_applied()
     resolved = conds["RuntimeResolved"]
     assert (resolved["status"], resolved["reason"]) == ("False", "RuntimeNotRestricted")
     assert "volumes[host].hostPath" in resolved["message"]
+
+
+async def test_a_namespaced_runtime_status_is_written_in_its_namespace_and_counts_its_own() -> None:
+    from airt_operator.runtime_status_loop import RuntimeStatusLoop
+
+    ns_rt = copy.deepcopy(byo("team-mlserver"))
+    ns_rt["metadata"].update(namespace="team-a", generation=1)
+    cluster_rt = copy.deepcopy(byo("mlserver"))
+    cluster_rt["metadata"].update(name="team-mlserver", generation=1)  # same name, cluster kind
+    models = [
+        {
+            "metadata": {"namespace": "team-a"},
+            "status": {"runtimeName": "team-mlserver", "runtimeKind": "NamespacedInferenceRuntime"},
+        },
+        {
+            "metadata": {"namespace": "team-b"},
+            "status": {"runtimeName": "team-mlserver", "runtimeKind": "InferenceRuntime"},
+        },
+        {"metadata": {"namespace": "team-c"}, "status": {"runtimeName": "team-mlserver"}},
+    ]
+    writes: list[tuple[Any, ...]] = []
+
+    async def write(name: str, status: dict[str, Any], namespace: str | None = None) -> None:
+        writes.append((namespace, name, status["modelDeployments"]))
+
+    loop = RuntimeStatusLoop(lambda: [ns_rt, cluster_rt], lambda: models, write)
+    assert await loop.write_pass() == 2
+    # The team's runtime counts the one model of its namespace that chose the namespaced kind;
+    # the cluster runtime of the same name counts the others (no kind: written before the kind).
+    assert sorted(writes, key=str) == sorted(
+        [("team-a", "team-mlserver", 1), (None, "team-mlserver", 2)], key=str
+    )
