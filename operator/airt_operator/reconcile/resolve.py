@@ -224,10 +224,16 @@ def resolve(
     if not fits:
         fmt = md.spec.model.format
         if not any(fmt in rt.spec.formats for rt in selectable):
+            named_only = [_label(rt) for rt in candidates if fmt in rt.spec.formats]
+            hint = (
+                f" (runtimes that load it when named in spec.runtime.name: {', '.join(named_only)})"
+                if named_only
+                else ""
+            )
             raise ResolutionFailure(
                 Reason.NO_MATCHING_RUNTIME,
                 f"no runtime accepts format {fmt}; formats available: "
-                f"{_formats_available(selectable)}",
+                f"{_formats_available(selectable)}{hint}",
             )
         detail = "; ".join(reasons) if reasons else "no runtime allows auto-selection"
         raise ResolutionFailure(

@@ -383,3 +383,36 @@ async def test_a_namespaced_runtime_status_is_written_in_its_namespace_and_count
     assert sorted(writes, key=str) == sorted(
         [("team-a", "team-mlserver", 1), (None, "team-mlserver", 2)], key=str
     )
+
+
+async def test_a_format_no_runtime_accepts_is_a_condition_naming_the_formats() -> None:
+    body = {
+        "apiVersion": "airt.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "m", "namespace": "team", "uid": "u", "generation": 1,
+                     "resourceVersion": "1"},
+        "spec": {"model": {"uri": "pvc://models/m.onnx", "format": "onnx"}},
+    }  # fmt: skip
+    catalog = [
+        yaml.safe_load(p.read_text()) for p in sorted((ROOT / "examples/runtimes").glob("*.yaml"))
+    ]
+    catalog.append(byo("triton"))  # not auto-selected: its format is not offered
+    kube = StatusKube()
+    rec = Reconciler(cast(Kube, kube), OperatorMetrics(), BuildSettings.defaults())
+    snap = Snapshot(body, catalog, {}, [], [], service_monitor_crd=False)
+    outcome = await rec.reconcile("team", "m", lambda: snap)
+    assert outcome is not None and outcome.result == Result.INVALID
+    resolved = {c["type"]: c for c in kube.status["conditions"]}["RuntimeResolved"]
+    assert (resolved["status"], resolved["reason"]) == ("False", "NoMatchingRuntime")
+    assert resolved["message"] == (
+        "no runtime accepts format onnx; formats available: torch-export, torchscript"
+    )
+    # A runtime that loads it but is not auto-selected is named as the way out.
+    snap = Snapshot({**body, "spec": {**body["spec"], "model": {"uri": "pvc://m/r",
+                                                                 "format": "triton"}}},
+                    catalog, {}, [], [], service_monitor_crd=False)  # fmt: skip
+    await rec.reconcile("team", "m", lambda: snap)
+    resolved = {c["type"]: c for c in kube.status["conditions"]}["RuntimeResolved"]
+    assert resolved["message"].endswith(
+        "(runtimes that load it when named in spec.runtime.name: triton)"
+    )
