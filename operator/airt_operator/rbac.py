@@ -30,6 +30,7 @@ from airt_operator.kube.resources import (
     EVENT,
     INFERENCE_RUNTIME,
     MODEL_DEPLOYMENT,
+    NAMESPACED_INFERENCE_RUNTIME,
     POD,
     SECRET,
     Kind,
@@ -194,6 +195,10 @@ def namespaced_read_rules() -> list[Rule]:
     reads, _ = _model_rules()
     return [
         *reads,
+        _kind_rule(
+            NAMESPACED_INFERENCE_RUNTIME,
+            "watch NamespacedInferenceRuntimes (a team's runtimes, resolved first)",
+        ),
         *_child_rules(READ, "read the children of a ModelDeployment"),
         _kind_rule(POD, "observe the serving pods (Scheduled, crash loops)"),
         _kind_rule(
@@ -211,6 +216,12 @@ def namespaced_write_rules() -> list[Rule]:
     return [
         *writes,
         *_child_rules(WRITE, "write the children of a ModelDeployment, server-side applied"),
+        Rule(
+            (NAMESPACED_INFERENCE_RUNTIME.group,),
+            (f"{NAMESPACED_INFERENCE_RUNTIME.plural}/status",),
+            _verbs(("get", "patch", "update")),
+            "write NamespacedInferenceRuntime status (Ready, modelDeployments)",
+        ),
         _kind_rule(EVENT, "record Events on ModelDeployments (operator and kopf)"),
         KOPF_NAMESPACED_WRITE,
     ]

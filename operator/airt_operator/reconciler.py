@@ -19,14 +19,14 @@ from enum import StrEnum
 from typing import Any
 
 from airt_operator.api import (
+    AnyRuntime,
     ApiValidationError,
     Condition,
     ConditionType,
-    InferenceRuntime,
     ModelDeployment,
     Reason,
-    parse_inference_runtime,
     parse_model_deployment,
+    parse_runtime,
 )
 from airt_operator.kube.client import Kube, KubeError
 from airt_operator.kube.resources import CHILD_KINDS, SECRET, SERVICE_MONITOR, Kind, kind_of
@@ -46,6 +46,7 @@ from airt_operator.reconcile.observe import (
     status_fields,
 )
 from airt_operator.reconcile.ownership import ChildConflict, conflict_of, owned_by
+from airt_operator.reconcile.pod_security import deployment_violations
 from airt_operator.reconcile.render import RenderError, render_stamped
 from airt_operator.reconcile.resolve import ResolutionFailure, ResolvedRuntime, resolve
 from airt_operator.write_memory import WriteMemory
@@ -205,10 +206,12 @@ class Reconciler:
             meta.get("resourceVersion", "0"),
         )
 
-    async def write_runtime_status(self, name: str, status: dict[str, Any]) -> None:
-        """Write an InferenceRuntime's status (for the runtime-status loop, which holds no
-        client of its own)."""
-        await self.kube.patch_runtime_status(name, status)
+    async def write_runtime_status(
+        self, name: str, status: dict[str, Any], namespace: str | None = None
+    ) -> None:
+        """Write a runtime's status (for the runtime-status loop, which holds no client of its
+        own); with a namespace, a NamespacedInferenceRuntime's."""
+        await self.kube.patch_runtime_status(name, status, namespace)
 
     async def _reconcile(self, snap: Snapshot) -> ReconcileOutcome:
         body = snap.body
@@ -226,12 +229,12 @@ class Reconciler:
             cond = resolved_conditions(Reason.INVALID_SPEC, str(exc), ok=False)
             await self._write_status(snap, generation, old, failed_resolution(cond), {})
             return ReconcileOutcome(Result.INVALID, str(exc))
-        runtimes: list[InferenceRuntime] = []
+        runtimes: list[AnyRuntime] = []
         for raw in snap.runtimes:
             try:
-                runtimes.append(parse_inference_runtime(dict(raw)))
+                runtimes.append(parse_runtime(dict(raw)))
             except ApiValidationError as exc:
-                log.warning("skipping invalid InferenceRuntime: %s", exc)
+                log.warning("skipping invalid runtime: %s", exc)
         try:
             resolved = resolve(md, runtimes, snap.namespace_labels)
         except ResolutionFailure as failure:
@@ -259,6 +262,16 @@ class Reconciler:
             cond = resolved_conditions(Reason.INVALID_SPEC, str(exc), ok=False)
             await self._write_status(snap, generation, old, failed_resolution(cond), {})
             return ReconcileOutcome(Result.INVALID, str(exc))
+        violations = deployment_violations(desired)
+        if violations:
+            # Whatever a runtime's template says, no pod that restricted refuses is applied.
+            message = (
+                f"runtime {resolved.name} cannot run under Pod Security restricted: "
+                + "; ".join(violations)
+            )
+            cond = resolved_conditions(Reason.RUNTIME_NOT_RESTRICTED, message, ok=False)
+            await self._write_status(snap, generation, old, failed_resolution(cond), {})
+            return ReconcileOutcome(Result.INVALID, message)
         try:
             wrote = await self._apply_children(desired, snap)
         except ChildConflictError as exc:

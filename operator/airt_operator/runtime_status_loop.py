@@ -1,4 +1,5 @@
-"""Keeps every InferenceRuntime's status (Ready, how many models use it) current.
+"""Keeps every runtime's status (Ready, how many models use it) current: InferenceRuntimes and
+NamespacedInferenceRuntimes alike.
 
 Started by the controller (controller.py) at start-up and marked dirty by its handlers whenever
 a ModelDeployment or an InferenceRuntime changes. Events come in bursts (a thousand models
@@ -23,7 +24,8 @@ from airt_operator.write_memory import WriteMemory
 
 log = logging.getLogger("airt.operator")
 
-StatusWriter = Callable[[str, dict[str, Any]], Awaitable[None]]
+# (name, status) for an InferenceRuntime; (name, status, namespace) for a namespaced one.
+StatusWriter = Callable[..., Awaitable[None]]
 Objects = Callable[[], Iterable[Mapping[str, Any]]]
 
 # How long a pass waits after the first change for the rest of its burst.
@@ -66,15 +68,20 @@ class RuntimeStatusLoop:
         wrote = 0
         for body in self._runtimes():
             name = body["metadata"]["name"]
+            namespace = body["metadata"].get("namespace")
+            key = f"{namespace}/{name}" if namespace else name
             status = runtime_status(body, models)
-            if self.memory.unchanged(name, status) or not needs_write(body, status):
+            if self.memory.unchanged(key, status) or not needs_write(body, status):
                 continue
             try:
-                await self._write(name, status)
+                if namespace:
+                    await self._write(name, status, namespace)
+                else:
+                    await self._write(name, status)
             except KubeError as exc:
-                log.warning("status of InferenceRuntime %s: %s", name, exc)
+                log.warning("status of runtime %s: %s", key, exc)
                 continue
-            self.memory.remember(name, status)
+            self.memory.remember(key, status)
             wrote += 1
         return wrote
 

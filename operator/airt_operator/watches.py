@@ -17,11 +17,13 @@ import kopf
 from airt_operator.kube.resources import (
     INFERENCE_RUNTIME,
     MODEL_DEPLOYMENT,
+    NAMESPACED_INFERENCE_RUNTIME,
     POD,
     Kind,
 )
 from airt_operator.world import (
     MODELS_INDEX,
+    NAMESPACED_RUNTIMES_INDEX,
     NAMESPACES_INDEX,
     NODES_INDEX,
     OWNER_LABEL,
@@ -49,7 +51,7 @@ class Trigger:
     controller method)."""
 
     MODEL = "model"  # a ModelDeployment changed (its events, and its spec's changes)
-    RUNTIME = "runtime"  # an InferenceRuntime changed
+    RUNTIME = "runtime"  # an InferenceRuntime or a NamespacedInferenceRuntime changed
     OWNED = "owned"  # a child or pod changed: look at its owner again
     NAMESPACE = "namespace"  # a namespace's labels changed
     CRD = "crd"  # a CRD came or went (ServiceMonitors; the first event marks the watches synced)
@@ -96,6 +98,12 @@ WATCHES: tuple[Watch, ...] = (
         spec_changes=True,
     ),
     _of(INFERENCE_RUNTIME, index=RUNTIMES_INDEX, index_fn=runtime_entry, trigger=Trigger.RUNTIME),
+    _of(
+        NAMESPACED_INFERENCE_RUNTIME,
+        index=NAMESPACED_RUNTIMES_INDEX,
+        index_fn=runtime_entry,
+        trigger=Trigger.RUNTIME,
+    ),
     _of(
         POD,
         labels={OWNER_LABEL: kopf.PRESENT},

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import kopf
@@ -34,6 +34,7 @@ IndexView = Mapping[_K, Collection[Obj]]
 # The index ids: kopf passes each index to handlers as a keyword argument of that name.
 MODELS_INDEX = "md_idx"
 RUNTIMES_INDEX = "irt_idx"
+NAMESPACED_RUNTIMES_INDEX = "nirt_idx"
 PODS_INDEX = "pod_idx"
 NODES_INDEX = "node_idx"
 NAMESPACES_INDEX = "ns_idx"
@@ -55,6 +56,8 @@ class World:
     namespaces: IndexView[str]
     children: Mapping[Kind, IndexView[Key]]
     service_monitor_crd: bool = False
+    # The NamespacedInferenceRuntimes of every watched namespace (resolve picks the model's own).
+    namespaced_runtimes: IndexView[None] = field(default_factory=dict)
 
     @classmethod
     def from_indices(cls, indices: Mapping[str, Any]) -> World:
@@ -62,6 +65,7 @@ class World:
         return cls(
             models=indices[MODELS_INDEX],
             runtimes=indices[RUNTIMES_INDEX],
+            namespaced_runtimes=indices[NAMESPACED_RUNTIMES_INDEX],
             pods=indices[PODS_INDEX],
             nodes=indices[NODES_INDEX],
             namespaces=indices[NAMESPACES_INDEX],
@@ -81,7 +85,11 @@ class World:
         )
 
     def all_runtimes(self) -> list[Obj]:
-        return list(self.runtimes.get(None, ()) or ())
+        """Both runtime kinds: the namespaced ones first (resolution looks at them first)."""
+        return [
+            *(self.namespaced_runtimes.get(None, ()) or ()),
+            *(self.runtimes.get(None, ()) or ()),
+        ]
 
     def all_models(self) -> list[Obj]:
         return [m for key in self.model_keys() if (m := _one(self.models, key)) is not None]

@@ -25,7 +25,11 @@ from airt_dev.cluster import Cluster
 from airt_dev.wait import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-CRD_NAMES = ("modeldeployments.airt.dev", "inferenceruntimes.airt.dev")
+CRD_NAMES = (
+    "modeldeployments.airt.dev",
+    "inferenceruntimes.airt.dev",
+    "namespacedinferenceruntimes.airt.dev",
+)
 
 
 def _load_cases() -> ModuleType:
@@ -87,7 +91,7 @@ def test_crds_established_with_names_and_categories(api: Cluster) -> None:
         assert conditions["Established"] == "True"
         assert conditions.get("NamesAccepted") == "True"
         assert crd["spec"]["names"]["categories"] == ["airt"]
-        assert crd["status"]["acceptedNames"]["shortNames"] in (["md"], ["irt"])
+        assert crd["status"]["acceptedNames"]["shortNames"] in (["md"], ["irt"], ["nirt"])
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: str(p.relative_to(ROOT / "examples")))

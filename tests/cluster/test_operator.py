@@ -277,9 +277,9 @@ def test_drift_is_corrected(cluster: Cluster, env: dict[str, Any]) -> None:
 def test_runtime_change_rereconciles_its_models(cluster: Cluster, env: dict[str, Any]) -> None:
     ns = env["ns"]
     rt = cluster.get_json("inferenceruntime", "torch-cpu")
-    old = rt["spec"]["images"]["worker"]
+    old = rt["spec"]["container"]["image"]
     new = old.rsplit(":", 1)[0] + ":0.1.1"
-    patch = json.dumps({"spec": {"images": {"worker": new}}})
+    patch = json.dumps({"spec": {"container": {"image": new}}})
     cluster.kubectl("patch", "inferenceruntime", "torch-cpu", "--type=merge", "-p", patch)
     try:
 
@@ -289,7 +289,7 @@ def test_runtime_change_rereconciles_its_models(cluster: Cluster, env: dict[str,
 
         wait_for(lambda: image() == new, 30, "mlp-cpu to run the runtime's new image")
     finally:
-        patch = json.dumps({"spec": {"images": {"worker": old}}})
+        patch = json.dumps({"spec": {"container": {"image": old}}})
         cluster.kubectl("patch", "inferenceruntime", "torch-cpu", "--type=merge", "-p", patch)
 
 

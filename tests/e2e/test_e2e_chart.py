@@ -34,7 +34,11 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "airt"
 EXAMPLES = sorted((ROOT / "examples" / "deployments").glob("*.yaml"))
 RUNTIMES = ROOT / "examples" / "runtimes"
-CRD_NAMES = ("inferenceruntimes.airt.dev", "modeldeployments.airt.dev")
+CRD_NAMES = (
+    "inferenceruntimes.airt.dev",
+    "modeldeployments.airt.dev",
+    "namespacedinferenceruntimes.airt.dev",
+)
 
 
 class Release:

@@ -57,6 +57,8 @@ class Reason(StrEnum):
     RUNTIME_POLICY_VIOLATION = "RuntimePolicyViolation"
     CREDENTIALS_NOT_FOUND = "CredentialsNotFound"
     IMAGE_OVERRIDE_NOT_ALLOWED = "ImageOverrideNotAllowed"
+    # RuntimeResolved, and a runtime's Ready: its template cannot pass Pod Security restricted
+    RUNTIME_NOT_RESTRICTED = "RuntimeNotRestricted"
     # Scheduled
     PODS_SCHEDULED = "PodsScheduled"
     PENDING_SCHEDULING = "PendingScheduling"

@@ -1,11 +1,11 @@
 """One descriptor per airt kind: its models, names and printer columns, declared once.
 
-Everything that differs between ModelDeployment and InferenceRuntime outside their field
-models lives in the table here: parsing (`ApiKind.parse`, behind `parse_model_deployment` and
-friends in parse.py), the CRD (`airt_operator.crdgen` builds one per entry) and the API
-reference (generated from those CRDs). The root models share their common fields through
-`ApiObject` (base.py), which takes each kind's name bounds from its class. Pure: no kopf, no
-Kubernetes client.
+Everything that differs between the kinds (ModelDeployment and the two runtime kinds) outside
+their field models lives in the table here: parsing (`ApiKind.parse`, behind
+`parse_model_deployment` and friends in parse.py), the CRD (`airt_operator.crdgen` builds one
+per entry) and the API reference (generated from those CRDs). The root models share their
+common fields through `ApiObject` (base.py), which takes each kind's name bounds from its class.
+Pure: no kopf, no Kubernetes client.
 """
 
 from __future__ import annotations
@@ -17,7 +17,12 @@ from typing import Any, Generic, TypeVar, cast
 from .base import ApiModel, ApiObject
 from .modeldeployment import ModelDeployment, ModelDeploymentSpec, ModelDeploymentStatus
 from .parse import ApiValidationError, FieldError, parse_model
-from .runtime import InferenceRuntime, InferenceRuntimeSpec, InferenceRuntimeStatus
+from .runtime import (
+    InferenceRuntime,
+    InferenceRuntimeSpec,
+    InferenceRuntimeStatus,
+    NamespacedInferenceRuntime,
+)
 
 ObjT = TypeVar("ObjT", bound=ApiObject)
 SpecT = TypeVar("SpecT", bound=ApiModel)
@@ -130,12 +135,27 @@ INFERENCE_RUNTIME: ApiKind[InferenceRuntime, InferenceRuntimeSpec] = ApiKind(
         PrinterColumn("Priority", "integer", ".spec.priority", "Auto-selection priority."),
         PrinterColumn("Ready", "string", f"{READY}.status", "The Ready condition."),
         PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since creation."),
-        PrinterColumn("Image", "string", ".spec.images.worker", "The worker image.", 1),
+        PrinterColumn("Image", "string", ".spec.container.image", "The serving image.", 1),
+        PrinterColumn("Worker", "string", ".spec.images.worker", "The airt worker image.", 1),
     ),
 )
 
+NAMESPACED_INFERENCE_RUNTIME: ApiKind[NamespacedInferenceRuntime, InferenceRuntimeSpec] = ApiKind(
+    NamespacedInferenceRuntime,
+    InferenceRuntimeSpec,
+    InferenceRuntimeStatus,
+    plural="namespacedinferenceruntimes",
+    short_name="nirt",
+    namespaced=True,
+    columns=INFERENCE_RUNTIME.columns,
+)
+
 # Every kind, in the order the CRDs and the API reference list them.
-KINDS: tuple[ApiKind[Any, Any], ...] = (MODEL_DEPLOYMENT, INFERENCE_RUNTIME)
+KINDS: tuple[ApiKind[Any, Any], ...] = (
+    MODEL_DEPLOYMENT,
+    INFERENCE_RUNTIME,
+    NAMESPACED_INFERENCE_RUNTIME,
+)
 BY_KIND: dict[str, ApiKind[Any, Any]] = {k.kind: k for k in KINDS}
 
 
@@ -144,12 +164,22 @@ parse_model_deployment = MODEL_DEPLOYMENT.parse
 parse_model_deployment_spec = MODEL_DEPLOYMENT.parse_spec
 parse_inference_runtime = INFERENCE_RUNTIME.parse
 parse_inference_runtime_spec = INFERENCE_RUNTIME.parse_spec
+parse_namespaced_inference_runtime = NAMESPACED_INFERENCE_RUNTIME.parse
 
 
-def parse_object(raw: Mapping[str, Any]) -> ModelDeployment | InferenceRuntime:
+def parse_runtime(raw: Mapping[str, Any]) -> InferenceRuntime | NamespacedInferenceRuntime:
+    """A runtime of either kind, by its `kind` (InferenceRuntime when it names none)."""
+    if raw.get("kind") == NAMESPACED_INFERENCE_RUNTIME.kind:
+        return NAMESPACED_INFERENCE_RUNTIME.parse(raw)
+    return INFERENCE_RUNTIME.parse(raw)
+
+
+def parse_object(
+    raw: Mapping[str, Any],
+) -> ModelDeployment | InferenceRuntime | NamespacedInferenceRuntime:
     """Any airt object, by its `kind`."""
     kind = raw.get("kind") if isinstance(raw, Mapping) else None
     found = BY_KIND.get(str(kind)) if kind is not None else None
     if found is None:
         raise ApiValidationError(str(kind), [FieldError("kind", f"not an airt kind: {kind!r}")])
-    return cast(ModelDeployment | InferenceRuntime, found.parse(raw))
+    return cast(ModelDeployment | InferenceRuntime | NamespacedInferenceRuntime, found.parse(raw))

@@ -47,8 +47,11 @@ from .resources import Resources
 NAME_MAX_LENGTH = 52
 NAME_PATTERN = DNS1035_LABEL
 
-ModelFormat = Literal["torchscript", "torch-export"]
-MODEL_FORMATS: tuple[ModelFormat, ...] = ("torchscript", "torch-export")
+# A model format is a free name matched between a model and the runtimes' `formats`; the airt
+# worker's own are MODEL_FORMATS.
+FORMAT_PATTERN = r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$"
+ModelFormat = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=FORMAT_PATTERN)]
+MODEL_FORMATS: tuple[str, ...] = ("torchscript", "torch-export")
 UriScheme = Literal["pvc", "s3", "gs", "https", "hf", "oci"]
 URI_SCHEMES: tuple[UriScheme, ...] = ("pvc", "s3", "gs", "https", "hf", "oci")
 DataType = Literal[
@@ -137,8 +140,9 @@ class ModelSource(ApiModel):
         "oci://<registry>/<repository>@sha256:<digest>.",
     )
     format: ModelFormat = Field(
-        description="The model's format: torchscript (torch.jit.save) or torch-export "
-        "(torch.export.save, .pt2)."
+        description="The model's format, matched against the runtimes' formats: the airt worker "
+        "loads torchscript (torch.jit.save) and torch-export (torch.export.save, .pt2); other "
+        "runtimes name their own (e.g. onnx, triton, mlserver, safetensors)."
     )
     name: str | None = Field(
         default=None,
@@ -430,12 +434,17 @@ class ModelDeploymentStatus(ApiModel):
         default=None, max_length=1024, description="In-cluster gRPC address (host:port)."
     )
     runtime_name: str | None = Field(
-        default=None, max_length=253, description="The InferenceRuntime chosen."
+        default=None, max_length=253, description="The runtime chosen."
+    )
+    runtime_kind: Literal["InferenceRuntime", "NamespacedInferenceRuntime"] | None = Field(
+        default=None,
+        description="The kind of the runtime chosen: the cluster's InferenceRuntime or the "
+        "namespace's own NamespacedInferenceRuntime.",
     )
     runtime_image: str | None = Field(
         default=None,
         max_length=1024,
-        description="The worker image the operator asked for (the runtime's, or the spec's "
+        description="The serving image the operator asked for (the runtime's, or the spec's "
         "override).",
     )
     image_id: str | None = Field(

@@ -1,12 +1,18 @@
-"""The InferenceRuntime kind (cluster-scoped, short name `irt`): a runtime the platform curates.
+"""The runtime kinds: InferenceRuntime (cluster-scoped, short name `irt`), the catalog the platform
+curates, and NamespacedInferenceRuntime (short name `nirt`), a team's own runtimes in its
+namespace. Both share InferenceRuntimeSpec.
 
 The operator's runtime resolution reads these models (named, or auto-selected by format,
 accelerator and priority) and enforces `policy` on every ModelDeployment that uses the runtime;
 `airt_operator.crdgen` generates the CRD from them.
 
 Refinements of the design sketch, and why:
-- The three images sit together under `images` (worker, metrics, modelFetch), so an upgrade is
-  one place to look; only `worker` is required (the operator has defaults for the others).
+- The serving container is a template (`container`, runtime_container.py), so any inference
+  server can be a runtime; `images.worker` stays as the airt worker's shorthand (the same
+  template with that image), so runtimes written before the template keep working.
+- The sidecar and fetcher images sit under `images` (the operator has defaults for both).
+- The namespaced kind carries the qualifier because the cluster-scoped kind had the plain name
+  first; it is resolved before the cluster catalog, like KServe's ServingRuntime.
 - `autoSelect: false` keeps a runtime out of auto-selection (it is used only when named).
 - `policy.allowedImagePrefixes` is how a runtime allows `spec.runtime.image` overrides: none
   listed means no override is accepted. The check needs both objects, so the operator does it
@@ -34,6 +40,7 @@ from .base import (
 from .conditions import Condition
 from .modeldeployment import ModelFormat, UriScheme
 from .resources import ComputeResources
+from .runtime_container import RuntimeContainer
 
 # Runtime names go into label values (at most 63 characters) on the pods that use them.
 NAME_MAX_LENGTH = 63
@@ -46,9 +53,11 @@ Image = Annotated[str, StringConstraints(max_length=512, pattern=IMAGE)]
 class RuntimeImages(ApiModel):
     """The container images a runtime is made of."""
 
-    worker: Image = Field(
-        description="The inference worker image (pin it by digest in production: "
-        "registry/repo@sha256:...)."
+    worker: Image | None = Field(
+        default=None,
+        description="The airt worker image (pin it by digest in production: "
+        "registry/repo@sha256:...): shorthand for a `container` running the airt worker; set "
+        "this or `container`, not both.",
     )
     metrics: Image | None = Field(
         default=None, description="The metrics sidecar image; the operator's default when omitted."
@@ -193,14 +202,33 @@ class RuntimePolicy(ApiModel):
     field_path=".policy.maxGpusPerReplica",
     reason="FieldValueForbidden",
 )
+@cel(
+    "has(self.container) != (has(self.images) && has(self.images.worker))",
+    "set either container or images.worker (the airt worker's shorthand), not both",
+    lambda s: (s.container is not None) != (s.images is not None and s.images.worker is not None),
+    field_path=".container",
+    reason="FieldValueRequired",
+)
 class InferenceRuntimeSpec(ApiModel):
-    """A runtime: its images, the model formats it loads, its accelerator, defaults and policy."""
+    """A runtime: its container template, the model formats it accepts, its accelerator,
+    defaults and policy."""
 
-    images: RuntimeImages = Field(description="The images the runtime is made of.")
+    container: RuntimeContainer | None = Field(
+        default=None,
+        description="The serving container as a template: image, command and arguments with "
+        "placeholders, protocol, ports, health and metrics endpoints, where the model is "
+        "mounted. The airt worker is one such runtime (airtWorkerConfig: true).",
+    )
+    images: RuntimeImages | None = Field(
+        default=None,
+        description="The metrics-sidecar and model-fetch images (the operator's defaults when "
+        "omitted), and the legacy airt worker shorthand `worker`.",
+    )
     formats: list[ModelFormat] = Field(
         min_length=1,
-        max_length=8,
-        description="Model formats the worker loads (torchscript, torch-export).",
+        max_length=16,
+        description="Model formats it accepts, matched against spec.model.format "
+        "(the airt worker: torchscript, torch-export).",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     accelerator: Accelerator = Field(
@@ -225,6 +253,14 @@ class InferenceRuntimeSpec(ApiModel):
         default=None, description="Rules every ModelDeployment using this runtime must meet."
     )
 
+    @property
+    def image(self) -> str:
+        """The serving container's image."""
+        if self.container is not None:
+            return self.container.image
+        assert self.images is not None and self.images.worker is not None  # the CEL rule
+        return self.images.worker
+
 
 class InferenceRuntimeStatus(ApiModel):
     """The observed state, written by the operator only."""
@@ -244,7 +280,8 @@ class InferenceRuntimeStatus(ApiModel):
 
 
 class InferenceRuntime(ApiObject):
-    """A runtime the platform team offers: worker image, formats, accelerator, defaults, policy."""
+    """A runtime the platform team offers to every namespace: its container template, formats,
+    accelerator, defaults and policy."""
 
     name_pattern: ClassVar[str] = NAME_PATTERN
     name_max_length: ClassVar[int] = NAME_MAX_LENGTH
@@ -252,3 +289,22 @@ class InferenceRuntime(ApiObject):
     kind: Literal["InferenceRuntime"] = Field(default="InferenceRuntime", description="The kind.")
     spec: InferenceRuntimeSpec = Field(description="The desired state.")
     status: InferenceRuntimeStatus | None = Field(default=None, description="The observed state.")
+
+
+class NamespacedInferenceRuntime(ApiObject):
+    """A runtime a team offers to the ModelDeployments of its own namespace, without
+    cluster-admin: the same spec as InferenceRuntime, resolved before the cluster catalog.
+    policy.namespaceSelector does not apply (only its namespace may use it)."""
+
+    name_pattern: ClassVar[str] = NAME_PATTERN
+    name_max_length: ClassVar[int] = NAME_MAX_LENGTH
+
+    kind: Literal["NamespacedInferenceRuntime"] = Field(
+        default="NamespacedInferenceRuntime", description="The kind."
+    )
+    spec: InferenceRuntimeSpec = Field(description="The desired state.")
+    status: InferenceRuntimeStatus | None = Field(default=None, description="The observed state.")
+
+
+#: Either runtime kind: the resolver and the renderer treat them alike.
+AnyRuntime = InferenceRuntime | NamespacedInferenceRuntime

@@ -27,7 +27,14 @@ import aiohttp
 import kopf
 import yaml
 
-from airt_operator.kube.resources import EVENT, INFERENCE_RUNTIME, MODEL_DEPLOYMENT, Kind, kind_of
+from airt_operator.kube.resources import (
+    EVENT,
+    INFERENCE_RUNTIME,
+    MODEL_DEPLOYMENT,
+    NAMESPACED_INFERENCE_RUNTIME,
+    Kind,
+    kind_of,
+)
 from airt_operator.metrics import OperatorMetrics
 
 FIELD_MANAGER = "airt-operator"
@@ -252,11 +259,15 @@ class Kube:
         )
         return result
 
-    async def patch_runtime_status(self, name: str, status: dict[str, Any]) -> None:
-        """Merge-patch an InferenceRuntime's status subresource."""
+    async def patch_runtime_status(
+        self, name: str, status: dict[str, Any], namespace: str | None = None
+    ) -> None:
+        """Merge-patch a runtime's status subresource: an InferenceRuntime's, or with a
+        namespace a NamespacedInferenceRuntime's."""
+        kind = NAMESPACED_INFERENCE_RUNTIME if namespace else INFERENCE_RUNTIME
         await self._call(
             "PATCH",
-            INFERENCE_RUNTIME.path(None, name, "status"),
+            kind.path(namespace, name, "status"),
             body={"status": status},
             content_type="application/merge-patch+json",
         )

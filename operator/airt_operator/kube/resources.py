@@ -43,6 +43,9 @@ MODEL_DEPLOYMENT = Kind("airt.dev", "v1alpha1", "ModelDeployment", "modeldeploym
 INFERENCE_RUNTIME = Kind(
     "airt.dev", "v1alpha1", "InferenceRuntime", "inferenceruntimes", namespaced=False, verbs=WATCH
 )
+NAMESPACED_INFERENCE_RUNTIME = Kind(
+    "airt.dev", "v1alpha1", "NamespacedInferenceRuntime", "namespacedinferenceruntimes", verbs=WATCH
+)
 
 SERVICE_ACCOUNT = Kind("", "v1", "ServiceAccount", "serviceaccounts")
 DEPLOYMENT = Kind("apps", "v1", "Deployment", "deployments")

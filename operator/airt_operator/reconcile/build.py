@@ -3,7 +3,8 @@
 Called by the reconciler between resolve and render. Pure: it merges the model's own choices
 with the runtime's defaults and the operator's settings, derives the worker thread count from
 the CPU limit, turns the GPU request into a placement and builds the worker's configuration
-(reconcile/worker_config.py).
+(reconcile/worker_config.py, only for a runtime that is the airt worker) and expands the
+runtime's container template (reconcile/runtime_template.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from airt_operator.api import ModelDeployment
 from airt_operator.reconcile.context import Access, GpuPlacement, RenderContext
 from airt_operator.reconcile.resolve import ResolvedRuntime
+from airt_operator.reconcile.runtime_template import container_of, serving_container
 from airt_operator.reconcile.serving import derive
 from airt_operator.reconcile.worker_config import (
     PodFacts,
@@ -140,16 +142,20 @@ def build_context(
     model = spec.model
     gpu = _gpu(md)
     served_name = model.name or name
-    config = worker_config(
-        spec,
-        PodFacts(
-            served_name=served_name,
-            threads=threads_for(cpu),
-            gpu_count=gpu.count if gpu else 0,
-            drain_seconds=settings.drain_seconds,
-            limits=limits,
-        ),
-    )
+    template = container_of(rt)
+    serving = serving_container(template, model.uri, served_name)
+    config = None
+    if template.airt_worker_config:
+        config = worker_config(
+            spec,
+            PodFacts(
+                served_name=served_name,
+                threads=threads_for(cpu),
+                gpu_count=gpu.count if gpu else 0,
+                drain_seconds=settings.drain_seconds,
+                limits=limits,
+            ),
+        )
     a = spec.autoscaling
     scheme = model.uri.split("://", 1)[0]
     policy = rt.policy
@@ -163,13 +169,15 @@ def build_context(
         model_uri=model.uri,
         served_name=served_name,
         model_sha256=model.sha256,
-        worker_config=config_json(config),
+        worker_config=config_json(config) if config else None,
         fetch_config=config_json(fetch) if fetch else None,
         credentials_secret=model.credentials.name if model.credentials else None,
         runtime_name=resolved.name,
+        runtime_kind=resolved.kind,
         worker_image=resolved.worker_image,
-        metrics_image=rt.images.metrics or settings.metrics_image,
-        fetcher_image=rt.images.model_fetch or settings.fetcher_image,
+        serving=serving,
+        metrics_image=(rt.images.metrics if rt.images else None) or settings.metrics_image,
+        fetcher_image=(rt.images.model_fetch if rt.images else None) or settings.fetcher_image,
         accelerator=rt.accelerator,
         runtime_env=tuple((e.name, e.value) for e in (rt.defaults.env or []))
         if rt.defaults

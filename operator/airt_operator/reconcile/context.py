@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from airt_operator.reconcile.runtime_template import ServingContainer
+
 
 @dataclass(frozen=True)
 class GpuPlacement:
@@ -45,13 +47,17 @@ class RenderContext:
     model_sha256: str | None
     credentials_secret: str | None
     #: The worker's whole configuration (airt_contract.worker.WorkerConfig) as JSON, built by
-    #: reconcile/worker_config.py; the template passes it on without reading it.
-    worker_config: str
+    #: reconcile/worker_config.py; the template passes it on without reading it. None when the
+    #: runtime is not the airt worker.
+    worker_config: str | None
     #: The model fetcher's (FetchConfig) likewise; None for a model on a volume.
     fetch_config: str | None
     # runtime
     runtime_name: str
+    runtime_kind: str = "InferenceRuntime"
     worker_image: str
+    #: The runtime's container template, expanded for this model (reconcile/runtime_template.py).
+    serving: ServingContainer
     metrics_image: str
     fetcher_image: str
     accelerator: str

@@ -19,6 +19,7 @@ import yaml
 
 from airt_operator.reconcile.context import RenderContext
 from airt_operator.reconcile.diff import with_hash
+from airt_operator.reconcile.runtime_template import POD_SECURITY_CONTEXT
 from airt_operator.reconcile.worker_config import pvc_parts
 
 TEMPLATES = ("identity", "network", "deployment", "scaling", "monitoring")
@@ -83,6 +84,14 @@ def _worker_resources(ctx: RenderContext) -> dict[str, Any]:
     return {"requests": requests, "limits": limits}
 
 
+def _serving_ports(ctx: RenderContext) -> list[dict[str, Any]]:
+    """The pod ports callers reach (NetworkPolicy ingress): the runtime's http and grpc."""
+    ports = [{"port": ctx.serving.http_port, "protocol": "TCP"}]
+    if ctx.serving.grpc_port:
+        ports.append({"port": ctx.serving.grpc_port, "protocol": "TCP"})
+    return ports
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("airt_operator", "templates"),
@@ -96,6 +105,8 @@ def _environment() -> jinja2.Environment:
         pod_labels=_pod_labels,
         product_weight=_product_weight,
         worker_resources=_worker_resources,
+        serving_ports=_serving_ports,
+        pod_security_context=POD_SECURITY_CONTEXT,
         pvc_claim=lambda ctx: pvc_parts(ctx.model_uri)[0],
         dict=dict,
     )

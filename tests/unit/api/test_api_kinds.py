@@ -13,9 +13,11 @@ from airt_operator.api import (
     INFERENCE_RUNTIME,
     KINDS,
     MODEL_DEPLOYMENT,
+    NAMESPACED_INFERENCE_RUNTIME,
     ApiValidationError,
     InferenceRuntime,
     ModelDeployment,
+    NamespacedInferenceRuntime,
     parse_object,
 )
 from airt_operator.api.kinds import BY_KIND
@@ -24,14 +26,27 @@ ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = {
     "ModelDeployment": ROOT / "examples/deployments/cpu-mlp.yaml",
     "InferenceRuntime": ROOT / "examples/runtimes/torch-cpu.yaml",
+    "NamespacedInferenceRuntime": ROOT / "examples/runtimes/byo/team-mlserver.yaml",
 }
 
 
 def test_the_table_names_each_kind_once() -> None:
-    assert [k.kind for k in KINDS] == ["ModelDeployment", "InferenceRuntime"]
-    assert BY_KIND == {"ModelDeployment": MODEL_DEPLOYMENT, "InferenceRuntime": INFERENCE_RUNTIME}
+    assert [k.kind for k in KINDS] == [
+        "ModelDeployment",
+        "InferenceRuntime",
+        "NamespacedInferenceRuntime",
+    ]
+    assert BY_KIND == {
+        "ModelDeployment": MODEL_DEPLOYMENT,
+        "InferenceRuntime": INFERENCE_RUNTIME,
+        "NamespacedInferenceRuntime": NAMESPACED_INFERENCE_RUNTIME,
+    }
     assert MODEL_DEPLOYMENT.model is ModelDeployment and INFERENCE_RUNTIME.model is InferenceRuntime
+    assert NAMESPACED_INFERENCE_RUNTIME.model is NamespacedInferenceRuntime
     assert (MODEL_DEPLOYMENT.scope, INFERENCE_RUNTIME.scope) == ("Namespaced", "Cluster")
+    # The team's kind shares the catalog's spec, and is namespaced.
+    assert NAMESPACED_INFERENCE_RUNTIME.spec is INFERENCE_RUNTIME.spec
+    assert NAMESPACED_INFERENCE_RUNTIME.scope == "Namespaced"
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.kind)

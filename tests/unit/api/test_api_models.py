@@ -151,7 +151,7 @@ def test_error_of_bare_spec_names_spec_path() -> None:
 
 
 def test_error_lists_every_field() -> None:
-    raw = {"model": {"uri": "ftp://x", "format": "onnx"}, "replicas": -1}
+    raw = {"model": {"uri": "ftp://x", "format": "ONNX"}, "replicas": -1}
     with pytest.raises(ApiValidationError) as info:
         parse_model_deployment(raw)
     assert set(info.value.paths) >= {"spec.model.format", "spec.replicas"}

@@ -42,6 +42,7 @@ def test_default_render_has_every_part(render: Render) -> None:
             "ValidatingAdmissionPolicyBinding",
             "CustomResourceDefinition",
             "CustomResourceDefinition",
+            "CustomResourceDefinition",
             "Deployment",
             "InferenceRuntime",
             "InferenceRuntime",
@@ -122,7 +123,7 @@ def test_digest_wins_over_tag(render: Render) -> None:
     container = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == f"ghcr.io/airt-dev/operator@{digest}"
     cpu = next(o for o in by_kind(objects, "InferenceRuntime") if o["spec"]["accelerator"] == "cpu")
-    assert cpu["spec"]["images"]["worker"] == f"ghcr.io/airt-dev/worker-cpu@{digest}"
+    assert cpu["spec"]["container"]["image"] == f"ghcr.io/airt-dev/worker-cpu@{digest}"
 
 
 def _crds(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -137,7 +138,13 @@ def test_crds_are_the_generated_ones_with_keep(render: Render) -> None:
             if doc:
                 generated[doc["metadata"]["name"]] = doc
     assert (
-        set(crds) == set(generated) == {"modeldeployments.airt.dev", "inferenceruntimes.airt.dev"}
+        set(crds)
+        == set(generated)
+        == {
+            "modeldeployments.airt.dev",
+            "inferenceruntimes.airt.dev",
+            "namespacedinferenceruntimes.airt.dev",
+        }
     )
     for name, crd in crds.items():
         assert crd["spec"] == generated[name]["spec"], name
@@ -175,11 +182,12 @@ def test_default_runtimes_are_valid_inference_runtimes(render: Render) -> None:
     assert set(runtimes) == {"torch-cpu", "torch-cuda"}
     for obj in runtimes.values():
         parsed = parse_inference_runtime(obj)
-        assert parsed.spec.images.worker.startswith("ghcr.io/airt-dev/worker-")
+        assert parsed.spec.image.startswith("ghcr.io/airt-dev/worker-")
+        assert parsed.spec.container is not None and parsed.spec.container.airt_worker_config
     assert runtimes["torch-cpu"]["spec"]["accelerator"] == "cpu"
     assert runtimes["torch-cpu"]["spec"]["policy"]["maxGpusPerReplica"] == 0
     assert runtimes["torch-cuda"]["spec"]["accelerator"] == "nvidia"
-    assert runtimes["torch-cuda"]["spec"]["images"]["worker"].startswith(
+    assert runtimes["torch-cuda"]["spec"]["container"]["image"].startswith(
         "ghcr.io/airt-dev/worker-cuda:"
     )
 
@@ -283,3 +291,18 @@ def test_operator_env_names_are_operator_settings(render: Render) -> None:
     env = {e["name"]: e["value"] for e in container["env"] if e["name"].startswith(prefix)}
     settings = OperatorSettings(**{k.removeprefix(prefix).lower(): v for k, v in env.items()})
     assert settings.health_port == 8080 and settings.standalone is False
+
+
+def test_example_runtimes_are_off_by_default_and_match_the_examples(render: Render) -> None:
+    assert {o["metadata"]["name"] for o in by_kind(render(), "InferenceRuntime")} == {
+        "torch-cpu",
+        "torch-cuda",
+    }
+    on = "exampleRuntimes.triton.enabled=true,exampleRuntimes.mlserver.enabled=true"
+    objects = render("--set", on + ",exampleRuntimes.vllm.enabled=true")
+    runtimes = {o["metadata"]["name"]: o for o in by_kind(objects, "InferenceRuntime")}
+    for name in ("triton", "mlserver", "vllm"):
+        example = yaml.safe_load((ROOT / "examples/runtimes/byo" / f"{name}.yaml").read_text())
+        assert runtimes[name]["spec"] == example["spec"], name
+        parsed = parse_inference_runtime(runtimes[name])
+        assert parsed.spec.container is not None and not parsed.spec.container.airt_worker_config

@@ -24,6 +24,12 @@ OPAQUE = {
     "/affinity/podAffinity",
     "/affinity/podAntiAffinity",
     "/operator/extraEnv/items/valueFrom",
+    # InferenceRuntime fields, validated by the CRD when the chart applies them.
+    "/defaultRuntimes/torchCpu/container",
+    "/defaultRuntimes/torchCuda/container",
+    "/exampleRuntimes/triton/spec",
+    "/exampleRuntimes/mlserver/spec",
+    "/exampleRuntimes/vllm/spec",
 }
 # Parents whose children are documented by the parent's comment and example.
 DOCUMENTED_BY_PARENT = {"resources"}

@@ -197,7 +197,8 @@ def test_images_list_matches_the_dockerfiles_and_the_runtimes() -> None:
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     refs = {f"{v[1]}:{version}" for v in images.values()}
     for runtime in (ROOT / "examples" / "runtimes").glob("*.yaml"):
-        for ref in yaml.safe_load(runtime.read_text())["spec"]["images"].values():
+        spec = yaml.safe_load(runtime.read_text())["spec"]
+        for ref in [spec["container"]["image"], *spec["images"].values()]:
             assert ref in refs, f"{runtime.name}: {ref} is not built by make images"
     for key, (_, repo, _, _) in images.items():
         assert repo.rsplit("/", 1)[1] == key, key

@@ -18,6 +18,7 @@ from airt_operator.reconciler import ReconcileOutcome, Result, Snapshot
 from airt_operator.watches import WATCHES, Trigger
 from airt_operator.world import (
     MODELS_INDEX,
+    NAMESPACED_RUNTIMES_INDEX,
     NAMESPACES_INDEX,
     NODES_INDEX,
     PODS_INDEX,
@@ -163,6 +164,7 @@ def indices() -> dict[str, Any]:
     out: dict[str, Any] = {
         MODELS_INDEX: {("ns", "a"): [md("ns", "a")]},
         RUNTIMES_INDEX: {},
+        NAMESPACED_RUNTIMES_INDEX: {},
         PODS_INDEX: {},
         NODES_INDEX: {},
         NAMESPACES_INDEX: {"ns": [{"labels": {"team": "x"}}]},

@@ -77,7 +77,8 @@ def _model() -> dict[str, Any]:
 
 def _snapshot(body: dict[str, Any]) -> Snapshot:
     runtimes = [
-        yaml.safe_load(p.read_text()) for p in sorted((ROOT / "examples" / "runtimes").glob("*"))
+        yaml.safe_load(p.read_text())
+        for p in sorted((ROOT / "examples" / "runtimes").glob("*.yaml"))
     ]
     return Snapshot(body, runtimes, {}, [], [], service_monitor_crd=False)
 
