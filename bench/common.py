@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import time
@@ -55,13 +54,6 @@ def pinned(cores: set[int]) -> Callable[[], None]:
         os.sched_setaffinity(0, cores)
 
     return pin
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:

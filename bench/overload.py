@@ -37,16 +37,11 @@ import aiohttp
 import numpy as np
 import orjson
 
+from airt_dev.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 MiB = 1 << 20
 INFER = "/v2/models/mlp/infer"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def status_kib(pid: int, field: str) -> int:

@@ -37,6 +37,7 @@ import importlib
 import json
 import os
 import platform
+import random
 import shutil
 import signal
 import socket
@@ -136,6 +137,9 @@ class Worker:
     log_path: Path
     started: float
     ready_s: float | None = None
+    argv: list[str] = field(default_factory=list)
+    cores: set[int] | None = None
+    restarts: int = 0
 
     @property
     def http(self) -> str:
@@ -147,6 +151,28 @@ class Worker:
 
     def tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-2000:]
+
+    def restart_on_new_ports(self) -> None:
+        """Start again after another process took one of the ports meanwhile."""
+        self.restarts += 1
+        self.http_port, self.grpc_port = free_port(), free_port()
+        ports = {"--http-port": self.http_port, "--grpc-port": self.grpc_port,
+                 "--metrics-port": free_port()}  # fmt: skip
+        self.argv = [
+            str(ports[self.argv[i - 1]]) if i and self.argv[i - 1] in ports else a
+            for i, a in enumerate(self.argv)
+        ]
+        cores = self.cores
+        with self.log_path.open("ab") as out:
+            out.write(b"\n[gpu-check] a port was taken: restarting on new ports\n")
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None,
+            )
+        self.started = time.monotonic()
 
     def batch_stats(self) -> dict[int, tuple[int, int]]:
         """Rows per batch -> (batches, ns in the model), since the worker started."""
@@ -170,10 +196,27 @@ class Worker:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A port from below the kernel's ephemeral range that nothing is bound to. Not port 0's
+    answer: ephemeral ports also go to outgoing connections, which took them before the worker
+    bound them on a busy machine. (The same rule as airt_dev.ports, which this standalone script
+    cannot import on the GPU machine.)"""
+    try:
+        ceiling = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ceiling = 32_768
+    rng = random.SystemRandom()
+    for _ in range(500):
+        port = rng.randrange(10_000, ceiling)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
+BIND_ERRORS = ("address already in use", "Errno 98", "Error in bind")
 
 
 def server_cores() -> set[int] | None:
@@ -220,7 +263,10 @@ def spawn(
             cwd=ROOT,
             preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None,
         )
-    return Worker(key, case, instances, proc, http_port, grpc_port, log_path, time.monotonic())
+    return Worker(
+        key, case, instances, proc, http_port, grpc_port, log_path, time.monotonic(),
+        argv=argv, cores=cores,
+    )  # fmt: skip
 
 
 def wait_ready(workers: list[Worker], deadline: float) -> dict[str, Any]:
@@ -228,6 +274,9 @@ def wait_ready(workers: list[Worker], deadline: float) -> dict[str, Any]:
     while pending and time.monotonic() < deadline:
         for w in list(pending):
             if w.proc.poll() is not None:
+                if any(e in w.tail() for e in BIND_ERRORS) and w.restarts < 3:
+                    w.restart_on_new_ports()
+                    continue
                 raise RuntimeError(f"worker {w.key} exited with {w.proc.returncode}:\n{w.tail()}")
             try:
                 with urllib.request.urlopen(f"http://{w.http}/v2/health/ready", timeout=2) as r:

@@ -25,7 +25,7 @@ from airt_dev import procs
 from airt_dev.cluster import CACHE_ROOT, REPO_ROOT, Cluster, ClusterManager
 from airt_dev.fixtures import apply_files, ensure_fixtures, example_models, install_api
 from airt_dev.modelstore import ModelStore
-from airt_dev.operator_proc import free_port
+from airt_dev.ports import free_port
 from airt_dev.realnode import RealNode, default_layout, set_real_node_only
 from airt_dev.wait import wait_for
 

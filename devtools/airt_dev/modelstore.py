@@ -21,7 +21,7 @@ from pathlib import Path
 
 from airt_dev import procs
 from airt_dev.cluster import ClusterError
-from airt_dev.operator_proc import free_port
+from airt_dev.ports import free_port
 from airt_dev.wait import wait_for
 
 

@@ -130,11 +130,16 @@ def test_why_a_model_that_cannot_be_scheduled(cluster: Cluster, env: Any) -> Non
 def test_why_a_model_with_a_bad_runtime(cluster: Cluster, env: Any) -> None:
     proc = airt(cluster, "why", "bad-runtime", "-n", env["ns"], "--brief")
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert proc.stdout.strip() == (
+    # One line: the operator's reason and message (the operator's wording), then the fix.
+    (line,) = proc.stdout.strip().splitlines()
+    reason_and_message, _, fix = line.partition(" -> ")
+    assert reason_and_message.startswith(
         "FIX: RuntimeNotFound: InferenceRuntime no-such-runtime (spec.runtime.name) not found"
-        " -> create that InferenceRuntime, or set spec.runtime.name to one that exists"
+    ), line
+    assert fix == (
+        "create that InferenceRuntime, or set spec.runtime.name to one that exists"
         " (kubectl get inferenceruntimes)"
-    )
+    ), line
 
 
 def test_why_a_model_that_does_not_exist(cluster: Cluster, env: Any) -> None:

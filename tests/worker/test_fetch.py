@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from airt_dev.cluster import tool_bin_dir
-from airt_dev.operator_proc import free_port
+from airt_dev.ports import free_port
 from airt_dev.wait import wait_for
 
 BLOB = os.urandom(3 * (1 << 20) + 123)  # several chunks, not a round size

@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -39,6 +38,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from airt_dev.ports import free_port
 from airt_dev.wait import wait_for as shared_wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,13 +75,6 @@ airt_gpu_telemetry_available 1
 """
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0) -> T:

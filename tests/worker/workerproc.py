@@ -7,7 +7,6 @@ Readiness is polled with a deadline; `stop` sends SIGTERM and waits for the exit
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -15,17 +14,11 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from airt_dev.ports import bind_failed, free_port
 from airt_dev.wait import WaitTimeoutError, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 START_DEADLINE_S = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -39,6 +32,7 @@ class Worker:
     metrics_port: int
     log_path: Path
     args: list[str] = field(default_factory=list)
+    restarts: int = 0
 
     @property
     def http(self) -> str:
@@ -72,6 +66,9 @@ class Worker:
     def wait_ready(self, deadline_s: float = START_DEADLINE_S) -> None:
         def ready() -> bool:
             if self.proc.poll() is not None:
+                if bind_failed(self.log()) and self.restarts < 3:
+                    self._restart_on_new_ports()  # another process took a port meanwhile
+                    return False
                 raise RuntimeError(f"worker {self.name} exited early:\n{self.log()}")
             try:
                 with urllib.request.urlopen(f"{self.base}/v2/health/ready", timeout=2) as r:
@@ -83,6 +80,22 @@ class Worker:
             wait_for(ready, deadline_s, f"worker {self.name} to be ready", interval_s=0.1)
         except WaitTimeoutError as exc:
             raise TimeoutError(f"{exc}\n{self.log()}") from None
+
+    def _restart_on_new_ports(self) -> None:
+        self.restarts += 1
+        self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
+        ports = {
+            "--http-port": self.http_port,
+            "--grpc-port": self.grpc_port,
+            "--metrics-port": self.metrics_port,
+        }
+        self.args = [
+            str(ports[self.args[i - 1]]) if i and self.args[i - 1] in ports else a
+            for i, a in enumerate(self.args)
+        ]
+        with self.log_path.open("ab") as log:
+            log.write(b"\n[workerproc] a port was taken: restarting on new ports\n")
+            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
 
     def stop(self, timeout: float = 60) -> int:
         if self.proc.poll() is None:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from airt_dev.cluster import Cluster
+from airt_dev.ports import free_port
 from airt_dev.wait import wait_for
 
 MODEL_STORE_SECRET = "model-store"
@@ -100,12 +101,6 @@ def pods_of(cluster: Cluster, ns: str, name: str) -> list[dict[str, Any]]:
         "pods", "-n", ns, "-l", f"app.kubernetes.io/instance={name}"
     )["items"]
     return items
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ import pytest
 from realnode_helpers import condition, get_md, pods_of, port_forward, probe_from
 
 from airt_dev.cluster import CACHE_ROOT
-from airt_dev.operator_proc import free_port
+from airt_dev.ports import free_port
 from airt_dev.wait import wait_for
 from conftest import Env
 

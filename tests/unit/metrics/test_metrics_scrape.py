@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 from sidecar_fakes import FakeWorker
 
+from airt_dev.ports import free_port
 from airt_metrics.scrape import WorkerEndpoint, WorkerScrapeError, fetch_text
 
 
 def endpoint(url: str) -> WorkerEndpoint:
     return WorkerEndpoint.from_url(url)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def reason_of(url: str, timeout: float = 0.5, max_bytes: int = 1 << 20) -> str:
