@@ -195,7 +195,10 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
                 request = decode_request(msg, received, self.limit)
             accepted = True
             response = await self.plane.infer(request)
-            if sum(int(t.data.nbytes) for t in response.outputs) >= self.codec.threshold:
+            out_bytes = 0
+            for t in response.outputs:  # a loop, not sum() over a generator: every request
+                out_bytes += t.data.nbytes
+            if out_bytes >= self.codec.threshold:
                 return await self.codec.run(encode_response, response)
             return encode_response(response)
         except InferenceError as e:

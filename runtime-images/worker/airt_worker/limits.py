@@ -69,7 +69,9 @@ class MemoryBudget:
         self.used += nbytes
 
     def release(self, nbytes: int) -> None:
-        self.used = max(0, self.used - max(nbytes, 0))
+        if nbytes > 0:  # comparisons, not max(): this runs for every request
+            used = self.used - nbytes
+            self.used = used if used > 0 else 0
 
 
 class HeaderLimits:

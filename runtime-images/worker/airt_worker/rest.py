@@ -159,8 +159,8 @@ class RestApp:
                 request, choice = await self.codec.run(
                     _decode, body, encoding, header_len, model, version, self.limits
                 )
-            else:
-                request, choice = _decode(body, encoding, header_len, model, version, self.limits)
+            else:  # small and not compressed: decoded here, at once
+                request, choice = decode_request(body, header_len, model, version, self.limits)
             del body
             request.received_ns = received
             accepted = True
@@ -473,7 +473,10 @@ def _decode(
 
 
 def _response_size(response: InferResponse) -> int:
-    return sum(int(t.data.nbytes) for t in response.outputs)
+    size = 0
+    for t in response.outputs:  # a loop, not sum() over a generator: runs for every request
+        size += t.data.nbytes
+    return size
 
 
 class ClientGoneError(Exception):
