@@ -96,7 +96,7 @@ def element_count(shape: tuple[int, ...] | list[int], where: str) -> int:
         if d < 0:
             raise InvalidInputError(f"{where}: shape {list(shape)} has a negative dimension")
         n *= d
-        nominal *= max(d, 1)
+        nominal *= d or 1  # d >= 0 here; `or`, not max(): runs per dimension of every tensor
     if nominal * 8 >= _MAX_NOMINAL:
         raise InvalidInputError(f"{where}: shape {list(shape)} is too large for any tensor")
     return n

@@ -13,6 +13,7 @@ ModelStreamInfer reports per-request failures inside the stream and keeps going.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -84,7 +85,11 @@ def _param_value(p: Any) -> Any:
 def request_size(msg: Any) -> int:
     """Bytes of tensor data a ModelInferRequest carries (raw contents; typed contents are
     estimated at 8 bytes an element), to reserve before decoding."""
-    size = sum(len(r) for r in msg.raw_input_contents)
+    raw = msg.raw_input_contents
+    if raw:
+        # typed contents beside raw ones are refused by decode_request before they are decoded
+        return sum(map(len, raw))
+    size = 0
     for inp in msg.inputs:
         if inp.HasField("contents"):
             field = _CONTENTS.get(inp.datatype)
@@ -190,7 +195,10 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
                 request = decode_request(msg, received, self.limit)
             accepted = True
             response = await self.plane.infer(request)
-            if sum(int(t.data.nbytes) for t in response.outputs) >= self.codec.threshold:
+            out_bytes = 0
+            for t in response.outputs:  # a loop, not sum() over a generator: every request
+                out_bytes += t.data.nbytes
+            if out_bytes >= self.codec.threshold:
                 return await self.codec.run(encode_response, response)
             return encode_response(response)
         except InferenceError as e:
@@ -272,11 +280,8 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         received = time.monotonic_ns()
-
-        async def run() -> Any:
-            return await self._infer(request, received)
-
-        return await self._call(context, run)
+        # _infer is the awaitable itself: no wrapping coroutine per call
+        return await self._call(context, functools.partial(self._infer, request, received))
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[Any], context: Any

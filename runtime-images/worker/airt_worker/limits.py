@@ -7,21 +7,40 @@ once. `LimitedHttpToolsProtocol` is uvicorn's httptools protocol with what httpt
 limit on the size and count of request headers (431) and a deadline for sending them (408). It is
 a subclass rather than a proxy in front of the worker because the header bytes must be counted
 as they arrive, before httptools buffers a header of any size; uvicorn keeps every other part.
-Built by the composition root (`server`).
+It also serves the REST app (`rest`) per connection rather than per request, through the scope:
+it marks a request whose whole body is already parsed (`BODY_COMPLETE_KEY`: read without a
+deadline) and cancels the one task the app watches when the connection is lost
+(`CONNECTION_KEY`, a `ConnectionWatch`). Built by the composition root (`server`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from airt_worker.errors import PayloadTooLargeError, UnavailableError
 
-#: Scope key of the list of callbacks run when the request's connection is lost.
-DISCONNECT_KEY = "airt.on_disconnect"
+#: Scope key of the request's connection (a `ConnectionWatch`), set by our protocol only.
+CONNECTION_KEY = "airt.connection"
+#: Scope key set to True once the request's whole body has been parsed: the app's next
+#: `receive()` then returns at once with all of it, so no body deadline is needed to read it.
+BODY_COMPLETE_KEY = "airt.body_complete"
+
+
+class ConnectionWatch(Protocol):
+    """What the REST app may ask of the connection a request came on.
+
+    One slot per connection instead of a callback list or a task per request: uvicorn runs a
+    connection's requests one after another, so at most one of them waits for the model.
+    """
+
+    #: The task to cancel if the connection is lost (the app sets it while the request is
+    #: queued or running, and clears it after).
+    watched: asyncio.Task[Any] | None
+    #: Set when the connection was lost while a task was watched, and that task cancelled.
+    watch_cancelled: bool
 
 
 class MemoryBudget:
@@ -50,7 +69,9 @@ class MemoryBudget:
         self.used += nbytes
 
     def release(self, nbytes: int) -> None:
-        self.used = max(0, self.used - max(nbytes, 0))
+        if nbytes > 0:  # comparisons, not max(): this runs for every request
+            used = self.used - nbytes
+            self.used = used if used > 0 else 0
 
 
 class HeaderLimits:
@@ -84,13 +105,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._in_headers = True
         self._header_bytes = 0
-        self._header_count = 0
         self._header_started = 0.0
         self._answered = False
         self._header_timer: asyncio.TimerHandle | None = None
-        #: called when the connection is lost; the app registers there through the scope
-        #: (`DISCONNECT_KEY`) instead of running a task per request that waits for it
-        self._on_lost: list[Callable[[], None]] = []
+        #: `ConnectionWatch`: the app's task to cancel when the connection is lost, so a REST
+        #: client's disconnect reaches its request without a task per request waiting for it
+        self.watched: asyncio.Task[Any] | None = None
+        self.watch_cancelled = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -101,9 +122,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
-        callbacks, self._on_lost = self._on_lost, []
-        for cb in callbacks:
-            cb()
+        task, self.watched = self.watched, None
+        if task is not None:
+            self.watch_cancelled = True
+            task.cancel()
         super().connection_lost(exc)
 
     def _tick(self) -> None:
@@ -158,18 +180,30 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._in_headers = True
             self._header_bytes = 0
             self._header_started = self.loop.time()
-        self._header_count = 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        if self._header_count > self.header_limits.max_count:
+        # uvicorn's on_header, inlined rather than called through super(): this runs once per
+        # header of every request. The count is checked before the header is kept, so 200,000
+        # tiny headers in one read stop at the limit instead of being parsed into a list first.
+        headers = self.headers
+        if len(headers) >= self.header_limits.max_count:
             self._answer(
                 431, f"more than {self.header_limits.max_count} request headers (max_headers)"
             )
             raise _RejectedError
-        super().on_header(name, value)
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
-        self.scope[DISCONNECT_KEY] = self._on_lost  # type: ignore[literal-required]
+        self.scope[CONNECTION_KEY] = self  # type: ignore[literal-required]
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        if self.cycle is not None and not self.cycle.more_body:
+            # self.scope and self.cycle are still this message's (uvicorn makes new ones per
+            # message), and the whole body now waits in the cycle for one receive()
+            self.scope[BODY_COMPLETE_KEY] = True  # type: ignore[literal-required]

@@ -12,7 +12,6 @@ split of the path. Domain errors map to HTTP statuses once, in `STATUS`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -32,7 +31,7 @@ from airt_worker.errors import (
     UnavailableError,
     UnsupportedError,
 )
-from airt_worker.limits import DISCONNECT_KEY, MemoryBudget
+from airt_worker.limits import BODY_COMPLETE_KEY, CONNECTION_KEY, ConnectionWatch, MemoryBudget
 from airt_worker.messages import InferRequest, InferResponse
 from airt_worker.offload import Offload
 from airt_worker.rest_codec import (
@@ -143,7 +142,7 @@ class RestApp:
                 close = False
                 raise
             held = declared
-            body = await self._read_body(receive)
+            body = await self._read_body(receive, complete=BODY_COMPLETE_KEY in scope)
             close = False
             if len(body) > held:  # chunked bodies: reserve what actually came
                 self.budget.reserve(len(body) - held, "the request body")
@@ -160,12 +159,29 @@ class RestApp:
                 request, choice = await self.codec.run(
                     _decode, body, encoding, header_len, model, version, self.limits
                 )
-            else:
-                request, choice = _decode(body, encoding, header_len, model, version, self.limits)
+            else:  # small and not compressed: decoded here, at once
+                request, choice = decode_request(body, header_len, model, version, self.limits)
             del body
             request.received_ns = received
             accepted = True
-            response = await _cancel_on_disconnect(self.plane.infer(request), receive, scope)
+            conn: ConnectionWatch | None = scope.get(CONNECTION_KEY)
+            if conn is None:
+                response = await _cancel_on_disconnect(self.plane.infer(request), receive)
+            else:
+                # Served by our protocol, the connection cancels this task if it is lost while
+                # the request is queued or running (one attribute, no task or callback per
+                # request); the queue then drops the request at once.
+                task = asyncio.current_task()
+                conn.watched = task
+                try:
+                    response = await self.plane.infer(request)
+                except asyncio.CancelledError:
+                    if conn.watch_cancelled and task is not None:  # not the server's shutdown
+                        task.uncancel()
+                        raise ClientGoneError from None
+                    raise
+                finally:
+                    conn.watched = None
             if _response_size(response) >= self.codec.threshold:
                 payload, json_len = await self.codec.run(encode_response, response, choice)
             else:
@@ -203,20 +219,35 @@ class RestApp:
         await _respond(send, 200, payload, out_headers)
 
     async def _read_body(
-        self, receive: Receive, keep: bool = True, limit: int | None = None
+        self,
+        receive: Receive,
+        keep: bool = True,
+        limit: int | None = None,
+        complete: bool = False,
     ) -> bytes | bytearray:
         """The whole body, at most `max_request_bytes` (dropped as it comes unless `keep`); a
         pause longer than the body timeout ends the request with 408 (the connection is then
         closed). Chunks are appended to one buffer, never joined at the end, so a body takes
-        its own size in memory and no more."""
+        its own size in memory and no more.
+
+        `complete`: the protocol has already parsed the whole body (`BODY_COMPLETE_KEY`), so
+        one `receive()` returns it at once and the deadline, which could not fire, is skipped.
+        """
         limit = self.max_request_bytes if limit is None else limit
+        first: Message | None = None
+        if complete:
+            first = await receive()
+            if first["type"] == "http.request" and not first.get("more_body", False):
+                whole: bytes = first.get("body", b"")
+                if len(whole) <= limit:
+                    return whole if keep else b""
         buf = bytearray()
         size = 0
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.body_timeout_s) as deadline:
                 while True:
-                    message = await receive()
+                    message, first = first or await receive(), None
                     if message["type"] == "http.disconnect":
                         raise InvalidInputError(
                             "the client disconnected before sending the whole body"
@@ -442,19 +473,22 @@ def _decode(
 
 
 def _response_size(response: InferResponse) -> int:
-    return sum(int(t.data.nbytes) for t in response.outputs)
+    size = 0
+    for t in response.outputs:  # a loop, not sum() over a generator: runs for every request
+        size += t.data.nbytes
+    return size
 
 
 class ClientGoneError(Exception):
     """The client disconnected while its request was queued or running."""
 
 
-async def _cancel_on_disconnect(work: Awaitable[T], receive: Receive, scope: Scope) -> T:
+async def _cancel_on_disconnect(work: Awaitable[T], receive: Receive) -> T:
     """Await `work`, cancelling it when the client disconnects first (uvicorn answers a
-    `receive()` after the whole body only when the connection goes away). A cancelled request
-    still queued leaves the queue; one already running finishes, its answer dropped. The watch
-    cancels the current task rather than running `work` in a task of its own: one task per
-    request instead of two."""
+    `receive()` after the whole body only when the connection goes away): the fallback for a
+    protocol other than ours, which watches without a task (`ConnectionWatch`). A cancelled
+    request still queued leaves the queue; one already running finishes, its answer dropped.
+    The watch cancels the current task rather than running `work` in a task of its own."""
     task = asyncio.current_task()
     assert task is not None
     finished = False
@@ -466,21 +500,8 @@ async def _cancel_on_disconnect(work: Awaitable[T], receive: Receive, scope: Sco
             disconnected = True
             task.cancel()
 
-    def lost() -> None:
-        nonlocal disconnected
-        if not finished:
-            disconnected = True
-            task.cancel()
-
-    # Served by our protocol, the connection tells us when it is lost (a list append, no task);
-    # otherwise a task waits for uvicorn's disconnect message.
-    callbacks: list[Callable[[], None]] | None = scope.get(DISCONNECT_KEY)
-    watch: asyncio.Future[Message] | None = None
-    if callbacks is not None:
-        callbacks.append(lost)
-    else:
-        watch = asyncio.ensure_future(receive())
-        watch.add_done_callback(gone)
+    watch: asyncio.Future[Message] = asyncio.ensure_future(receive())
+    watch.add_done_callback(gone)
     try:
         return await work
     except asyncio.CancelledError:
@@ -490,11 +511,7 @@ async def _cancel_on_disconnect(work: Awaitable[T], receive: Receive, scope: Sco
         raise
     finally:
         finished = True
-        if watch is not None:
-            watch.cancel()
-        elif callbacks is not None:
-            with contextlib.suppress(ValueError):
-                callbacks.remove(lost)
+        watch.cancel()
 
 
 async def _respond(
