@@ -84,6 +84,15 @@ class RealNode:
         if self.is_up():
             self.import_images()
             return
+        other = self.foreign_node()
+        if other is not None:
+            # The node's addresses and bridge are fixed (realnode_config), so a second node
+            # would tear down the first one's network: refuse, and say how to free the machine.
+            raise RealNodeUnavailableError(
+                f"the real node of the local cluster {other!r} is running on this machine "
+                f"(one real node per machine); stop it first: "
+                f"AIRT_CLUSTER_NAME={other} airt-dev down"
+            )
         self.down()  # whatever a crashed or half-made run left behind
         lay = self.layout
         for d in (
@@ -105,6 +114,14 @@ class RealNode:
         except WaitTimeoutError as exc:
             raise ClusterError(f"{exc}\n{self._tail('kubelet')}") from exc
         self._start_kube_router(service_cidr)
+
+    def foreign_node(self) -> str | None:
+        """The cluster name of another local cluster whose real node runs here, if any."""
+        for pidfile in sorted((CACHE_ROOT / "realnode").glob("*/kubelet.pid")):
+            owner = pidfile.parent
+            if owner != self.layout.workdir and procs.alive(pidfile):
+                return owner.name
+        return None
 
     def down(self) -> None:
         """Stop everything `up` started and remove its network state; images stay cached."""

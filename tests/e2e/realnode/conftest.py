@@ -11,6 +11,7 @@ fails the tests.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -72,16 +73,21 @@ def real_node(cluster: Cluster) -> Iterator[RealNode]:
     if missing:
         pytest.skip(preflight.report(missing))
     build_images()
-    node = RealNode(cluster, default_layout(cluster.name))
-    was_up = node.is_up()  # a node `make dev` left running is reused and left running
-    node.up()
-    set_real_node_only(cluster, True)
-    try:
-        yield node
-    finally:
-        set_real_node_only(cluster, False)
-        if not was_up and os.environ.get("AIRT_KEEP_CLUSTER") != "1":
-            node.down()
+    # One real node per machine (fixed addresses): test runs of other checkouts wait here.
+    lock_path = CACHE_ROOT / "realnode" / "machine.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        node = RealNode(cluster, default_layout(cluster.name))
+        was_up = node.is_up()  # a node `make dev` left running is reused and left running
+        node.up()
+        set_real_node_only(cluster, True)
+        try:
+            yield node
+        finally:
+            set_real_node_only(cluster, False)
+            if not was_up and os.environ.get("AIRT_KEEP_CLUSTER") != "1":
+                node.down()
 
 
 @pytest.fixture(scope="module")
