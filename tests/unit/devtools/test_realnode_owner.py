@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from airt_dev import realnode
+from airt_dev import realnode, realnode_preflight
 from airt_dev import realnode_config as cfg
 from airt_dev.realnode import RealNode, RealNodeUnavailableError
 
@@ -24,7 +24,7 @@ def test_a_second_cluster_does_not_take_over_a_running_node(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(realnode, "CACHE_ROOT", tmp_path)
-    monkeypatch.setattr(realnode.preflight, "check", lambda: [])
+    monkeypatch.setattr(realnode_preflight, "check", lambda: [])
     running = tmp_path / "realnode" / "airt-dev"
     running.mkdir(parents=True)
     (running / "kubelet.pid").write_text(str(os.getpid()))  # a live process
