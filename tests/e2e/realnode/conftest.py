@@ -34,6 +34,11 @@ from airt_dev.operator_proc import OperatorProcess
 from airt_dev.realnode import RealNode, default_layout, set_real_node_only
 
 
+#: Held while a real node is up for these tests; `flock /tmp/airt-realnode.lock CMD` takes the
+#: same lock around anything else that brings a real node up by hand.
+REALNODE_LOCK = Path("/tmp/airt-realnode.lock")
+
+
 @dataclass(frozen=True)
 class Store:
     store: ModelStore
@@ -74,9 +79,7 @@ def real_node(cluster: Cluster) -> Iterator[RealNode]:
         pytest.skip(preflight.report(missing))
     build_images()
     # One real node per machine (fixed addresses): test runs of other checkouts wait here.
-    lock_path = CACHE_ROOT / "realnode" / "machine.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("w") as lock:
+    with REALNODE_LOCK.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         node = RealNode(cluster, default_layout(cluster.name))
         was_up = node.is_up()  # a node `make dev` left running is reused and left running
