@@ -46,8 +46,8 @@ from overload import INFER, MiB, Worker, binary_body  # noqa: E402
 #: (the kubelet's), each sample stamped with the system-wide monotonic clock.
 PROBE = """
 import http.client, json, sys, time
-port, seconds, interval, out, body, hlen = (int(sys.argv[1]), float(sys.argv[2]),
-    float(sys.argv[3]), sys.argv[4], open(sys.argv[5], "rb").read(), sys.argv[6])
+port, seconds, interval, out, body, hlen, path = (int(sys.argv[1]), float(sys.argv[2]),
+    float(sys.argv[3]), sys.argv[4], open(sys.argv[5], "rb").read(), sys.argv[6], sys.argv[7])
 samples, conns, end = [], {}, time.monotonic() + seconds
 while time.monotonic() < end:
     for kind in ("health", "infer"):
@@ -59,14 +59,14 @@ while time.monotonic() < end:
             if kind == "health":
                 conn.request("GET", "/v2/health/live")
             else:
-                conn.request("POST", "%s", body, {"Inference-Header-Content-Length": hlen})
+                conn.request("POST", path, body, {"Inference-Header-Content-Length": hlen})
             r = conn.getresponse(); r.read(); status = r.status
         except Exception:
             conns.pop(kind, None)
         samples.append([kind, start, (time.monotonic() - start) * 1e3, status])
     time.sleep(interval)
 json.dump(samples, open(out, "w"))
-""" % INFER
+"""
 
 
 def large_requests() -> dict[str, tuple[bytes, dict[str, str]]]:
@@ -104,7 +104,7 @@ def probe(worker: Worker, seconds: float, interval: float, tmp: Path) -> subproc
     (tmp / "small.bin").write_bytes(body)
     argv = [sys.executable, "-c", PROBE, str(worker.http), str(seconds), str(interval)]
     argv += [str(tmp / f"probe-{seconds}.json"), str(tmp / "small.bin")]
-    argv.append(headers["Inference-Header-Content-Length"])
+    argv += [headers["Inference-Header-Content-Length"], INFER]
     return subprocess.Popen(argv)
 
 
@@ -153,12 +153,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             while time.monotonic() < end:
                 for name, (body, headers) in bodies.items():
                     start = time.monotonic()
-                    async with aiohttp.ClientSession(
-                        timeout=aiohttp.ClientTimeout(total=120)
-                    ) as one:
-                        async with one.post(worker.base + INFER, data=body, headers=headers) as r:
-                            await r.read()
-                            status = str(r.status)
+                    async with (
+                        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as one,
+                        one.post(worker.base + INFER, data=body, headers=headers) as r,
+                    ):
+                        await r.read()
+                        status = str(r.status)
                     busy.append((start, time.monotonic()))
                     answers[name][status] = answers[name].get(status, 0) + 1
             await asyncio.to_thread(p.wait, args.duration + 60)

@@ -33,7 +33,6 @@ from airt_dev.modelstore import ModelStore
 from airt_dev.operator_proc import OperatorProcess
 from airt_dev.realnode import RealNode, default_layout, set_real_node_only
 
-
 #: Held while a real node is up for these tests; `flock /tmp/airt-realnode.lock CMD` takes the
 #: same lock around anything else that brings a real node up by hand.
 REALNODE_LOCK = Path("/tmp/airt-realnode.lock")
