@@ -5,6 +5,14 @@ wheel. Requests are translated into transport-neutral messages and back; answers
 `raw_output_contents` aligned with `outputs` (tritonclient decodes nothing else), inputs are
 accepted raw or as typed `contents`. Domain errors map to status codes once, in `CODES`;
 ModelStreamInfer reports per-request failures inside the stream and keeps going.
+
+Calls in progress are bounded here, not by grpc.aio's `maximum_concurrent_rpcs`: that one
+acquires an `asyncio.Condition` before every call and creates a task when each ends, which cost
+a quarter of the small-model throughput. ModelInfer is registered as stream-unary (the same
+bytes on the wire as unary) so that its handler runs before its message is read: a call over the
+limit is refused with RESOURCE_EXHAUSTED before grpc-core receives its message, and the count is
+released in a `finally` that runs however the call ends (a message over the size limit, a
+cancelled client).
 """
 
 # The servicer's method names are the RPC names the generated stubs dispatch to.
@@ -13,10 +21,11 @@ ModelStreamInfer reports per-request failures inside the stream and keeps going.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -174,9 +183,12 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         max_message_bytes: int | None = None,
         budget: MemoryBudget | None = None,
         codec: Offload | None = None,
+        max_calls: int | None = None,
     ) -> None:
         self.plane = plane
         self.limit = max_message_bytes
+        self.max_calls = max_calls if max_calls is not None else 1 << 62
+        self.calls = 0  # inference calls in progress (ModelInfer, ModelStreamInfer streams)
         self.budget = budget or MemoryBudget(1 << 62)
         self.codec = codec or Offload()
 
@@ -279,14 +291,49 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         return service_pb2.RepositoryModelUnloadResponse()
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
+        """The unary form, for callers in-process; the server registers `ModelInferCall`."""
         received = time.monotonic_ns()
         # _infer is the awaitable itself: no wrapping coroutine per call
         return await self._call(context, functools.partial(self._infer, request, received))
 
+    async def _refuse(self, context: Any) -> None:
+        await context.abort(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"more than {self.max_calls} inference calls in progress "
+            "(the worker's grpc_max_concurrent_rpcs)",
+        )
+
+    async def ModelInferCall(self, requests: AsyncIterator[Any], context: Any) -> Any:
+        """ModelInfer as registered: the call is admitted before its one message is read."""
+        if self.calls >= self.max_calls:
+            await self._refuse(context)
+        self.calls += 1
+        try:
+            try:
+                request = await anext(aiter(requests))
+            except StopAsyncIteration:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no ModelInferRequest sent")
+            received = time.monotonic_ns()
+            return await self._call(context, functools.partial(self._infer, request, received))
+        finally:
+            self.calls -= 1
+
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[Any], context: Any
     ) -> AsyncIterator[Any]:
-        """Requests of one stream run concurrently (so they can batch); answers keep their order."""
+        """Requests of one stream run concurrently (so they can batch); answers keep their order.
+        A stream counts as one call in progress."""
+        if self.calls >= self.max_calls:
+            await self._refuse(context)
+        self.calls += 1
+        try:
+            async with contextlib.aclosing(self._stream(request_iterator)) as answers:
+                async for answer in answers:
+                    yield answer
+        finally:
+            self.calls -= 1
+
+    async def _stream(self, request_iterator: AsyncIterator[Any]) -> AsyncGenerator[Any]:
         answers: asyncio.Queue[asyncio.Task[Any] | None] = asyncio.Queue()
 
         async def one(msg: Any, received: int) -> Any:
@@ -343,6 +390,31 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         return service_pb2.LogSettingsResponse()
 
 
+SERVICE = "inference.GRPCInferenceService"
+
+
+class _Capture:
+    """Stands in for a server to collect the generated stubs' method handlers."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Any] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        self.handlers = dict(handlers)
+
+
+def _method_handlers(servicer: InferenceServicer) -> dict[str, Any]:
+    """The generated stubs' handler of every RPC (their (de)serializers), bound to servicer."""
+    capture = _Capture()
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, capture)
+    if "ModelInfer" not in capture.handlers:  # a stub generation without registered handlers
+        raise RuntimeError("the tritonclient gRPC stubs did not register their method handlers")
+    return capture.handlers
+
+
 def build_server(
     plane: DataPlane,
     host: str,
@@ -356,7 +428,8 @@ def build_server(
     """The gRPC server bound to host:port (not started) and the port it got.
 
     A message over `max_message_bytes` is refused by gRPC itself (RESOURCE_EXHAUSTED) before it
-    is buffered; beyond `max_concurrent_rpcs` calls in progress new ones are refused the same way.
+    is buffered; beyond `max_concurrent_rpcs` inference calls in progress new ones are refused
+    the same way, before their message is read (module docstring).
     """
     server = grpc.aio.server(
         options=[
@@ -364,10 +437,16 @@ def build_server(
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),
         ],
-        maximum_concurrent_rpcs=max_concurrent_rpcs,
     )
-    servicer = InferenceServicer(plane, max_message_bytes, budget, codec)
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    servicer = InferenceServicer(plane, max_message_bytes, budget, codec, max_concurrent_rpcs)
+    handlers = _method_handlers(servicer)
+    handlers["ModelInfer"] = grpc.stream_unary_rpc_method_handler(
+        servicer.ModelInferCall,
+        request_deserializer=service_pb2.ModelInferRequest.FromString,
+        response_serializer=service_pb2.ModelInferResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError as e:  # grpc reports a taken port as RuntimeError
