@@ -176,7 +176,10 @@ class WorkerConfig(BaseModel):
         default=512, ge=1, description="Open HTTP connections; beyond it requests are 503."
     )
     grpc_max_concurrent_rpcs: int = Field(
-        default=256, ge=1, description="gRPC calls in progress; beyond it RESOURCE_EXHAUSTED."
+        default=256,
+        ge=1,
+        description="gRPC inference calls in progress (ModelInfer calls, ModelStreamInfer "
+        "streams); beyond it RESOURCE_EXHAUSTED, before the message is read.",
     )
     max_header_bytes: int = Field(
         default=32 * 1024,
