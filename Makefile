@@ -7,7 +7,7 @@ UV_VERSION ?= 0.13.9
 UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PYTEST_ARGS ?=
 # `make test` runs the tiers in this many pytest-xdist processes (tests/conftest.py groups them).
-PYTEST_WORKERS ?= 3
+PYTEST_WORKERS ?= 4
 export UV_LINK_MODE ?= hardlink
 
 ##@ General

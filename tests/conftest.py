@@ -4,12 +4,15 @@ Every test under tests/<tier>/ gets the marker <tier>, so `pytest -m unit` selec
 `cluster` fixture starts the local control plane once per session (or reuses one already up,
 as `make cluster-up` leaves it) and tears down only a cluster it started itself.
 
-`make test` runs the tiers in three pytest-xdist processes, scheduled by tier. The cluster and
-e2e tiers share one control plane and one real node, and their fixtures toggle state on them
-(cordons, the operator), so they form one unit that runs in one process, in file order; the
-worker tier's session workers are started once, so it is a second unit; the GPU kit's offline
-run is a third; unit tests go to whichever process is free. They overlap well on two cores: the
-first mostly waits on the control plane and the containers, the others mostly compute.
+`make test` runs the tiers in four pytest-xdist processes, scheduled by tier. The cluster tier's
+fixtures toggle state on its control plane (the operator, cordons), so it is one unit that runs
+in one process, in file order; the e2e tier is a second unit, on a control plane of its own (its
+`cluster_name` fixture, tests/e2e/conftest.py) with the machine's one real node, so the two run
+side by side; the worker tier's session workers are started once, so it is a third unit; the
+GPU kit's offline run is a fourth; unit tests go to whichever process is free. Each long unit
+starts at once in its own process (xdist hands out one unit per process first, in the order
+below), and they overlap well on two cores: the cluster and e2e tiers mostly wait on the
+control plane and the containers, the others mostly compute.
 """
 
 from __future__ import annotations
@@ -28,10 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # The xdist work unit of each tier (see the module docstring); unit tests are one unit each.
-GROUPS = {"cluster": "control-plane", "e2e": "control-plane", "worker": "worker-processes"}
+GROUPS = {"cluster": "control-plane", "e2e": "e2e-control-plane", "worker": "worker-processes"}
 OWN_UNITS = {"tests/worker/test_gpu_kit.py": "gpu-kit"}  # long and self-contained
-# Longest units first, so that none starts last: the control plane, the workers, the GPU kit.
-ORDER = {"control-plane": 0, "worker-processes": 1, "gpu-kit": 2}
+# Longest units first, one to each process, so that none starts last.
+ORDER = {"control-plane": 0, "e2e-control-plane": 1, "worker-processes": 2, "gpu-kit": 3}
 
 
 def _unit(nodeid: str) -> str:
@@ -67,13 +70,21 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[Cluster]:
+def cluster_name() -> str:
+    """The local cluster this process's cluster-tier tests use (tests/e2e overrides it)."""
+    return os.environ.get("AIRT_CLUSTER_NAME", "airt")
+
+
+@pytest.fixture(scope="session")
+def cluster(cluster_name: str) -> Iterator[Cluster]:
     from airt_dev.cluster import ClusterManager
 
-    manager = ClusterManager.from_env()
+    manager = ClusterManager(name=cluster_name)
     started = manager.up()
     c: Cluster = manager.cluster()
+    # for the tools the tests start (kubectl, airt-dev, the operator): one cluster per process
     os.environ["KUBECONFIG"] = str(c.kubeconfig)
+    os.environ["AIRT_CLUSTER_NAME"] = cluster_name
     # A real node left by `make dev` must not take the fake-node tiers' CPU pods.
     from airt_dev.realnode import set_real_node_only
 
