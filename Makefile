@@ -103,8 +103,14 @@ dev-down: ## Stop the dev operator and worker, and delete the local cluster.
 ##@ Test
 
 .PHONY: test
-test: setup lint check-generated ## Set up what is missing, then lint and run every test tier.
-	$(UV) run pytest -ra -n $(PYTEST_WORKERS) $(PYTEST_ARGS) tests
+# lint only reads the tree, so it runs beside the tests (its output follows theirs);
+# check-generated rewrites generated files, so it runs before them.
+test: setup check-generated ## Set up what is missing, then lint and run every test tier.
+	@lint_log=$$(mktemp); ( $(MAKE) --no-print-directory lint >"$$lint_log" 2>&1 ) & lint=$$!; \
+	rc=0; $(UV) run pytest -ra -n $(PYTEST_WORKERS) $(PYTEST_ARGS) tests || rc=$$?; \
+	lrc=0; wait $$lint || lrc=$$?; echo "---- make lint (run beside the tests): exit $$lrc"; \
+	cat "$$lint_log"; rm -f "$$lint_log"; \
+	if [ $$lrc -ne 0 ]; then echo "lint failed"; exit $$lrc; fi; exit $$rc
 
 .PHONY: test-unit
 test-unit: env ## Unit tier only.
