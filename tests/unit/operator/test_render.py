@@ -154,3 +154,43 @@ def test_values_cannot_change_manifest_structure() -> None:
         e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]
     }
     assert env["EVIL"] == "a: b\n- c: {d}"
+
+
+def _autoscaled(target: dict[str, Any] | None) -> dict[str, Any]:
+    autoscaling: dict[str, Any] = {"minReplicas": 1, "maxReplicas": 4}
+    if target is not None:
+        autoscaling["target"] = target
+    md = model(
+        {
+            "apiVersion": "airt.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "auto"},
+            "spec": {
+                "model": {"uri": "pvc://c/m.pt", "format": "torchscript"},
+                "autoscaling": autoscaling,
+            },
+        }
+    )
+    return by_kind(render(context(md)))["HorizontalPodAutoscaler"]["spec"]  # type: ignore[no-any-return]
+
+
+def test_hpa_targets_what_the_api_says() -> None:
+    from airt_operator.api.modeldeployment import DEFAULT_CPU_UTILIZATION, INFLIGHT_METRIC
+
+    # Omitted: the API's documented default, not a template's own number.
+    assert DEFAULT_CPU_UTILIZATION == 80
+    (cpu,) = _autoscaled(None)["metrics"]
+    assert cpu["resource"] == {
+        "name": "cpu",
+        "target": {"type": "Utilization", "averageUtilization": DEFAULT_CPU_UTILIZATION},
+    }
+    (cpu,) = _autoscaled({"cpuUtilization": 55})["metrics"]
+    assert cpu["resource"]["target"]["averageUtilization"] == 55
+    (pods,) = _autoscaled({"inflightRequests": 12})["metrics"]
+    assert pods == {
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": INFLIGHT_METRIC},
+            "target": {"type": "AverageValue", "averageValue": "12"},
+        },
+    }
