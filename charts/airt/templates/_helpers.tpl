@@ -120,3 +120,22 @@ helm.sh/hook-weight: "0"
 {{ include "airt.adoptable" $top }}
 {{- end -}}
 {{- end -}}
+
+{{/*
+Who owns an object that already exists, when it is not this release: "" when Helm would adopt
+it into this release as it is (its ownership metadata names this release), else a phrase for
+the preflight's message. Call with (list $ object), the object from `lookup`.
+*/}}
+{{- define "airt.foreignOwner" -}}
+{{- $top := index . 0 -}}
+{{- $meta := (index . 1).metadata -}}
+{{- $ann := $meta.annotations | default dict -}}
+{{- $labels := $meta.labels | default dict -}}
+{{- $name := index $ann "meta.helm.sh/release-name" | default "" -}}
+{{- $ns := index $ann "meta.helm.sh/release-namespace" | default "" -}}
+{{- if or (not $name) (ne (index $labels "app.kubernetes.io/managed-by" | default "") "Helm") -}}
+created outside Helm
+{{- else if or (ne $name $top.Release.Name) (ne $ns $top.Release.Namespace) -}}
+owned by the release {{ $name }} in namespace {{ $ns }}
+{{- end -}}
+{{- end -}}
