@@ -101,6 +101,21 @@ dev: setup ## The main job: cluster, CRDs, runtimes, operator, examples Ready, t
 dev-down: ## Stop the dev operator and worker, and delete the local cluster.
 	@$(UV) run airt-dev down
 
+##@ Publish
+
+# Where `make chart` pushes the chart (oci://host[:port]/path; it lands at <registry>/airt).
+CHART_REGISTRY ?= oci://ghcr.io/airt-dev/charts
+# Where `make example-models` pushes the example models (host[:port]/path, no scheme).
+MODEL_REGISTRY ?=
+
+.PHONY: chart
+chart: env tools ## Package charts/airt into dist/ and push it to CHART_REGISTRY (CHART_PLAIN_HTTP=1: a registry without TLS); prints the one-step `helm install`.
+	@$(UV) run python -m airt_dev.chartpub --registry "$(CHART_REGISTRY)" $(if $(CHART_PLAIN_HTTP),--plain-http)
+
+.PHONY: example-models
+example-models: env ## Build the example models, push them to MODEL_REGISTRY as OCI artifacts (MODEL_PLAIN_HTTP=1: no TLS) and print their digests; WRITE=1 also pins them in examples/.
+	@$(UV) run python -m airt_dev.example_models --registry "$(MODEL_REGISTRY)" $(if $(MODEL_PLAIN_HTTP),--plain-http) $(if $(WRITE),--write)
+
 ##@ Test
 
 .PHONY: test

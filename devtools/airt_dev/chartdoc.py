@@ -63,9 +63,7 @@ def rows(schema: dict[str, Any], values: Any, prefix: str = "") -> list[str]:
             out += rows(node, value if value is not None else {}, f"{path}.")
             continue
         shown = "" if value is None and key not in (values or {}) else _default(value)
-        out.append(
-            f"| `{path}` | {_type(node)} | {shown} | {_description(node)} |"
-        )
+        out.append(f"| `{path}` | {_type(node)} | {shown} | {_description(node)} |")
     return out
 
 
