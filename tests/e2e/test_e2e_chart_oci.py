@@ -116,10 +116,10 @@ def test_the_next_upgrade_adopts_the_runtimes(oci: Oci) -> None:
     manifest = oci.helm("get", "manifest", "airt", "-n", "airt-system").stdout
     for name in RUNTIMES:
         assert f"name: {name}\n" in manifest, f"{name} is not a release object after the upgrade"
-        after = oci.runtime(name)
-        assert after is not None
+        after, earlier = oci.runtime(name), before[name]
+        assert after is not None and earlier is not None
         # Taken over in place, not deleted and recreated (models using it never see a gap).
-        assert after["metadata"]["uid"] == before[name]["metadata"]["uid"]
+        assert after["metadata"]["uid"] == earlier["metadata"]["uid"]
 
 
 def test_install_over_kept_crds_names_the_flag_then_adopts_with_it(oci: Oci) -> None:
