@@ -113,8 +113,8 @@ chart: env tools ## Package charts/airt into dist/ and push it to CHART_REGISTRY
 	@$(UV) run python -m airt_dev.chartpub --registry "$(CHART_REGISTRY)" $(if $(CHART_PLAIN_HTTP),--plain-http)
 
 .PHONY: example-models
-example-models: env ## Build the example models, push them to MODEL_REGISTRY as OCI artifacts (MODEL_PLAIN_HTTP=1: no TLS) and print their digests; WRITE=1 also pins them in examples/.
-	@$(UV) run python -m airt_dev.example_models --registry "$(MODEL_REGISTRY)" $(if $(MODEL_PLAIN_HTTP),--plain-http) $(if $(WRITE),--write)
+example-models: env ## Build the example models, push them to MODEL_REGISTRY as OCI artifacts (MODEL_PLAIN_HTTP=1: no TLS) and print their digests; WRITE=1 also pins examples/deployments to them (PIN_AS: name another registry there).
+	@$(UV) run python -m airt_dev.example_models --registry "$(MODEL_REGISTRY)" $(if $(MODEL_PLAIN_HTTP),--plain-http) $(if $(WRITE),--write) $(if $(PIN_AS),--pin-as "$(PIN_AS)")
 
 ##@ Test
 
