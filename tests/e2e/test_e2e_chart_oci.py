@@ -107,19 +107,27 @@ def test_one_helm_install_from_oci_brings_crds_operator_and_runtimes(oci: Oci) -
     assert deployment["status"].get("readyReplicas") == 1
 
 
-def test_the_next_upgrade_adopts_the_runtimes(oci: Oci) -> None:
-    before = {n: oci.runtime(n) for n in RUNTIMES}
-    oci.helm(
-        "upgrade", "airt", oci.published.ref, "--version", oci.published.version,
-        "--plain-http", "-n", "airt-system", "--reuse-values", "--wait", "--timeout", "180s",
-    )  # fmt: skip
+def test_the_next_upgrade_adopts_the_runtimes_with_its_values(oci: Oci) -> None:
+    def upgrade(priority: int) -> None:
+        oci.helm(
+            "upgrade", "airt", oci.published.ref, "--version", oci.published.version,
+            "--plain-http", "-n", "airt-system", "--reuse-values",
+            "--set", f"defaultRuntimes.torchCpu.priority={priority}",
+            "--wait", "--timeout", "180s",
+        )  # fmt: skip
+
+    # The first upgrade takes the install hook's runtimes into the release, values applied.
+    upgrade(7)
     manifest = oci.helm("get", "manifest", "airt", "-n", "airt-system").stdout
     for name in RUNTIMES:
         assert f"name: {name}\n" in manifest, f"{name} is not a release object after the upgrade"
-        after, earlier = oci.runtime(name), before[name]
-        assert after is not None and earlier is not None
-        # Taken over in place, not deleted and recreated (models using it never see a gap).
-        assert after["metadata"]["uid"] == earlier["metadata"]["uid"]
+    adopted = oci.runtime("torch-cpu")
+    assert adopted is not None and adopted["spec"]["priority"] == 7
+    # From then on an ordinary release object: patched in place, never recreated.
+    upgrade(8)
+    patched = oci.runtime("torch-cpu")
+    assert patched is not None and patched["spec"]["priority"] == 8
+    assert patched["metadata"]["uid"] == adopted["metadata"]["uid"]
 
 
 def test_install_over_kept_crds_names_the_flag_then_adopts_with_it(oci: Oci) -> None:
