@@ -31,10 +31,12 @@ class Published:
     ref: str  # oci://host/path/airt
     version: str
     digest: str  # the manifest's sha256:..., as the registry reported it
+    plain_http: bool = False  # the registry speaks HTTP: helm needs --plain-http to pull
 
     def install_command(self, release: str = "airt", namespace: str = "airt-system") -> str:
+        plain = " --plain-http" if self.plain_http else ""
         return (
-            f"helm install {release} {self.ref} --version {self.version} "
+            f"helm install {release} {self.ref} --version {self.version}{plain} "
             f"--namespace {namespace} --create-namespace"
         )
 
@@ -69,7 +71,7 @@ def push(helm: Path, tgz: Path, registry: str, *, plain_http: bool = False) -> P
     if digest is None:
         raise ClusterError(f"helm push reported no digest: {out.strip()}")
     name, version = tgz.name.removesuffix(".tgz").rsplit("-", 1)
-    return Published(f"{registry.rstrip('/')}/{name}", version, digest.group(1))
+    return Published(f"{registry.rstrip('/')}/{name}", version, digest.group(1), plain_http)
 
 
 def main() -> None:
