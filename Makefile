@@ -57,10 +57,11 @@ images: ## Build the runtime images (buildah, no Docker daemon) as OCI archives 
 ##@ Development
 
 .PHONY: generate
-generate: ## Regenerate the CRDs, docs/api.md, the chart's copies (CRDs, operator RBAC rules) and each image's requirements.txt.
+generate: ## Regenerate the CRDs, docs/api.md, the chart's copies (CRDs, operator RBAC rules), its README's values table and each image's requirements.txt.
 	$(UV) run airt-operator crds --out crds --api-doc docs/api.md
 	$(UV) run python -m airt_operator.rbac --out charts/airt/files/operator-rules.yaml
 	$(UV) run python -m airt_operator.rbac --out-dir charts/airt/files/rbac
+	$(UV) run python -m airt_dev.chartdoc
 	@# Each image installs its product's locked requirements, not the whole lock (tools/images).
 	$(UV) export --quiet --frozen --no-dev --package airt-worker --no-emit-workspace --no-hashes -o runtime-images/worker/requirements.txt
 	$(UV) export --quiet --frozen --no-dev --package airt-metrics --no-emit-workspace --no-hashes -o runtime-images/metrics/requirements.txt
@@ -70,7 +71,7 @@ generate: ## Regenerate the CRDs, docs/api.md, the chart's copies (CRDs, operato
 
 .PHONY: check-generated
 check-generated: generate ## Fail when generated files differ from what is committed.
-	@git diff --exit-code -- crds docs/api.md charts/airt/files runtime-images/worker/requirements.txt runtime-images/metrics/requirements.txt operator/requirements.txt || { echo "generated files drifted: run make generate and commit"; exit 1; }
+	@git diff --exit-code -- crds docs/api.md charts/airt/files charts/airt/README.md runtime-images/worker/requirements.txt runtime-images/metrics/requirements.txt operator/requirements.txt || { echo "generated files drifted: run make generate and commit"; exit 1; }
 
 .PHONY: fmt
 fmt: ## Format the code.
@@ -99,6 +100,21 @@ dev: setup ## The main job: cluster, CRDs, runtimes, operator, examples Ready, t
 .PHONY: dev-down
 dev-down: ## Stop the dev operator and worker, and delete the local cluster.
 	@$(UV) run airt-dev down
+
+##@ Publish
+
+# Where `make chart` pushes the chart (oci://host[:port]/path; it lands at <registry>/airt).
+CHART_REGISTRY ?= oci://ghcr.io/airt-dev/charts
+# Where `make example-models` pushes the example models (host[:port]/path, no scheme).
+MODEL_REGISTRY ?=
+
+.PHONY: chart
+chart: env tools ## Package charts/airt into dist/ and push it to CHART_REGISTRY (CHART_PLAIN_HTTP=1: a registry without TLS); prints the one-step `helm install`.
+	@$(UV) run python -m airt_dev.chartpub --registry "$(CHART_REGISTRY)" $(if $(CHART_PLAIN_HTTP),--plain-http)
+
+.PHONY: example-models
+example-models: env ## Build the example models, push them to MODEL_REGISTRY as OCI artifacts (MODEL_PLAIN_HTTP=1: no TLS) and print their digests; WRITE=1 also pins examples/deployments to them (PIN_AS: name another registry there).
+	@$(UV) run python -m airt_dev.example_models --registry "$(MODEL_REGISTRY)" $(if $(MODEL_PLAIN_HTTP),--plain-http) $(if $(WRITE),--write) $(if $(PIN_AS),--pin-as "$(PIN_AS)")
 
 ##@ Test
 

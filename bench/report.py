@@ -2,9 +2,10 @@
 
 Called at the end of bench/run.py (and by `bench/run.py --report` alone). Reads whichever of
 worker.json, worker-gpu.json, operator.json and profile-*.json exist; writes worker-<model>.png,
-operator.png and replaces the part of docs/benchmarks/README.md between the
+operator.png and replaces the part of docs/benchmarks/results.md between the
 `<!-- results:begin -->` and `<!-- results:end -->` markers with tables built from those files
-only, so every number in the README is one a run wrote.
+only, so every number there is one a run wrote. docs/benchmarks/README.md, the report, quotes
+the current figures from the same files.
 """
 
 from __future__ import annotations
@@ -297,8 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         section += ["### profiles (py-spy)", *prof, ""]
     section.append(END)
 
-    readme = RESULTS / "README.md"
-    text = readme.read_text() if readme.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    readme = RESULTS / "results.md"
+    text = readme.read_text() if readme.exists() else f"# Benchmark results\n\n{BEGIN}\n{END}\n"
     if BEGIN not in text:
         text += f"\n{BEGIN}\n{END}\n"
     head, rest = text.split(BEGIN, 1)

@@ -9,7 +9,7 @@ Called by `make bench` (`uv run python bench/run.py`) or by hand with flags that
     uv run python bench/run.py --gpu            # worker on CUDA (bench/gpu.sh does the same)
     uv run python bench/run.py --report         # only redo plots and tables from the JSON
 
-Results land in docs/benchmarks/ (JSON, PNG) and the tables in docs/benchmarks/README.md.
+Results land in docs/benchmarks/ (JSON, PNG) and the tables in docs/benchmarks/results.md.
 Nothing here passes or fails on a number; a part that cannot run says why and the rest go on.
 """
 

@@ -11,6 +11,12 @@ those two and built at most once:
 This module does not import torch: a cache hit costs no torch import. The build runs
 build_models.py in a subprocess into a temporary folder that is renamed into place, so a
 killed build never leaves a half-written folder and concurrent callers agree on the result.
+
+The files are byte-for-byte the same on every machine with the same torch, which is what lets
+the examples pin the models' OCI digests (`make example-models`): TorchScript and torch.export
+record the source file of the modules they compile, so the builder is run from the examples
+folder under its bare name, never under the checkout's absolute path, and with a fixed
+PYTHONHASHSEED.
 """
 
 from __future__ import annotations
@@ -28,10 +34,15 @@ BUILDER = Path(__file__).resolve().parent / "build_models.py"
 DEFAULT_ROOT = Path(os.environ.get("AIRT_CACHE_DIR", Path.home() / ".cache" / "airt")) / "models"
 
 
+# Bumped when the way the builder is run changes what it writes.
+RECIPE = b"run_path(build_models.py) from examples/, PYTHONHASHSEED=0"
+
+
 def key() -> str:
     """What the built files depend on: the builder's source and torch's version."""
     h = hashlib.sha256(BUILDER.read_bytes())
     h.update(metadata.version("torch").encode())
+    h.update(RECIPE)
     return h.hexdigest()[:16]
 
 
@@ -43,8 +54,18 @@ def example_models(root: Path = DEFAULT_ROOT) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="build-", dir=root))
     try:
+        run = (
+            "import runpy, sys; sys.argv = [sys.argv[1], *sys.argv[2:]]; "
+            "runpy.run_path(sys.argv[0], run_name='__main__')"
+        )
         proc = subprocess.run(
-            [sys.executable, str(BUILDER), str(work)], capture_output=True, text=True, check=False
+            [sys.executable, "-c", run, BUILDER.name, str(work)],
+            cwd=BUILDER.parent,
+            # TorchScript's output follows the iteration order of sets of names.
+            env={**os.environ, "PYTHONHASHSEED": "0"},
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if proc.returncode != 0:
             raise RuntimeError(f"{BUILDER.name} failed:\n{proc.stdout}{proc.stderr}")

@@ -1,5 +1,7 @@
-"""What the examples assume exists: the model volume and S3 credentials in a namespace, and
-the example models built (example_models, cached by examples/model_cache.py).
+"""What the tests' models assume exists: a model volume (pvc://airt-models/...) and S3
+credentials in a namespace, and the example models built (example_models, cached by
+examples/model_cache.py). The examples themselves need neither: their models are pinned OCI
+artifacts (examples/README.md).
 
 Called by `make dev` (tools/dev.sh) and by the cluster and e2e tiers before they apply the
 examples. The PersistentVolume is pre-bound to its claim (claimRef + volumeName), so binding

@@ -175,7 +175,8 @@ def test_get_shows_printer_columns(api: Cluster, namespace: str, created: str) -
     header, *rows = out.strip().splitlines()
     assert header.split() == ["NAME", "MODEL", "RUNTIME", "GPU", "READY", "REPLICAS", "URL", "AGE"]
     row = next(r for r in rows if r.startswith(created)).split()
-    assert row[1] == "pvc://airt-models/mlp/model.pt"
+    cpu_mlp = yaml.safe_load((ROOT / "examples" / "deployments" / "cpu-mlp.yaml").read_text())
+    assert row[1] == cpu_mlp["spec"]["model"]["uri"]
     assert row[2] == "torch-cpu" and "True" in row and "2" in row
     wide = api.kubectl("get", "md", "-n", namespace, "-o", "wide").stdout.splitlines()[0].split()
     assert wide[-3:] == ["AVAILABLE", "REASON", "FORMAT"]

@@ -7,9 +7,10 @@ itself is run locally, authenticated with a token of the chart's ServiceAccount,
 the chart's RBAC is enough for it and denies what it must not do.
 
 The cluster is shared with other tiers: the airt CRDs may already exist (applied with kubectl),
-so they are adopted into the release the documented way (docs/install.md), and the default
-runtimes get release-specific names with autoSelect off so that they never change which runtime
-another test's models resolve to. Uninstall keeps the CRDs (crds.keep), so nobody's models go.
+so they are marked as the release's first (what `--take-ownership` does, docs/install.md), and
+the default runtimes get release-specific names with autoSelect off so that they never change
+which runtime another test's models resolve to. Uninstall keeps the CRDs (crds.keep), so
+nobody's models go.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ class Release:
         return answer == "yes"
 
     def adopt_existing_crds(self) -> None:
-        """Mark CRDs that already exist as this release's (docs/install.md: "Adopting CRDs")."""
+        """Mark CRDs that already exist as this release's, as `--take-ownership` would."""
         for name in CRD_NAMES:
             if self.cluster.kubectl("get", "crd", name, check=False).returncode != 0:
                 continue

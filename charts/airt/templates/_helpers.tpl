@@ -97,26 +97,51 @@ as the default tag. Call with (list $ .Values.images.operator).
 {{- end -}}
 
 {{/*
-Ownership metadata for objects that a post-install hook creates on the first install (custom
-resources whose CRD did not exist yet): the same annotations and label Helm writes, so the next
-`helm upgrade` adopts them as ordinary release objects.
+The documents to render for one custom resource of the given "group/version/Kind", as a JSON
+list of the extra annotations of each. Call with (list $ "airt.dev/v1alpha1/InferenceRuntime"
+"<name>") and render the object once per element:
+- [{}]: the API server serves the kind, an ordinary release object;
+- [post-install hook]: it does not yet (a first install): created after this release's CRDs;
+- [{}, pre-upgrade hook]: the upgrade that follows such an install (the live object still says
+  post-install). Helm adopts the object into the release but computes a custom resource's patch
+  from the rendered manifests only, so the adopting upgrade alone would never apply changed
+  values; the pre-upgrade hook of the same name replaces it with what this upgrade renders
+  first. This happens once: from then on the object is in the release's manifest.
 */}}
-{{- define "airt.adoptable" -}}
-meta.helm.sh/release-name: {{ .Release.Name }}
-meta.helm.sh/release-namespace: {{ .Release.Namespace }}
+{{- define "airt.crDocuments" -}}
+{{- $top := index . 0 -}}
+{{- $gvk := index . 1 -}}
+{{- $name := index . 2 -}}
+{{- $owner := dict "meta.helm.sh/release-name" $top.Release.Name "meta.helm.sh/release-namespace" $top.Release.Namespace -}}
+{{- if not ($top.Capabilities.APIVersions.Has $gvk) -}}
+{{- toJson (list (merge (dict "helm.sh/hook" "post-install" "helm.sh/hook-weight" "0") $owner)) -}}
+{{- else -}}
+{{- $parts := splitList "/" $gvk -}}
+{{- $live := lookup (printf "%s/%s" (index $parts 0) (index $parts 1)) (index $parts 2) "" $name -}}
+{{- $hook := (($live.metadata | default dict).annotations | default dict) | dig "helm.sh/hook" "" -}}
+{{- if and $top.Release.IsUpgrade (eq $hook "post-install") -}}
+{{- toJson (list (dict) (merge (dict "helm.sh/hook" "pre-upgrade" "helm.sh/hook-weight" "0") $owner)) -}}
+{{- else -}}
+{{- toJson (list (dict)) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
-Hook annotations for a custom resource of the given "group/version/Kind": none when the API
-server already serves the kind (an ordinary release object), else a post-install hook that
-runs after the CRDs of this release exist. Call with (list $ "airt.dev/v1alpha1/InferenceRuntime").
+Who owns an object that already exists, when it is not this release: "" when Helm would adopt
+it into this release as it is (its ownership metadata names this release), else a phrase for
+the preflight's message. Call with (list $ object), the object from `lookup`.
 */}}
-{{- define "airt.crHook" -}}
+{{- define "airt.foreignOwner" -}}
 {{- $top := index . 0 -}}
-{{- $gvk := index . 1 -}}
-{{- if not ($top.Capabilities.APIVersions.Has $gvk) -}}
-helm.sh/hook: post-install
-helm.sh/hook-weight: "0"
-{{ include "airt.adoptable" $top }}
+{{- $meta := (index . 1).metadata -}}
+{{- $ann := $meta.annotations | default dict -}}
+{{- $labels := $meta.labels | default dict -}}
+{{- $name := index $ann "meta.helm.sh/release-name" | default "" -}}
+{{- $ns := index $ann "meta.helm.sh/release-namespace" | default "" -}}
+{{- if or (not $name) (ne (index $labels "app.kubernetes.io/managed-by" | default "") "Helm") -}}
+created outside Helm
+{{- else if or (ne $name $top.Release.Name) (ne $ns $top.Release.Namespace) -}}
+owned by the release {{ $name }} in namespace {{ $ns }}
 {{- end -}}
 {{- end -}}

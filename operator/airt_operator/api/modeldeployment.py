@@ -284,6 +284,13 @@ class Serving(ApiModel):
     )
 
 
+# The autoscaler's target when spec.autoscaling.target is omitted (the HPA renders it).
+DEFAULT_CPU_UTILIZATION = 80
+# The worker's gauge of requests accepted and not yet answered, per pod: what an inflightRequests
+# target averages over the replicas (served to the HPA by a custom-metrics adapter).
+INFLIGHT_METRIC = "nv_inference_pending_request_count"
+
+
 @cel(
     "has(self.cpuUtilization) != has(self.inflightRequests)",
     "set exactly one of cpuUtilization and inflightRequests",
@@ -302,8 +309,9 @@ class ScalingTarget(ApiModel):
         default=None,
         ge=1,
         le=100_000,
-        description="Average in-flight inference requests per replica (from the worker's metrics; "
-        "needs a custom-metrics adapter).",
+        description="Average in-flight inference requests per replica (the worker's "
+        f"`{INFLIGHT_METRIC}` gauge as a Pods metric; needs a custom-metrics adapter such as "
+        "prometheus-adapter).",
     )
 
 
@@ -319,7 +327,9 @@ class Autoscaling(ApiModel):
     min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest replicas.")
     max_replicas: int = Field(ge=1, le=1000, description="Most replicas.")
     target: ScalingTarget | None = Field(
-        default=None, description="The per-replica target; 80% CPU utilization when omitted."
+        default=None,
+        description=f"The per-replica target; {DEFAULT_CPU_UTILIZATION}% CPU utilization when "
+        "omitted.",
     )
 
 

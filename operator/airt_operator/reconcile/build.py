@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from airt_operator.api import ModelDeployment
+from airt_operator.api.modeldeployment import DEFAULT_CPU_UTILIZATION, INFLIGHT_METRIC
 from airt_operator.reconcile.context import Access, GpuPlacement, RenderContext
 from airt_operator.reconcile.resolve import ResolvedRuntime
 from airt_operator.reconcile.runtime_template import container_of, serving_container
@@ -157,6 +158,11 @@ def build_context(
             ),
         )
     a = spec.autoscaling
+    target = a.target if a else None
+    inflight = target.inflight_requests if target else None
+    target_cpu = None
+    if a and inflight is None:
+        target_cpu = (target.cpu_utilization if target else None) or DEFAULT_CPU_UTILIZATION
     scheme = model.uri.split("://", 1)[0]
     policy = rt.policy
     model_size = (policy.max_model_size if policy else None) or settings.default_model_size
@@ -191,7 +197,9 @@ def build_context(
         gpu=gpu,
         autoscaling_min=a.min_replicas if a else None,
         autoscaling_max=a.max_replicas if a else None,
-        autoscaling_target_cpu=(a.target.cpu_utilization if a and a.target else None),
+        autoscaling_target_cpu=target_cpu,
+        autoscaling_target_inflight=inflight,
+        autoscaling_inflight_metric=INFLIGHT_METRIC,
         access=access,
         monitoring_namespace=settings.monitoring_namespace,
         service_monitor=service_monitor,

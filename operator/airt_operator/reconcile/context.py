@@ -72,7 +72,9 @@ class RenderContext:
     gpu: GpuPlacement | None = None
     autoscaling_min: int | None = None
     autoscaling_max: int | None = None
-    autoscaling_target_cpu: int | None = None
+    autoscaling_target_cpu: int | None = None  # percent of the CPU request
+    autoscaling_target_inflight: int | None = None  # in-flight requests per replica
+    autoscaling_inflight_metric: str = ""
     access: Access = field(default_factory=Access)
     # cluster-level facts and settings
     monitoring_namespace: str

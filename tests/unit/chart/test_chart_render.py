@@ -6,12 +6,14 @@ The e2e tier (tests/e2e) then installs the same chart into the real control plan
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from chart_helpers import CHART, ROOT, Render, by_kind, helm_template, one
+from chart_helpers import CHART, ROOT, SERVED, Render, by_kind, helm_template, one
 
 from airt_operator.api import parse_inference_runtime
 
@@ -192,15 +194,30 @@ def test_default_runtimes_are_valid_inference_runtimes(render: Render) -> None:
     )
 
 
-def test_runtimes_follow_values_and_wait_for_their_crd(render: Render) -> None:
+def test_runtimes_follow_values(render: Render) -> None:
     objects = render(
         "--set", "defaultRuntimes.torchCuda.enabled=false,defaultRuntimes.torchCpu.priority=7"
     )
     (cpu,) = by_kind(objects, "InferenceRuntime")
     assert cpu["spec"]["priority"] == 7
-    # A first install: the CRDs are not served yet, so no custom resource is rendered.
-    first = render(served=())
-    assert not by_kind(first, "InferenceRuntime") and not by_kind(first, "ClusterKopfPeering")
+    annotations = cpu["metadata"]["annotations"]
+    assert not any(k.startswith("helm.sh/hook") for k in annotations)  # an ordinary object
+    assert annotations["argocd.argoproj.io/sync-options"] == "SkipDryRunOnMissingResource=true"
+
+
+def test_first_install_creates_the_runtimes_in_a_post_install_hook(render: Render) -> None:
+    """Before the API server serves InferenceRuntime, the same `helm install` still creates the
+    runtimes: as a post-install hook (after its CRDs exist), owned the way the next upgrade
+    adopts them."""
+    first = render("--set", "exampleRuntimes.triton.enabled=true", release="one", served=())
+    runtimes = {r["metadata"]["name"]: r for r in by_kind(first, "InferenceRuntime")}
+    assert set(runtimes) == {"torch-cpu", "torch-cuda", "triton"}
+    for rt in runtimes.values():
+        meta = rt["metadata"]
+        assert meta["annotations"]["helm.sh/hook"] == "post-install"
+        assert meta["annotations"]["meta.helm.sh/release-name"] == "one"
+        assert meta["annotations"]["meta.helm.sh/release-namespace"] == "airt-system"
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "Helm"
 
 
 def test_values_schema_field_names_follow_the_inference_runtime_crd() -> None:
@@ -306,3 +323,56 @@ def test_example_runtimes_are_off_by_default_and_match_the_examples(render: Rend
         assert runtimes[name]["spec"] == example["spec"], name
         parsed = parse_inference_runtime(runtimes[name])
         assert parsed.spec.container is not None and not parsed.spec.container.airt_worker_config
+
+
+def test_works_as_a_dependency_of_an_umbrella_chart(helm: Path, tmp_path: Path) -> None:
+    """A platform chart that pulls airt in as a dependency, with Helm's `global` values set:
+    the schema accepts `global`, and the umbrella's values reach the subchart."""
+    umbrella = tmp_path / "platform"
+    (umbrella / "charts").mkdir(parents=True)
+    shutil.copytree(CHART, umbrella / "charts" / "airt")
+    airt_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]
+    (umbrella / "Chart.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v2",
+                "name": "platform",
+                "version": "1.0.0",
+                "dependencies": [
+                    {"name": "airt", "version": airt_version, "repository": "file://charts/airt"}
+                ],
+            }
+        )
+    )
+    (umbrella / "values.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "global": {"imageRegistry": "registry.example.com", "team": {"name": "ml"}},
+                "airt": {"replicaCount": 1, "defaultRuntimes": {"torchCuda": {"enabled": False}}},
+            }
+        )
+    )
+    lint = subprocess.run(
+        [str(helm), "lint", str(umbrella), "--strict", "--with-subcharts"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert lint.returncode == 0 and "[ERROR]" not in lint.stdout, lint.stdout + lint.stderr
+    cmd = [str(helm), "template", "platform", str(umbrella), "-n", "airt-system"]
+    cmd += ["--kube-version", "1.34.4"]
+    for api in SERVED:
+        cmd += ["--api-versions", api]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    objects = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    deployment = one(objects, "Deployment")
+    assert deployment["metadata"]["name"] == "platform-airt-operator"
+    assert deployment["spec"]["replicas"] == 1
+    assert [r["metadata"]["name"] for r in by_kind(objects, "InferenceRuntime")] == ["torch-cpu"]
+    assert len(by_kind(objects, "CustomResourceDefinition")) >= 3
+    # A typo under the subchart's key still fails: only `global` is open.
+    typo = subprocess.run(
+        [*cmd, "--set", "airt.replicaCont=1"], capture_output=True, text=True, check=False
+    )
+    assert typo.returncode != 0 and "replicaCont" in typo.stderr, typo.stderr

@@ -30,6 +30,8 @@ OPAQUE = {
     "/exampleRuntimes/triton/spec",
     "/exampleRuntimes/mlserver/spec",
     "/exampleRuntimes/vllm/spec",
+    # Helm's values shared by an umbrella chart with its subcharts: whatever the parent sets.
+    "/global",
 }
 # Parents whose children are documented by the parent's comment and example.
 DOCUMENTED_BY_PARENT = {"resources"}

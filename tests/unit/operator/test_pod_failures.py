@@ -31,8 +31,9 @@ RESOLVED = resolved_conditions(Reason.RUNTIME_FOUND, "using torch-cpu", ok=True)
 IMAGE = "ghcr.io/airt-dev/worker-cpu:0.1.0"
 IMAGE_ID = "ghcr.io/airt-dev/worker-cpu@sha256:" + "a" * 64
 OLD_IMAGE_ID = "ghcr.io/airt-dev/worker-cpu@sha256:" + "b" * 64
-GOOD = "9f2c1d6b8e4a7c3f5d0b2e9a8c7f6e5d4c3b2a19f8e7d6c5b4a3928171605f4e"  # cnn-gpu's sha256
-URI = "s3://airt-examples/cnn/model.pt2"
+_CNN_GPU = example("cnn-gpu").spec.model
+GOOD = _CNN_GPU.sha256 or ""  # the example's pinned file hash
+URI = _CNN_GPU.uri
 MISMATCH = f"ModelDigestMismatch: sha256 mismatch for {URI}: expected {GOOD}, got {'c' * 64}\n"
 LOAD_FAILED = "ModelLoadFailed: model file /models/model does not exist\n"
 

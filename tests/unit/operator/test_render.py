@@ -76,17 +76,45 @@ def test_remote_model_gets_a_fetch_init_container_and_storage_egress() -> None:
     assert init["name"] == "model-fetch"
     assert init["args"] == ["fetch"]
     fetch = fetch_config(render(context(example("cnn-gpu"))))
-    assert fetch.uri == "s3://airt-examples/cnn/model.pt2"
+    assert fetch.uri.startswith("oci://ghcr.io/airt-dev/models/cnn@sha256:")
     assert fetch.sha256 is not None and len(fetch.sha256) == 64
     assert str(fetch.dest) == "/models/model"
     egress = children["NetworkPolicy"]["spec"]["egress"]
     assert {"port": 443, "protocol": "TCP"} in egress[1]["ports"]
-    # Credentials reach the init container through envFrom (the kubelet reads the Secret).
-    assert init["envFrom"] == [{"secretRef": {"name": "airt-examples-s3"}}]
+    assert "envFrom" not in init  # a public artifact: no credentials
+
+
+def test_credentials_reach_the_fetcher_through_env_from() -> None:
+    md = model(
+        {
+            "apiVersion": "airt.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "private"},
+            "spec": {
+                "model": {
+                    "uri": "s3://bucket/cnn/model.pt2",
+                    "format": "torch-export",
+                    "sha256": "a" * 64,
+                    "credentials": {"name": "store-creds"},
+                }
+            },
+        }
+    )
+    pod = by_kind(render(context(md)))["Deployment"]["spec"]["template"]["spec"]
+    # The kubelet reads the Secret; the operator never does.
+    assert pod["initContainers"][0]["envFrom"] == [{"secretRef": {"name": "store-creds"}}]
 
 
 def test_pvc_model_has_no_init_container_and_no_storage_egress() -> None:
-    children = by_kind(render(context(example("mlp-cpu"))))
+    md = model(
+        {
+            "apiVersion": "airt.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "from-volume"},
+            "spec": {"model": {"uri": "pvc://airt-models/mlp/model.pt", "format": "torchscript"}},
+        }
+    )
+    children = by_kind(render(context(md)))
     pod = children["Deployment"]["spec"]["template"]["spec"]
     assert "initContainers" not in pod
     claim = next(v for v in pod["volumes"] if v["name"] == "models")
@@ -154,3 +182,43 @@ def test_values_cannot_change_manifest_structure() -> None:
         e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]
     }
     assert env["EVIL"] == "a: b\n- c: {d}"
+
+
+def _autoscaled(target: dict[str, Any] | None) -> dict[str, Any]:
+    autoscaling: dict[str, Any] = {"minReplicas": 1, "maxReplicas": 4}
+    if target is not None:
+        autoscaling["target"] = target
+    md = model(
+        {
+            "apiVersion": "airt.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "auto"},
+            "spec": {
+                "model": {"uri": "pvc://c/m.pt", "format": "torchscript"},
+                "autoscaling": autoscaling,
+            },
+        }
+    )
+    return by_kind(render(context(md)))["HorizontalPodAutoscaler"]["spec"]  # type: ignore[no-any-return]
+
+
+def test_hpa_targets_what_the_api_says() -> None:
+    from airt_operator.api.modeldeployment import DEFAULT_CPU_UTILIZATION, INFLIGHT_METRIC
+
+    # Omitted: the API's documented default, not a template's own number.
+    assert DEFAULT_CPU_UTILIZATION == 80
+    (cpu,) = _autoscaled(None)["metrics"]
+    assert cpu["resource"] == {
+        "name": "cpu",
+        "target": {"type": "Utilization", "averageUtilization": DEFAULT_CPU_UTILIZATION},
+    }
+    (cpu,) = _autoscaled({"cpuUtilization": 55})["metrics"]
+    assert cpu["resource"]["target"]["averageUtilization"] == 55
+    (pods,) = _autoscaled({"inflightRequests": 12})["metrics"]
+    assert pods == {
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": INFLIGHT_METRIC},
+            "target": {"type": "AverageValue", "averageValue": "12"},
+        },
+    }
