@@ -46,7 +46,10 @@ system-deps: ## Install Debian packages the tests, the real node and the image b
 	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends $(SYSTEM_PACKAGES); fi
 
 .PHONY: setup
-setup: env tools system-deps images gpu-kit-env ## Everything above.
+# The Go builds are CPU-bound, the image build and the GPU kit's stand-in mostly download and
+# write, so on a fresh machine the three run side by side (each prefixes its own lines).
+setup: env system-deps ## Everything above.
+	@$(MAKE) --no-print-directory -j3 tools images gpu-kit-env
 
 ##@ Images
 
