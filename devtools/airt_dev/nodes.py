@@ -144,7 +144,7 @@ def _uuid(prefix: str, *parts: object) -> str:
 def _version(text: str) -> str:
     """A semantic version as DRA's `version` attributes want it (8.0 → 8.0.0)."""
     parts = text.split(".")
-    return ".".join((parts + ["0", "0"])[:3])
+    return ".".join([*parts, "0", "0"][:3])
 
 
 def _slug(profile: str) -> str:
