@@ -227,9 +227,11 @@ def test_a_request_no_device_can_satisfy_says_which_selector_within_10s(
     big = md("huge", {"alternatives": [{"count": 4, "product": L4}, {"minMemoryGiB": 200}]})
     apply(cluster, ns, big)
     c = wait_for(
-        lambda: (x := condition(get_md(cluster, ns, "huge"), "Scheduled"))
-        and x["reason"] == "NoMatchingDevices"
-        and x,
+        lambda: (
+            (x := condition(get_md(cluster, ns, "huge"), "Scheduled"))
+            and x["reason"] == "NoMatchingDevices"
+            and x
+        ),
         10,
         "NoMatchingDevices for huge",
     )
@@ -239,9 +241,7 @@ def test_a_request_no_device_can_satisfy_says_which_selector_within_10s(
         delete_and_wait_gone(cluster, ns, name)
 
 
-def test_placed_models_write_nothing_in_steady_state(
-    cluster: Cluster, env: dict[str, Any]
-) -> None:
+def test_placed_models_write_nothing_in_steady_state(cluster: Cluster, env: dict[str, Any]) -> None:
     ns = env["ns"]
     apply(
         cluster,

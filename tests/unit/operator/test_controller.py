@@ -226,4 +226,5 @@ def test_registration_follows_the_table_of_watches(monkeypatch: pytest.MonkeyPat
         Trigger.OWNED,
         Trigger.NAMESPACE,
         Trigger.CRD,
+        Trigger.DEVICES,
     }

@@ -12,7 +12,13 @@ from opbuild import context, example, model, runtimes, worker_config
 from airt_dev.nodes import NodePool, render_resource_slices
 from airt_operator.api import ApiValidationError
 from airt_operator.reconcile.build import BuildSettings, build_context
-from airt_operator.reconcile.devices import device_fit, slice_facts
+from airt_operator.reconcile.devices import (
+    claim_facts,
+    device_fit,
+    products_summary,
+    replica_devices,
+    slice_facts,
+)
 from airt_operator.reconcile.placement import (
     PlacementError,
     alternative_of,
@@ -206,3 +212,83 @@ def test_requests_the_pool_can_hold_fit(gpu: dict[str, Any]) -> None:
     ctx = context(gpu_model(**gpu), dra_available=True)
     assert ctx.gpu is not None
     assert device_fit(ctx.gpu, _pool_slices()) is None
+
+
+def test_status_tells_what_each_replica_got() -> None:
+    slices = _pool_slices()
+    pods = [
+        {"metadata": {"name": "m-b"}, "spec": {"nodeName": "l4-0"}},
+        {"metadata": {"name": "m-a"}, "spec": {"nodeName": "a100-mig-0"}},
+        {"metadata": {"name": "m-c"}, "spec": {"nodeName": None}},
+    ]
+    claims = [
+        claim_facts(
+            {
+                "metadata": {
+                    "name": "m-b-gpu-x",
+                    "ownerReferences": [{"kind": "Pod", "name": "m-b"}],
+                },
+                "status": {
+                    "allocation": {
+                        "devices": {
+                            "results": [
+                                {
+                                    "request": "gpu/alt-1",
+                                    "driver": "gpu.nvidia.com",
+                                    "pool": "l4-0",
+                                    "device": d,
+                                }
+                                for d in ("gpu-0", "gpu-1")
+                            ]
+                        }
+                    }
+                },
+            }
+        ),
+        claim_facts(
+            {
+                "metadata": {
+                    "name": "m-a-gpu-y",
+                    "ownerReferences": [{"kind": "Pod", "name": "m-a"}],
+                },
+                "status": {
+                    "allocation": {
+                        "devices": {
+                            "results": [
+                                {
+                                    "request": "gpu",
+                                    "driver": "gpu.nvidia.com",
+                                    "pool": "a100-mig-0",
+                                    "device": "gpu-0-mig-3g20gb-0",
+                                }
+                            ]
+                        }
+                    }
+                },
+            }
+        ),
+        claim_facts(
+            {"metadata": {"name": "m-c-gpu-z", "ownerReferences": [{"kind": "Pod", "name": "m-c"}]}}
+        ),
+    ]
+    got = replica_devices(pods, claims, slices)
+    assert got == [
+        {
+            "pod": "m-a",
+            "node": "a100-mig-0",
+            "devices": ["gpu-0-mig-3g20gb-0"],
+            "product": "NVIDIA-A100-SXM4-40GB",
+            "mig": "3g.20gb",
+            "alternative": 0,
+        },
+        {
+            "pod": "m-b",
+            "node": "l4-0",
+            "devices": ["gpu-0", "gpu-1"],
+            "product": "NVIDIA-L4",
+            "alternative": 1,
+        },
+    ]
+    assert products_summary(got) == "NVIDIA-A100-SXM4-40GB mig-3g.20gb (1), NVIDIA-L4 (1)"
+    assert products_summary(got[1:]) == "NVIDIA-L4"
+    assert products_summary([]) is None
