@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from airt_operator.api import (
@@ -46,12 +45,28 @@ from airt_operator.reconcile.observe import (
     resolved_conditions,
     status_fields,
 )
+from airt_operator.reconcile.outcome import (
+    ChildConflictError,
+    PendingEvent,
+    ReconcileOutcome,
+    Result,
+    Snapshot,
+)
 from airt_operator.reconcile.ownership import ChildConflict, conflict_of, owned_by
 from airt_operator.reconcile.placement import PlacementError
 from airt_operator.reconcile.pod_security import deployment_violations
 from airt_operator.reconcile.render import RenderError, render_stamped
 from airt_operator.reconcile.resolve import ResolutionFailure, ResolvedRuntime, resolve
 from airt_operator.write_memory import WriteMemory
+
+__all__ = [
+    "ChildConflictError",
+    "PendingEvent",
+    "ReconcileOutcome",
+    "Reconciler",
+    "Result",
+    "Snapshot",
+]
 
 log = logging.getLogger("airt.operator")
 
@@ -65,55 +80,6 @@ EXPLAIN_AFTER_FAILURES = 3
 
 # How long after an apply a missing or older child in the index is taken for watch lag.
 INDEX_LAG_BUDGET_S = 10.0
-
-
-class Result(StrEnum):
-    APPLIED = "applied"
-    UNCHANGED = "unchanged"
-    WAITING = "waiting"
-    FAILED = "failed"
-    INVALID = "invalid"
-    CONFLICT = "conflict"
-
-
-@dataclass(frozen=True)
-class ReconcileOutcome:
-    result: Result
-    message: str = ""
-    retry_after: float | None = None
-
-
-class ChildConflictError(Exception):
-    """Some children's places are taken by objects this ModelDeployment does not own."""
-
-    def __init__(self, conflicts: Sequence[ChildConflict]) -> None:
-        super().__init__("; ".join(c.message() for c in conflicts))
-        self.conflicts = list(conflicts)
-
-
-@dataclass(frozen=True)
-class PendingEvent:
-    """A core/v1 Event owed for a condition transition already written to status."""
-
-    type: str
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """What the watches show for one ModelDeployment (and the cluster facts it needs)."""
-
-    body: Mapping[str, Any]  # plain (deep-copied) objects: kopf's live views never reach here
-    runtimes: Sequence[Mapping[str, Any]]
-    children: Mapping[tuple[str, str], Mapping[str, Any]]  # (apiVersion, kind) -> live object
-    pods: Sequence[Mapping[str, Any]]
-    nodes: Sequence[Mapping[str, Any]]
-    service_monitor_crd: bool
-    namespace_labels: Mapping[str, str] | None = None  # None: not indexed (yet)
-    claims: Sequence[Mapping[str, Any]] = ()  # the pods' ResourceClaims (reconcile/devices.py)
-    slices: Sequence[Mapping[str, Any]] = ()  # every ResourceSlice, as device facts
-    dra_available: bool = False  # the NVIDIA DeviceClasses exist: placement `auto` means DRA
 
 
 def _wire(conds: Sequence[Condition]) -> list[dict[str, Any]]:
