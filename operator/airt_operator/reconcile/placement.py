@@ -17,6 +17,8 @@ setting, else what the cluster offers: DRA where the NVIDIA DeviceClasses exist.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -219,6 +221,13 @@ def claim_request(placement: GpuPlacement) -> dict[str, Any]:
             {"name": subrequest_name(i), **_exact(c)} for i, c in enumerate(placement.choices)
         ],
     }
+
+
+def claim_digest(placement: GpuPlacement) -> str:
+    """A short digest of the claim's request: the pod template carries it, so that a changed
+    request (a new claim template under the same name) rolls the pods out onto new claims."""
+    blob = json.dumps(claim_request(placement), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def alternative_of(request: str) -> int | None:

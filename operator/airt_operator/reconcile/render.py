@@ -19,7 +19,7 @@ import yaml
 
 from airt_operator.reconcile.context import RenderContext
 from airt_operator.reconcile.diff import with_hash
-from airt_operator.reconcile.placement import CLAIM_REQUEST, claim_request
+from airt_operator.reconcile.placement import CLAIM_REQUEST, claim_digest, claim_request
 from airt_operator.reconcile.runtime_template import POD_SECURITY_CONTEXT
 from airt_operator.reconcile.worker_config import pvc_parts
 
@@ -116,6 +116,7 @@ def _environment() -> jinja2.Environment:
         worker_resources=_worker_resources,
         claim_labels=_claim_labels,
         claim_request=claim_request,
+        claim_digest=claim_digest,
         claim_name=CLAIM_REQUEST,
         serving_ports=_serving_ports,
         pod_security_context=POD_SECURITY_CONTEXT,

@@ -292,3 +292,13 @@ def test_status_tells_what_each_replica_got() -> None:
     assert products_summary(got) == "NVIDIA-A100-SXM4-40GB mig-3g.20gb (1), NVIDIA-L4 (1)"
     assert products_summary(got[1:]) == "NVIDIA-L4"
     assert products_summary([]) is None
+
+
+def test_a_changed_request_changes_the_pod_template() -> None:
+    def annotations(gpu: dict[str, Any]) -> dict[str, str]:
+        dep = children(gpu_model(**gpu))["Deployment"]
+        return dep["spec"]["template"]["metadata"]["annotations"]  # type: ignore[no-any-return]
+
+    l4 = annotations({"products": ["NVIDIA-L4"]})["airt.dev/gpu-claim"]
+    assert l4 == annotations({"products": ["NVIDIA-L4"]})["airt.dev/gpu-claim"]
+    assert l4 != annotations({"products": ["NVIDIA-H100-80GB-HBM3"]})["airt.dev/gpu-claim"]
