@@ -173,7 +173,9 @@ def created(api: Cluster, namespace: str) -> str:
 def test_get_shows_printer_columns(api: Cluster, namespace: str, created: str) -> None:
     out = api.kubectl("get", "md", "-n", namespace).stdout
     header, *rows = out.strip().splitlines()
-    assert header.split() == ["NAME", "MODEL", "RUNTIME", "GPU", "READY", "REPLICAS", "URL", "AGE"]
+    assert header.split() == [
+        "NAME", "MODEL", "RUNTIME", "GPU", "ALLOCATED", "READY", "REPLICAS", "URL", "AGE"
+    ]  # fmt: skip
     row = next(r for r in rows if r.startswith(created)).split()
     assert row[1] == "pvc://airt-models/mlp/model.pt"
     assert row[2] == "torch-cpu" and "True" in row and "2" in row

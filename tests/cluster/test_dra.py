@@ -77,6 +77,20 @@ def env(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         )
 
 
+@pytest.fixture(autouse=True)
+def free_devices(cluster: Cluster, env: dict[str, Any]) -> Iterator[None]:
+    """Every test starts with the pool free: whatever a test leaves (a failed one included) is
+    deleted, and its claims gone, before the next one."""
+    yield
+    ns = env["ns"]
+    cluster.kubectl("delete", "md", "--all", "-n", ns, "--wait=false", check=False)
+    wait_for(
+        lambda: not cluster.get_json("resourceclaims", "-n", ns)["items"],
+        90,
+        "the module's claims to be released",
+    )
+
+
 def apply(cluster: Cluster, ns: str, obj: dict[str, Any]) -> None:
     cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(obj))
 
@@ -96,7 +110,9 @@ def placed(cluster: Cluster, ns: str, name: str, replicas: int) -> list[dict[str
     """The status's per-replica devices once every replica has them (None until then)."""
     st = get_md(cluster, ns, name).get("status") or {}
     devices = st.get("replicaDevices") or []
-    return devices if len(devices) == replicas else None
+    # A claim can be allocated a moment before its pod shows the node it was bound to.
+    done = len(devices) == replicas and all(d.get("node") for d in devices)
+    return devices if done else None
 
 
 def wait_placed(cluster: Cluster, ns: str, name: str, replicas: int) -> list[dict[str, Any]]:
