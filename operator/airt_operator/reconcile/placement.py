@@ -103,8 +103,10 @@ def placement_mode(
 ) -> Mode:
     """The mode in effect: the model's, the runtime's, the operator's setting, the cluster's."""
     for choice in (gpu.placement, runtime_mode, setting):
-        if choice in ("dra", "devicePlugin"):
-            return choice  # type: ignore[return-value]
+        if choice == "dra":
+            return "dra"
+        if choice == "devicePlugin":
+            return "devicePlugin"
     return "dra" if dra_available else "devicePlugin"
 
 
