@@ -5,7 +5,9 @@ the nodes). Pure. Ready is the AND of the others (api.conditions.ready_from) and
 worker's readiness probe — the model loaded and a warm-up inference answered — makes a pod
 ready, so Ready never runs ahead of the model. `Scheduled` tells apart "the scheduler could not
 place it now" (Unschedulable) from "no node of this cluster could ever fit the GPU request"
-(NoMatchingGPUNodes), which a platform team fixes differently.
+(NoMatchingGPUNodes), which a platform team fixes differently; with DRA placement, from the
+ResourceSlices (reconcile/devices.py): NoMatchingDevices, or DevicesBusy for a pod whose claim
+the scheduler cannot allocate now.
 
 Pods report failures through their container statuses: the kubelet's waiting reasons (an image that
 cannot be pulled) and the termination messages `airt-worker fetch` and `airt-worker serve` leave,
