@@ -5,7 +5,8 @@ session fixture (tests/conftest.py). It starts — or reuses — one cluster who
 kube-apiserver, kube-controller-manager, kube-scheduler and kwok controller are local
 processes, with RBAC and admission (PodSecurity among the defaults) on, an audit log of every
 write (so tests can count the operator's writes from the API server's own record), and the
-fake node pool described in tools/cluster/nodepool.yaml.
+fake node pool described in tools/cluster/nodepool.yaml (Nodes, and the GPUs' ResourceSlices and
+DeviceClasses as the NVIDIA DRA driver would publish them).
 
 kwokctl is driven through its CLI rather than a Go library because the project is Python and
 kwokctl's CLI is its supported interface.
@@ -24,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from airt_dev.nodes import NodePool, render_nodes
+from airt_dev.nodes import NodePool, device_classes, render_nodes, render_resource_slices
 from airt_dev.wait import WaitTimeoutError, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -292,6 +293,10 @@ class ClusterManager:
         nodes = render_nodes(pools)
         c = self.cluster()
         c.apply_objects(nodes)
+        # The GPUs as the NVIDIA DRA driver would publish them (nodes.py), for DRA placement.
+        dra = render_resource_slices(pools)
+        if dra:
+            c.apply_objects([*device_classes(), *dra])
         names = [n["metadata"]["name"] for n in nodes]
 
         def all_ready() -> bool:

@@ -147,3 +147,9 @@ class Controller:
             if present != self.world.service_monitor_crd:
                 self.world.service_monitor_crd = present
                 self.resync.resync()
+
+    def devices_event(self, type: str | None) -> None:
+        """A DeviceClass or ResourceSlice changed: the default GPU placement (DRA where the
+        NVIDIA DeviceClasses exist) and which devices exist may change for every model."""
+        if type is not None:
+            self.resync.resync()

@@ -13,6 +13,8 @@ Triggers (what each one does is the controller's, controller.py):
 - a ModelDeployment, a child or a pod changes: reconcile its owner (through the work queue);
 - an InferenceRuntime or a namespace changes: reconcile the ModelDeployments it may affect;
 - a CRD event: the ServiceMonitor CRD came or went; the first one marks the watches synced;
+- a DeviceClass or ResourceSlice changes: reconcile every ModelDeployment (the DRA placement's
+  default and which devices exist may change);
 - a slow resync loop as a safety net (it writes nothing when nothing changed).
 
 The World (kopf's indices, typed) and the controller are built in the start-up handler: kopf
@@ -97,6 +99,9 @@ class Handlers:
     async def crd_event(self, **kwargs: Any) -> None:
         self.controller.crd_event(kwargs["name"], kwargs.get("type"))
 
+    async def devices_event(self, **kwargs: Any) -> None:
+        self.controller.devices_event(kwargs.get("type"))
+
 
 def register(
     registry: kopf.OperatorRegistry,
@@ -118,6 +123,7 @@ def register(
         Trigger.OWNED: handlers.owned_event,
         Trigger.NAMESPACE: handlers.namespace_event,
         Trigger.CRD: handlers.crd_event,
+        Trigger.DEVICES: handlers.devices_event,
     }
     for watch in WATCHES:
         if watch.index is not None and watch.index_fn is not None:

@@ -27,11 +27,14 @@ import yaml
 
 from airt_operator.kube.resources import (
     CHILD_KINDS,
+    DEVICE_CLASS,
     EVENT,
     INFERENCE_RUNTIME,
     MODEL_DEPLOYMENT,
     NAMESPACED_INFERENCE_RUNTIME,
     POD,
+    RESOURCE_CLAIM,
+    RESOURCE_SLICE,
     SECRET,
     Kind,
 )
@@ -84,6 +87,15 @@ EXTRA_READ_RULES: tuple[Rule, ...] = (
         ("nodes",),
         _verbs(("get", "list", "watch")),
         "index nodes for GPU placement (which nodes could ever take a model's pods)",
+    ),
+    _kind_rule(
+        RESOURCE_SLICE,
+        "index ResourceSlices for DRA placement (which devices exist: NoMatchingDevices, and "
+        "the product of each allocated device)",
+    ),
+    _kind_rule(
+        DEVICE_CLASS,
+        "index DeviceClasses: DRA placement is the default where the NVIDIA ones exist",
     ),
 )
 
@@ -201,6 +213,10 @@ def namespaced_read_rules() -> list[Rule]:
         ),
         *_child_rules(READ, "read the children of a ModelDeployment"),
         _kind_rule(POD, "observe the serving pods (Scheduled, crash loops)"),
+        _kind_rule(
+            RESOURCE_CLAIM,
+            "observe the serving pods' ResourceClaims (the devices each replica was allocated)",
+        ),
         _kind_rule(
             SECRET,
             "read the labels of a model's credentials Secret (metadata only; never list, watch "

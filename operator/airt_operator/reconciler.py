@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from airt_operator.api import (
@@ -33,7 +32,7 @@ from airt_operator.kube.resources import CHILD_KINDS, SECRET, SERVICE_MONITOR, K
 from airt_operator.metrics import OperatorMetrics
 from airt_operator.reconcile.build import BuildSettings, build_context
 from airt_operator.reconcile.credentials import credentials_refusal
-from airt_operator.reconcile.diff import HASH_ANNOTATION, needs_apply
+from airt_operator.reconcile.diff import HASH_ANNOTATION, needs_apply, spec_changed
 from airt_operator.reconcile.observe import (
     Observation,
     conditions_of,
@@ -42,14 +41,32 @@ from airt_operator.reconcile.observe import (
     failed_resolution,
     merge_conditions,
     observe,
+    placement_unsupported,
     resolved_conditions,
     status_fields,
 )
+from airt_operator.reconcile.outcome import (
+    ChildConflictError,
+    PendingEvent,
+    ReconcileOutcome,
+    Result,
+    Snapshot,
+)
 from airt_operator.reconcile.ownership import ChildConflict, conflict_of, owned_by
+from airt_operator.reconcile.placement import PlacementError
 from airt_operator.reconcile.pod_security import deployment_violations
 from airt_operator.reconcile.render import RenderError, render_stamped
 from airt_operator.reconcile.resolve import ResolutionFailure, ResolvedRuntime, resolve
 from airt_operator.write_memory import WriteMemory
+
+__all__ = [
+    "ChildConflictError",
+    "PendingEvent",
+    "ReconcileOutcome",
+    "Reconciler",
+    "Result",
+    "Snapshot",
+]
 
 log = logging.getLogger("airt.operator")
 
@@ -63,52 +80,6 @@ EXPLAIN_AFTER_FAILURES = 3
 
 # How long after an apply a missing or older child in the index is taken for watch lag.
 INDEX_LAG_BUDGET_S = 10.0
-
-
-class Result(StrEnum):
-    APPLIED = "applied"
-    UNCHANGED = "unchanged"
-    WAITING = "waiting"
-    FAILED = "failed"
-    INVALID = "invalid"
-    CONFLICT = "conflict"
-
-
-@dataclass(frozen=True)
-class ReconcileOutcome:
-    result: Result
-    message: str = ""
-    retry_after: float | None = None
-
-
-class ChildConflictError(Exception):
-    """Some children's places are taken by objects this ModelDeployment does not own."""
-
-    def __init__(self, conflicts: Sequence[ChildConflict]) -> None:
-        super().__init__("; ".join(c.message() for c in conflicts))
-        self.conflicts = list(conflicts)
-
-
-@dataclass(frozen=True)
-class PendingEvent:
-    """A core/v1 Event owed for a condition transition already written to status."""
-
-    type: str
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """What the watches show for one ModelDeployment (and the cluster facts it needs)."""
-
-    body: Mapping[str, Any]  # plain (deep-copied) objects: kopf's live views never reach here
-    runtimes: Sequence[Mapping[str, Any]]
-    children: Mapping[tuple[str, str], Mapping[str, Any]]  # (apiVersion, kind) -> live object
-    pods: Sequence[Mapping[str, Any]]
-    nodes: Sequence[Mapping[str, Any]]
-    service_monitor_crd: bool
-    namespace_labels: Mapping[str, str] | None = None  # None: not indexed (yet)
 
 
 def _wire(conds: Sequence[Condition]) -> list[dict[str, Any]]:
@@ -248,14 +219,25 @@ class Reconciler:
             cond = resolved_conditions(refusal[0], refusal[1], ok=False)
             await self._write_status(snap, generation, old, failed_resolution(cond), {})
             return ReconcileOutcome(Result.WAITING, refusal[1])
-        ctx = build_context(
-            md,
-            resolved,
-            self.settings,
-            uid=meta["uid"],
-            generation=generation,
-            service_monitor=self._wants_service_monitor(md.spec.monitoring, snap),
-        )
+        try:
+            ctx = build_context(
+                md,
+                resolved,
+                self.settings,
+                uid=meta["uid"],
+                generation=generation,
+                service_monitor=self._wants_service_monitor(md.spec.monitoring, snap),
+                dra_available=snap.dra_available,
+            )
+        except PlacementError as exc:
+            # Not the spec's fault alone: a DRA driver installed, or another placement
+            # setting, makes it work (both re-reconcile every model).
+            resolved_cond = resolved_conditions(resolved.reason, resolved.message, ok=True)
+            cond = placement_unsupported(str(exc))
+            await self._write_status(
+                snap, generation, old, failed_resolution(resolved_cond, cond), {}
+            )
+            return ReconcileOutcome(Result.INVALID, str(exc))
         try:
             desired = render_stamped(ctx)
         except RenderError as exc:
@@ -296,7 +278,7 @@ class Reconciler:
             return ReconcileOutcome(Result.FAILED, str(exc))
         resolved_cond = resolved_conditions(resolved.reason, resolved.message, ok=True)
         deployment = snap.children.get(("apps/v1", "Deployment"))
-        obs = Observation(deployment, snap.pods, snap.nodes)
+        obs = Observation(deployment, snap.pods, snap.nodes, snap.claims, snap.slices)
         conds = observe(ctx, obs, resolved_cond)
         status_wrote = await self._write_status(
             snap, generation, old, conds, status_fields(ctx, obs)
@@ -419,6 +401,10 @@ class Reconciler:
                 manifest["metadata"]["name"],
                 "drifted or changed" if live is not None else "missing",
             )
+            kind = kind_of(manifest)
+            if kind.immutable_spec and live is not None and spec_changed(manifest, live):
+                # Pods made from the old spec keep what they were allocated.
+                await self.kube.delete(kind, *_ns_name(snap))
             result = await self.kube.apply(manifest)
             self._remember_apply(snap, manifest, result)
             self.metrics.children_applied.labels(kind=manifest["kind"]).inc()

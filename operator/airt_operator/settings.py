@@ -43,6 +43,13 @@ class OperatorSettings(BaseSettings):
         pattern=r"^[0-9]+(Ki|Mi|Gi|Ti)?$",
         description="Largest model a fetcher downloads when the runtime sets no maxModelSize.",
     )
+    gpu_placement: str = Field(
+        default="auto",
+        pattern="^(auto|dra|devicePlugin)$",
+        description="How GPU pods get their GPUs when neither the model nor its runtime says: "
+        "dra (a ResourceClaimTemplate per model), devicePlugin (nvidia.com/gpu extended "
+        "resources) or auto (DRA where the cluster has the NVIDIA DeviceClasses).",
+    )
     standalone: bool = Field(default=False, description="Run without kopf peering.")
     peering_name: str = Field(default="airt", description="The ClusterKopfPeering to join.")
     health_port: int = Field(default=8080, description="Port of /metrics and /healthz.")

@@ -15,13 +15,18 @@ from typing import Any
 import kopf
 
 from airt_operator.kube.resources import (
+    DEVICE_CLASS,
     INFERENCE_RUNTIME,
     MODEL_DEPLOYMENT,
     NAMESPACED_INFERENCE_RUNTIME,
     POD,
+    RESOURCE_CLAIM,
+    RESOURCE_SLICE,
     Kind,
 )
 from airt_operator.world import (
+    CLAIMS_INDEX,
+    DEVICE_CLASSES_INDEX,
     MODELS_INDEX,
     NAMESPACED_RUNTIMES_INDEX,
     NAMESPACES_INDEX,
@@ -29,14 +34,18 @@ from airt_operator.world import (
     OWNER_LABEL,
     PODS_INDEX,
     RUNTIMES_INDEX,
+    SLICES_INDEX,
     WATCHED_CHILD_KINDS,
     child_entry,
     child_index,
+    claim_entry,
+    device_class_entry,
     model_entry,
     namespace_entry,
     node_entry,
     pod_entry,
     runtime_entry,
+    slice_entry,
 )
 
 IndexFn = Callable[..., Awaitable[Any]]
@@ -55,6 +64,7 @@ class Trigger:
     OWNED = "owned"  # a child or pod changed: look at its owner again
     NAMESPACE = "namespace"  # a namespace's labels changed
     CRD = "crd"  # a CRD came or went (ServiceMonitors; the first event marks the watches synced)
+    DEVICES = "devices"  # a DeviceClass or ResourceSlice changed: GPU placement may change
 
 
 @dataclass(frozen=True)
@@ -120,6 +130,20 @@ WATCHES: tuple[Watch, ...] = (
             trigger=Trigger.OWNED,
         )
         for kind in WATCHED_CHILD_KINDS
+    ),
+    _of(
+        RESOURCE_CLAIM,
+        labels={OWNER_LABEL: kopf.PRESENT},
+        index=CLAIMS_INDEX,
+        index_fn=claim_entry,
+        trigger=Trigger.OWNED,
+    ),
+    _of(RESOURCE_SLICE, index=SLICES_INDEX, index_fn=slice_entry, trigger=Trigger.DEVICES),
+    _of(
+        DEVICE_CLASS,
+        index=DEVICE_CLASSES_INDEX,
+        index_fn=device_class_entry,
+        trigger=Trigger.DEVICES,
     ),
     Watch("", "v1", "nodes", name="nodes", index=NODES_INDEX, index_fn=node_entry),
     Watch(

@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 import kopf
 
 from airt_operator.kube.resources import CHILD_KINDS, SERVICE_MONITOR, Kind
+from airt_operator.reconcile.devices import claim_facts, slice_facts
+from airt_operator.reconcile.placement import DEVICE_CLASSES
 from airt_operator.reconciler import Snapshot
 
 OWNER_LABEL = "airt.dev/modeldeployment"
@@ -38,6 +40,9 @@ NAMESPACED_RUNTIMES_INDEX = "nirt_idx"
 PODS_INDEX = "pod_idx"
 NODES_INDEX = "node_idx"
 NAMESPACES_INDEX = "ns_idx"
+CLAIMS_INDEX = "claim_idx"
+SLICES_INDEX = "slice_idx"
+DEVICE_CLASSES_INDEX = "dclass_idx"
 
 
 def child_index(kind: Kind) -> str:
@@ -58,6 +63,11 @@ class World:
     service_monitor_crd: bool = False
     # The NamespacedInferenceRuntimes of every watched namespace (resolve picks the model's own).
     namespaced_runtimes: IndexView[None] = field(default_factory=dict)
+    # DRA placement: the serving pods' ResourceClaims (by owner), the ResourceSlices and the
+    # names of the DeviceClasses.
+    claims: IndexView[Key] = field(default_factory=dict)
+    slices: IndexView[None] = field(default_factory=dict)
+    device_classes: IndexView[None] = field(default_factory=dict)
 
     @classmethod
     def from_indices(cls, indices: Mapping[str, Any]) -> World:
@@ -70,6 +80,9 @@ class World:
             nodes=indices[NODES_INDEX],
             namespaces=indices[NAMESPACES_INDEX],
             children={kind: indices[child_index(kind)] for kind in WATCHED_CHILD_KINDS},
+            claims=indices[CLAIMS_INDEX],
+            slices=indices[SLICES_INDEX],
+            device_classes=indices[DEVICE_CLASSES_INDEX],
         )
 
     @classmethod
@@ -90,6 +103,11 @@ class World:
             *(self.namespaced_runtimes.get(None, ()) or ()),
             *(self.runtimes.get(None, ()) or ()),
         ]
+
+    def dra_available(self) -> bool:
+        """Whether the cluster has the NVIDIA DRA driver's DeviceClasses (placement `auto`)."""
+        names = {str(c.get("name")) for c in self.device_classes.get(None, ()) or ()}
+        return any(name in names for name in DEVICE_CLASSES)
 
     def all_models(self) -> list[Obj]:
         return [m for key in self.model_keys() if (m := _one(self.models, key)) is not None]
@@ -116,6 +134,9 @@ class World:
             pods=list(self.pods.get((namespace, name), ()) or ()),
             nodes=list(self.nodes.get(None, ()) or ()),
             service_monitor_crd=self.service_monitor_crd,
+            claims=list(self.claims.get((namespace, name), ()) or ()),
+            slices=list(self.slices.get(None, ()) or ()),
+            dra_available=self.dra_available(),
         )
 
 
@@ -159,6 +180,22 @@ async def node_entry(body: kopf.Body, **_: Any) -> Any:
         "status": {"allocatable": body.get("status", {}).get("allocatable", {})},
     }
     return {None: plain(facts)}
+
+
+async def claim_entry(
+    namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+) -> Any:
+    # Only the pod it serves and what it was allocated (reconcile/devices.py).
+    return {(namespace, labels[OWNER_LABEL]): plain(claim_facts(body))}
+
+
+async def slice_entry(body: kopf.Body, **_: Any) -> Any:
+    # The devices, their attributes and capacity; nothing else of the slice is read.
+    return {None: plain(slice_facts(body))}
+
+
+async def device_class_entry(name: str, **_: Any) -> Any:
+    return {None: {"name": sys.intern(name)}}
 
 
 async def namespace_entry(name: str, body: kopf.Body, **_: Any) -> Any:

@@ -173,7 +173,9 @@ def created(api: Cluster, namespace: str) -> str:
 def test_get_shows_printer_columns(api: Cluster, namespace: str, created: str) -> None:
     out = api.kubectl("get", "md", "-n", namespace).stdout
     header, *rows = out.strip().splitlines()
-    assert header.split() == ["NAME", "MODEL", "RUNTIME", "GPU", "READY", "REPLICAS", "URL", "AGE"]
+    assert header.split() == [
+        "NAME", "MODEL", "RUNTIME", "GPU", "ALLOCATED", "READY", "REPLICAS", "URL", "AGE"
+    ]  # fmt: skip
     row = next(r for r in rows if r.startswith(created)).split()
     cpu_mlp = yaml.safe_load((ROOT / "examples" / "deployments" / "cpu-mlp.yaml").read_text())
     assert row[1] == cpu_mlp["spec"]["model"]["uri"]

@@ -1,7 +1,8 @@
 """The operator against the real control plane: examples to Ready, placement, drift, status.
 
 Cluster tier. The operator is the real `airt-operator run` process (dev/operator_proc.py),
-scoped to this module's namespaces so it never touches other tests' objects. The examples go
+scoped to this module's namespaces so it never touches other tests' objects, and places GPUs
+with the device plugin (DRA placement has its own module, test_dra.py). The examples go
 into a namespace that enforces Pod Security `restricted`, so every pod the operator renders
 must pass the real admission plugin. Writes are counted from the API server's audit log.
 """
@@ -44,7 +45,14 @@ def env(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         cluster.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
         ensure_fixtures(cluster, name)
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    op = OperatorProcess.start(cluster.kubeconfig, log, namespaces=(ns, extra))
+    # The device plugin's placement, pinned: the local pool also publishes the NVIDIA DRA
+    # driver's DeviceClasses, which would make `auto` mean DRA (tests/cluster/test_dra.py).
+    op = OperatorProcess.start(
+        cluster.kubeconfig,
+        log,
+        namespaces=(ns, extra),
+        extra_env={"AIRT_OPERATOR_GPU_PLACEMENT": "devicePlugin"},
+    )
     apply_files(cluster, *EXAMPLES, namespace=ns)
     try:
         yield {"ns": ns, "extra": extra, "op": op}

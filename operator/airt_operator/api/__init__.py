@@ -44,6 +44,7 @@ from .modeldeployment import (
     ModelFormat,
     ModelSource,
     Monitoring,
+    ReplicaDevices,
     RuntimeRef,
     ScalingTarget,
     SecretReference,
@@ -52,7 +53,7 @@ from .modeldeployment import (
     UriScheme,
 )
 from .parse import ApiValidationError, FieldError
-from .resources import ComputeResources, GpuRequest, Resources
+from .resources import ComputeResources, GpuAlternative, GpuPlacementMode, GpuRequest, Resources
 from .runtime import (
     Accelerator,
     EnvVar,
@@ -96,6 +97,8 @@ __all__ = [
     "ConditionType",
     "EnvVar",
     "FieldError",
+    "GpuAlternative",
+    "GpuPlacementMode",
     "GpuRequest",
     "InferenceRuntime",
     "InferenceRuntimeSpec",
@@ -110,6 +113,7 @@ __all__ = [
     "ObjectMeta",
     "PrinterColumn",
     "Reason",
+    "ReplicaDevices",
     "Resources",
     "RuntimeContainer",
     "RuntimeDefaults",

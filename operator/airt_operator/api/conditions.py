@@ -65,6 +65,13 @@ class Reason(StrEnum):
     UNSCHEDULABLE = "Unschedulable"
     NO_MATCHING_GPU_NODES = "NoMatchingGPUNodes"
     INSUFFICIENT_GPU = "InsufficientGPU"
+    # Scheduled, DRA placement: no device of the cluster matches any alternative (the selectors
+    # evaluated against the ResourceSlices), or devices match but are all allocated
+    NO_MATCHING_DEVICES = "NoMatchingDevices"
+    DEVICES_BUSY = "DevicesBusy"
+    # Scheduled: the request needs a placement mode the model cannot use (alternatives with the
+    # device plugin)
+    PLACEMENT_UNSUPPORTED = "PlacementUnsupported"
     # Available
     MINIMUM_REPLICAS_AVAILABLE = "MinimumReplicasAvailable"
     MINIMUM_REPLICAS_UNAVAILABLE = "MinimumReplicasUnavailable"

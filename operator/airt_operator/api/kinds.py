@@ -111,6 +111,9 @@ MODEL_DEPLOYMENT: ApiKind[ModelDeployment, ModelDeploymentSpec] = ApiKind(
         PrinterColumn("Model", "string", ".spec.model.uri", "Where the model comes from."),
         PrinterColumn("Runtime", "string", ".status.runtimeName", "The InferenceRuntime chosen."),
         PrinterColumn("GPU", "string", ".status.gpu", "GPUs per replica."),
+        PrinterColumn(
+            "Allocated", "string", ".status.gpuProduct", "GPU products the replicas got (DRA)."
+        ),
         PrinterColumn("Ready", "string", f"{READY}.status", "The Ready condition."),
         PrinterColumn("Replicas", "integer", ".spec.replicas", "Desired replicas."),
         PrinterColumn("URL", "string", ".status.url", "In-cluster HTTP URL."),

@@ -411,6 +411,31 @@ class ModelDeploymentSpec(ApiModel):
     )
 
 
+class ReplicaDevices(ApiModel):
+    """The devices one replica (pod) was allocated, from its ResourceClaim (DRA placement)."""
+
+    pod: str = Field(max_length=253, description="The pod's name.")
+    node: str | None = Field(default=None, max_length=253, description="The node it runs on.")
+    devices: list[Annotated[str, StringConstraints(max_length=128)]] | None = Field(
+        default=None,
+        max_length=16,
+        description="The allocated devices, as the ResourceSlices name them.",
+    )
+    product: str | None = Field(
+        default=None,
+        max_length=128,
+        description="The GPU product, spelled as the nvidia.com/gpu.product node label spells it "
+        "(e.g. NVIDIA-H100-80GB-HBM3); for a MIG slice, the parent GPU's.",
+    )
+    mig: str | None = Field(default=None, max_length=32, description="The MIG profile, if any.")
+    alternative: int | None = Field(
+        default=None,
+        ge=0,
+        le=7,
+        description="Which alternative of the preference was allocated (0: the first).",
+    )
+
+
 class ModelDeploymentStatus(ApiModel):
     """The observed state, written by the operator only."""
 
@@ -478,6 +503,24 @@ class ModelDeploymentStatus(ApiModel):
         max_length=256,
         description="A summary of the GPUs per replica for display, e.g. 4x NVIDIA-H100-80GB-HBM3 "
         "or mig-1g.5gb; empty for a CPU model.",
+    )
+    gpu_placement: Literal["dra", "devicePlugin"] | None = Field(
+        default=None,
+        description="How the pods get their GPUs: dra (a ResourceClaimTemplate) or devicePlugin "
+        "(extended resources); unset for a CPU model.",
+    )
+    gpu_product: str | None = Field(
+        default=None,
+        max_length=256,
+        description="The GPU products the replicas were actually allocated, most replicas first "
+        "(e.g. 2x NVIDIA-L4, 1x NVIDIA-H100-80GB-HBM3); DRA placement only.",
+    )
+    replica_devices: list[ReplicaDevices] | None = Field(
+        default=None,
+        max_length=64,
+        description="Per replica (by pod name, at most 64), the devices its ResourceClaim was "
+        "allocated; DRA placement only.",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
     )
 
 

@@ -17,7 +17,8 @@ Refinements of the design sketch, and why:
 - `policy.allowedImagePrefixes` is how a runtime allows `spec.runtime.image` overrides: none
   listed means no override is accepted. The check needs both objects, so the operator does it
   (RuntimeResolved=False, reason ImageOverrideNotAllowed), not the API server.
-- A CPU runtime cannot allow GPUs (`policy.maxGpusPerReplica` must be 0 or absent).
+- A CPU runtime cannot allow GPUs (`policy.maxGpusPerReplica` must be 0 or absent), nor choose
+  a GPU placement (`gpuPlacement`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from .base import (
 )
 from .conditions import Condition
 from .modeldeployment import ModelFormat, UriScheme
-from .resources import ComputeResources
+from .resources import ComputeResources, GpuPlacementMode
 from .runtime_container import RuntimeContainer
 
 # Runtime names go into label values (at most 63 characters) on the pods that use them.
@@ -203,6 +204,13 @@ class RuntimePolicy(ApiModel):
     reason="FieldValueForbidden",
 )
 @cel(
+    "self.accelerator != 'cpu' || !has(self.gpuPlacement)",
+    "a cpu runtime has no GPU placement: gpuPlacement must be omitted",
+    lambda s: s.accelerator != "cpu" or s.gpu_placement is None,
+    field_path=".gpuPlacement",
+    reason="FieldValueForbidden",
+)
+@cel(
     "has(self.container) != (has(self.images) && has(self.images.worker))",
     "set either container or images.worker (the airt worker's shorthand), not both",
     lambda s: (s.container is not None) != (s.images is not None and s.images.worker is not None),
@@ -251,6 +259,13 @@ class InferenceRuntimeSpec(ApiModel):
     )
     policy: RuntimePolicy | None = Field(
         default=None, description="Rules every ModelDeployment using this runtime must meet."
+    )
+    gpu_placement: GpuPlacementMode | None = Field(
+        default=None,
+        description="How the pods of this runtime's models get their GPUs, unless a model "
+        "says (spec.resources.gpu.placement): dra (Dynamic Resource Allocation, a "
+        "ResourceClaimTemplate per model), devicePlugin (nvidia.com/gpu extended resources) or "
+        "auto (omitted: DRA where the cluster has the NVIDIA DeviceClasses). nvidia runtimes only.",
     )
 
     @property

@@ -20,6 +20,8 @@ class Kind:
     plural: str
     namespaced: bool = True
     verbs: tuple[str, ...] = ("get", "list", "watch", "create", "update", "patch", "delete")
+    # The API server refuses any change of the spec: a changed child is deleted and created.
+    immutable_spec: bool = False
 
     @property
     def api_version(self) -> str:
@@ -55,6 +57,24 @@ PDB = Kind("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets")
 HPA = Kind("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers")
 SERVICE_MONITOR = Kind("monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors")
 POD = Kind("", "v1", "Pod", "pods", verbs=WATCH)
+# Dynamic Resource Allocation (GPU placement's dra mode): the operator applies one
+# ResourceClaimTemplate per GPU model (a child) and only reads the rest: the pods' claims (what
+# each replica was allocated), the ResourceSlices (the devices that exist) and the DeviceClasses
+# (whether the cluster has the NVIDIA DRA driver).
+RESOURCE_CLAIM_TEMPLATE = Kind(
+    "resource.k8s.io",
+    "v1",
+    "ResourceClaimTemplate",
+    "resourceclaimtemplates",
+    immutable_spec=True,
+)
+RESOURCE_CLAIM = Kind("resource.k8s.io", "v1", "ResourceClaim", "resourceclaims", verbs=WATCH)
+RESOURCE_SLICE = Kind(
+    "resource.k8s.io", "v1", "ResourceSlice", "resourceslices", namespaced=False, verbs=WATCH
+)
+DEVICE_CLASS = Kind(
+    "resource.k8s.io", "v1", "DeviceClass", "deviceclasses", namespaced=False, verbs=WATCH
+)
 EVENT = Kind("", "v1", "Event", "events", verbs=("create", "patch"))
 # Read one at a time, metadata only (Kube.get_metadata): whether a model's credentials Secret is
 # labelled for model credentials. Never list or watch: the operator must not see every Secret.
@@ -67,6 +87,7 @@ CHILD_KINDS: tuple[Kind, ...] = (
     SERVICE_ACCOUNT,
     SERVICE,
     NETWORK_POLICY,
+    RESOURCE_CLAIM_TEMPLATE,  # before the Deployment whose pods are made from it
     DEPLOYMENT,
     PDB,
     HPA,

@@ -16,7 +16,8 @@ from typing import Any
 
 from airt_operator.api import ModelDeployment
 from airt_operator.api.modeldeployment import DEFAULT_CPU_UTILIZATION, INFLIGHT_METRIC
-from airt_operator.reconcile.context import Access, GpuPlacement, RenderContext
+from airt_operator.reconcile.context import Access, RenderContext
+from airt_operator.reconcile.placement import GpuPlacement, gpu_placement, placement_mode
 from airt_operator.reconcile.resolve import ResolvedRuntime
 from airt_operator.reconcile.runtime_template import container_of, serving_container
 from airt_operator.reconcile.serving import derive
@@ -46,10 +47,13 @@ class BuildSettings:
     default_cpu: str = "1"
     default_memory: str = "2Gi"
     default_shm: str = "1Gi"
+    #: The operator's GPU placement setting: auto (the cluster decides), dra or devicePlugin.
+    gpu_placement: str = "auto"
 
     @classmethod
     def from_settings(cls, settings: OperatorSettings) -> BuildSettings:
         return cls(
+            gpu_placement=settings.gpu_placement,
             metrics_image=settings.metrics_image,
             fetcher_image=settings.fetcher_image,
             monitoring_namespace=settings.monitoring_namespace,
@@ -92,14 +96,15 @@ def threads_for(cpu_limit: str) -> int:
     return max(1, math.ceil(cpu_cores(cpu_limit)))
 
 
-def _gpu(md: ModelDeployment) -> GpuPlacement | None:
+def _gpu(
+    md: ModelDeployment, runtime_mode: str | None, setting: str, dra: bool
+) -> GpuPlacement | None:
+    """The GPU placement, in the mode in effect (reconcile/placement.py); PlacementError when
+    the device plugin is to place what only DRA can express."""
     gpu = md.spec.resources.gpu if md.spec.resources else None
     if gpu is None:
         return None
-    if gpu.mig:
-        return GpuPlacement(f"nvidia.com/mig-{gpu.mig}", gpu.count, tuple(gpu.products or ()))
-    min_mib = gpu.min_memory_gib * 1024 if gpu.min_memory_gib else None
-    return GpuPlacement("nvidia.com/gpu", gpu.count, tuple(gpu.products or ()), min_mib)
+    return gpu_placement(gpu, placement_mode(gpu, runtime_mode, setting, dra))
 
 
 def build_context(
@@ -109,7 +114,10 @@ def build_context(
     uid: str,
     generation: int,
     service_monitor: bool,
+    dra_available: bool = False,
 ) -> RenderContext:
+    """The render context; `dra_available` says whether the cluster has the NVIDIA
+    DeviceClasses (GPU placement's `auto`). Raises PlacementError (reconcile/placement.py)."""
     spec = md.spec
     rt = resolved.runtime.spec
     name = md.metadata.name or ""
@@ -141,7 +149,7 @@ def build_context(
         all_namespaces=bool(acc and acc.all_namespaces),
     )
     model = spec.model
-    gpu = _gpu(md)
+    gpu = _gpu(md, rt.gpu_placement, settings.gpu_placement, dra_available)
     served_name = model.name or name
     template = container_of(rt)
     serving = serving_container(template, model.uri, served_name)
@@ -153,6 +161,7 @@ def build_context(
                 served_name=served_name,
                 threads=threads_for(cpu),
                 gpu_count=gpu.count if gpu else 0,
+                fixed_gpu_count=gpu.fixed_count if gpu else True,
                 drain_seconds=settings.drain_seconds,
                 limits=limits,
             ),

@@ -9,17 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from airt_operator.reconcile.placement import GpuPlacement
 from airt_operator.reconcile.runtime_template import ServingContainer
 
-
-@dataclass(frozen=True)
-class GpuPlacement:
-    """How the pods ask for accelerators and where they may run."""
-
-    resource: str  # "nvidia.com/gpu" or "nvidia.com/mig-<profile>"
-    count: int
-    products: tuple[str, ...] = ()  # ordered preference
-    min_memory_mib: int | None = None
+__all__ = ["Access", "GpuPlacement", "RenderContext"]
 
 
 @dataclass(frozen=True)

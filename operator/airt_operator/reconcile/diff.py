@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any
 
 # List merge keys Kubernetes uses for the lists our children contain (strategic/SSA map lists).
@@ -90,3 +91,9 @@ def needs_apply(desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
         return True
     body = {k: v for k, v in desired.items() if k not in ("apiVersion", "kind")}
     return not is_subset(body, live)
+
+
+def spec_changed(desired: dict[str, Any], live: Mapping[str, Any]) -> bool:
+    """Whether the live object's spec differs from the desired one (for kinds whose spec the
+    API server will not change in place)."""
+    return not is_subset(desired.get("spec") or {}, dict(live).get("spec") or {})

@@ -5,7 +5,9 @@ the nodes). Pure. Ready is the AND of the others (api.conditions.ready_from) and
 worker's readiness probe — the model loaded and a warm-up inference answered — makes a pod
 ready, so Ready never runs ahead of the model. `Scheduled` tells apart "the scheduler could not
 place it now" (Unschedulable) from "no node of this cluster could ever fit the GPU request"
-(NoMatchingGPUNodes), which a platform team fixes differently.
+(NoMatchingGPUNodes), which a platform team fixes differently; with DRA placement, from the
+ResourceSlices (reconcile/devices.py): NoMatchingDevices, or DevicesBusy for a pod whose claim
+the scheduler cannot allocate now.
 
 Pods report failures through their container statuses: the kubelet's waiting reasons (an image that
 cannot be pulled) and the termination messages `airt-worker fetch` and `airt-worker serve` leave,
@@ -34,6 +36,7 @@ from airt_operator.api import (
     set_condition,
 )
 from airt_operator.reconcile.context import GpuPlacement, RenderContext
+from airt_operator.reconcile.devices import device_fit, products_summary, replica_devices
 
 T, F, U = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
 
@@ -63,6 +66,8 @@ class Observation:
     deployment: Mapping[str, Any] | None
     pods: Sequence[Mapping[str, Any]]
     nodes: Sequence[Mapping[str, Any]]
+    claims: Sequence[Mapping[str, Any]] = ()  # DRA: the pods' ResourceClaims (devices.py)
+    slices: Sequence[Mapping[str, Any]] = ()  # DRA: every ResourceSlice, as device facts
 
 
 def _quantity_int(value: Any) -> int:
@@ -205,16 +210,30 @@ def pod_failure(pods: Sequence[Mapping[str, Any]]) -> PodFailure | None:
 
 
 def _scheduled(ctx: RenderContext, obs: Observation) -> Condition:
+    dra = bool(ctx.gpu and ctx.gpu.dra)
     if ctx.gpu:
-        why = gpu_fit(ctx.gpu, obs.nodes)
+        if dra:
+            why = device_fit(ctx.gpu, obs.slices)
+            reason = Reason.NO_MATCHING_DEVICES
+        else:
+            why = gpu_fit(ctx.gpu, obs.nodes)
+            reason = Reason.NO_MATCHING_GPU_NODES
         if why:
-            return _cond(ConditionType.SCHEDULED, F, Reason.NO_MATCHING_GPU_NODES, why)
+            return _cond(ConditionType.SCHEDULED, F, reason, why)
     for pod in obs.pods:
         c = _pod_condition(pod, "PodScheduled")
         if c and c.get("status") == "False" and c.get("reason") == "Unschedulable":
-            return _cond(
-                ConditionType.SCHEDULED, F, Reason.UNSCHEDULABLE, str(c.get("message", ""))
-            )
+            said = str(c.get("message", ""))
+            if dra and "claim" in said:
+                # Devices that match exist (device_fit said so): all of them are taken.
+                return _cond(
+                    ConditionType.SCHEDULED,
+                    F,
+                    Reason.DEVICES_BUSY,
+                    "devices matching the request exist, but none that fits is free now "
+                    f"(scheduler: {said})",
+                )
+            return _cond(ConditionType.SCHEDULED, F, Reason.UNSCHEDULABLE, said)
     want = ctx.replicas or 0
     scheduled = [p for p in obs.pods if p.get("spec", {}).get("nodeName")]
     if len(scheduled) >= want:
@@ -356,6 +375,11 @@ def degraded_apply_failed(message: str) -> Condition:
     return _cond(ConditionType.DEGRADED, T, Reason.APPLY_FAILED, message)
 
 
+def placement_unsupported(message: str) -> Condition:
+    """Scheduled=False when the GPU request needs a placement mode the model cannot use."""
+    return _cond(ConditionType.SCHEDULED, F, Reason.PLACEMENT_UNSUPPORTED, message)
+
+
 def degraded_child_conflict(message: str) -> Condition:
     """Degraded=True when a child's name is taken by an object this ModelDeployment does not
     own (the operator never takes such an object over)."""
@@ -445,10 +469,6 @@ def status_fields(ctx: RenderContext, obs: Observation) -> dict[str, Any]:
     """
     st = _deploy_status(obs)
     host = f"{ctx.name}.{ctx.namespace}.svc"
-    gpu = None
-    if ctx.gpu:
-        products = "|".join(ctx.gpu.products) if ctx.gpu.products else "any"
-        gpu = f"{ctx.gpu.count}x {ctx.gpu.resource.removeprefix('nvidia.com/')} ({products})"
     out: dict[str, Any] = {
         "replicas": int(st.get("replicas", 0) or 0),
         "readyReplicas": int(st.get("readyReplicas", 0) or 0),
@@ -463,6 +483,11 @@ def status_fields(ctx: RenderContext, obs: Observation) -> dict[str, Any]:
         "imageID": running_image_id(obs.pods),
         "modelDigest": model_digest(ctx, obs),
     }
-    if gpu:
-        out["gpu"] = gpu
+    if ctx.gpu:
+        out["gpu"] = ctx.gpu.summary()[:256]
+        out["gpuPlacement"] = ctx.gpu.mode
+        replicas = replica_devices(obs.pods, obs.claims, obs.slices) if ctx.gpu.dra else []
+        # None removes the field (a merge patch): nothing allocated, or not DRA.
+        out["gpuProduct"] = products_summary(replicas)
+        out["replicaDevices"] = replicas or None
     return out

@@ -19,10 +19,12 @@ import yaml
 
 from airt_operator.reconcile.context import RenderContext
 from airt_operator.reconcile.diff import with_hash
+from airt_operator.reconcile.placement import CLAIM_REQUEST, claim_digest, claim_request
 from airt_operator.reconcile.runtime_template import POD_SECURITY_CONTEXT
 from airt_operator.reconcile.worker_config import pvc_parts
 
-TEMPLATES = ("identity", "network", "deployment", "scaling", "monitoring")
+# The pods reference the claim template: it is applied before the Deployment.
+TEMPLATES = ("identity", "network", "claims", "deployment", "scaling", "monitoring")
 MANAGED_BY = "airt-operator"
 
 
@@ -77,11 +79,18 @@ def _product_weight(index: int, total: int) -> int:
 def _worker_resources(ctx: RenderContext) -> dict[str, Any]:
     requests: dict[str, Any] = {"cpu": ctx.cpu_request, "memory": ctx.memory_request}
     limits: dict[str, Any] = {"cpu": ctx.cpu_limit, "memory": ctx.memory_limit}
+    if ctx.gpu and ctx.gpu.dra:
+        return {"requests": requests, "limits": limits, "claims": [{"name": CLAIM_REQUEST}]}
     if ctx.gpu:
         # Extended resources must have request == limit; setting the limit implies it.
         limits[ctx.gpu.resource] = str(ctx.gpu.count)
         requests[ctx.gpu.resource] = str(ctx.gpu.count)
     return {"requests": requests, "limits": limits}
+
+
+def _claim_labels(ctx: RenderContext) -> dict[str, str]:
+    """Labels of the pods' ResourceClaims: the owner's selector, so the operator watches them."""
+    return {**ctx.selector, "app.kubernetes.io/managed-by": MANAGED_BY}
 
 
 def _serving_ports(ctx: RenderContext) -> list[dict[str, Any]]:
@@ -105,6 +114,10 @@ def _environment() -> jinja2.Environment:
         pod_labels=_pod_labels,
         product_weight=_product_weight,
         worker_resources=_worker_resources,
+        claim_labels=_claim_labels,
+        claim_request=claim_request,
+        claim_digest=claim_digest,
+        claim_name=CLAIM_REQUEST,
         serving_ports=_serving_ports,
         pod_security_context=POD_SECURITY_CONTEXT,
         pvc_claim=lambda ctx: pvc_parts(ctx.model_uri)[0],

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from airt_operator.api import (
     MODEL_FORMATS,
     AnyRuntime,
+    GpuRequest,
     ModelDeployment,
     NamespacedInferenceRuntime,
     Reason,
@@ -66,6 +67,13 @@ def wants_gpu(md: ModelDeployment) -> bool:
     return bool(res and res.gpu)
 
 
+def _most_gpus(gpu: GpuRequest) -> int:
+    """The most whole GPUs one replica may get (a MIG slice counts as none)."""
+    if gpu.alternatives:
+        return max((a.count for a in gpu.alternatives if not a.mig), default=0)
+    return 0 if gpu.mig else gpu.count
+
+
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -110,8 +118,9 @@ def incompatibility(
                 f"not {_scheme(model.uri)}://"
             )
         limit = policy.max_gpus_per_replica
-        if gpu and not gpu.mig and limit is not None and gpu.count > limit:
-            return f"runtime {name} allows at most {limit} GPUs per replica, not {gpu.count}"
+        most = _most_gpus(gpu) if gpu else 0
+        if limit is not None and most > limit:
+            return f"runtime {name} allows at most {limit} GPUs per replica, not {most}"
         remote = _scheme(model.uri) != "pvc"
         if policy.require_model_sha256 and remote and not model.sha256 and not _pinned(model.uri):
             return (

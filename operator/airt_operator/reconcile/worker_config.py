@@ -33,9 +33,12 @@ class PodFacts:
 
     served_name: str
     threads: int
-    gpu_count: int  # 0: a CPU pod
+    gpu_count: int  # 0: a CPU pod; with DRA alternatives of different counts, the most
     drain_seconds: int
     limits: ServingLimits
+    # False when DRA alternatives differ in count: the worker then uses every GPU it sees,
+    # which are exactly the devices its claim was allocated.
+    fixed_gpu_count: bool = True
 
 
 def pvc_parts(uri: str) -> tuple[str, str]:
@@ -86,7 +89,7 @@ def worker_config(spec: ModelDeploymentSpec, pod: PodFacts) -> WorkerConfig:
         "max_inflight_bytes": limits.max_inflight_bytes,
         "execution_timeout_seconds": float(limits.execution_timeout_s),
     }
-    if pod.gpu_count:
+    if pod.gpu_count and pod.fixed_gpu_count:
         fields["device_count"] = pod.gpu_count
     if model.sha256:
         fields["model_sha256"] = model.sha256

@@ -113,7 +113,13 @@ def _rules(crd: dict[str, Any], path: str) -> list[dict[str, str]]:
 
 def test_cel_rules_are_where_they_belong() -> None:
     gpu = _rules(MD, ".spec.resources.gpu")
-    assert {r["fieldPath"] for r in gpu} == {".minMemoryGiB", ".count"}
+    assert {r["fieldPath"] for r in gpu} == {
+        ".minMemoryGiB",
+        ".count",
+        ".products",
+        ".mig",
+        ".alternatives",
+    }
     assert any("self.mig" in r["rule"] for r in gpu)
     assert any(
         "minReplicas <= self.maxReplicas" in r["rule"] for r in _rules(MD, ".spec.autoscaling")
@@ -159,7 +165,16 @@ def test_subresources_and_printer_columns() -> None:
         "labelSelectorPath": ".status.selector",
     }
     columns = {c["name"]: c for c in version["additionalPrinterColumns"] if "priority" not in c}
-    assert list(columns) == ["Model", "Runtime", "GPU", "Ready", "Replicas", "URL", "Age"]
+    assert list(columns) == [
+        "Model",
+        "Runtime",
+        "GPU",
+        "Allocated",
+        "Ready",
+        "Replicas",
+        "URL",
+        "Age",
+    ]
     assert columns["Ready"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
     assert "scale" not in IRT["spec"]["versions"][0]["subresources"]
 

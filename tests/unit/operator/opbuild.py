@@ -42,9 +42,17 @@ def example(name: str) -> ModelDeployment:
     raise KeyError(name)
 
 
-def context(md: ModelDeployment, service_monitor: bool = False) -> RenderContext:
+def context(
+    md: ModelDeployment, service_monitor: bool = False, dra_available: bool = False
+) -> RenderContext:
     return build_context(
-        md, resolve(md, runtimes()), BuildSettings.defaults(), "uid-1", 1, service_monitor
+        md,
+        resolve(md, runtimes()),
+        BuildSettings.defaults(),
+        "uid-1",
+        1,
+        service_monitor,
+        dra_available=dra_available,
     )
 
 

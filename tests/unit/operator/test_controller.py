@@ -17,12 +17,15 @@ from airt_operator.health import Health
 from airt_operator.reconciler import ReconcileOutcome, Result, Snapshot
 from airt_operator.watches import WATCHES, Trigger
 from airt_operator.world import (
+    CLAIMS_INDEX,
+    DEVICE_CLASSES_INDEX,
     MODELS_INDEX,
     NAMESPACED_RUNTIMES_INDEX,
     NAMESPACES_INDEX,
     NODES_INDEX,
     PODS_INDEX,
     RUNTIMES_INDEX,
+    SLICES_INDEX,
     WATCHED_CHILD_KINDS,
     World,
     child_index,
@@ -168,6 +171,9 @@ def indices() -> dict[str, Any]:
         PODS_INDEX: {},
         NODES_INDEX: {},
         NAMESPACES_INDEX: {"ns": [{"labels": {"team": "x"}}]},
+        CLAIMS_INDEX: {},
+        SLICES_INDEX: {},
+        DEVICE_CLASSES_INDEX: {},
     }
     out.update({child_index(kind): {} for kind in WATCHED_CHILD_KINDS})
     return out
@@ -220,4 +226,5 @@ def test_registration_follows_the_table_of_watches(monkeypatch: pytest.MonkeyPat
         Trigger.OWNED,
         Trigger.NAMESPACE,
         Trigger.CRD,
+        Trigger.DEVICES,
     }
