@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "Answer",
+    "BatchInfo",
     "BatchPolicy",
     "BatchReport",
     "BatchRunner",
@@ -58,14 +59,26 @@ __all__ = [
 
 
 @dataclass(frozen=True, slots=True)
+class BatchInfo:
+    """What every request of one batch shares: its size and when the model ran it (monotonic
+    ns). One per batch; read by the traces (`tracing`), ignored otherwise."""
+
+    requests: int
+    rows: int
+    model_start_ns: int
+    model_end_ns: int
+
+
+@dataclass(frozen=True, slots=True)
 class Answer:
-    """One request's outputs (spec order) and its share of the batch's timings."""
+    """One request's outputs (spec order), its share of the batch's timings and its batch."""
 
     outputs: list[Array]
     queue_ns: int
     compute_input_ns: int
     compute_infer_ns: int
     compute_output_ns: int
+    batch: BatchInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +205,8 @@ class _Done:
     compute_input_ns: int
     compute_infer_ns: int
     compute_output_ns: int
+    model_start_ns: int
+    model_end_ns: int
 
 
 class DynamicBatcher:
@@ -367,19 +382,22 @@ class DynamicBatcher:
             done.add_done_callback(functools.partial(self._finish, batch, instance, watchdog))
 
     def _execute(self, instance: int, inputs: list[list[Array]], rows: list[int]) -> _Done:
-        """One batch in the instance's thread: concatenate, run, split (all off the loop)."""
-        t0 = time.perf_counter_ns()
+        """One batch in the instance's thread: concatenate, run, split (all off the loop).
+        Timed on the monotonic clock, the one the request timestamps use."""
+        t0 = time.monotonic_ns()
         arrays = concat_inputs(inputs)
-        t1 = time.perf_counter_ns()
+        t1 = time.monotonic_ns()
         result = self._runner.run(instance, arrays, sum(rows))
-        t2 = time.perf_counter_ns()
+        t2 = time.monotonic_ns()
         outputs = split_outputs(result.outputs, rows, self._output_names)
-        t3 = time.perf_counter_ns()
+        t3 = time.monotonic_ns()
         return _Done(
             outputs,
             result.compute_input_ns + (t1 - t0),
             result.compute_infer_ns,
             result.compute_output_ns + (t3 - t2),
+            t1,
+            t2,
         )
 
     def _expire(self, batch: list[_Pending], instance: int, started_ns: int) -> None:
@@ -427,6 +445,8 @@ class DynamicBatcher:
             report = BatchReport(len(batch), sum(p.rows for p in batch), 0, 0, 0, exc)
         else:
             done = f.result()
+            rows = sum(p.rows for p in batch)
+            info = BatchInfo(len(batch), rows, done.model_start_ns, done.model_end_ns)
             for item, outputs in zip(batch, done.outputs, strict=True):
                 if not item.future.done():
                     item.future.set_result(
@@ -436,11 +456,12 @@ class DynamicBatcher:
                             done.compute_input_ns,
                             done.compute_infer_ns,
                             done.compute_output_ns,
+                            info,
                         )
                     )
             report = BatchReport(
                 len(batch),
-                sum(p.rows for p in batch),
+                rows,
                 done.compute_input_ns,
                 done.compute_infer_ns,
                 done.compute_output_ns,

@@ -16,7 +16,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -38,6 +38,7 @@ from airt_worker.errors import (
 from airt_worker.limits import MemoryBudget
 from airt_worker.messages import InferRequest, InferResponse, Tensor
 from airt_worker.offload import Offload
+from airt_worker.tracing import TraceConfig, check_update
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +175,10 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         max_message_bytes: int | None = None,
         budget: MemoryBudget | None = None,
         codec: Offload | None = None,
+        trace: TraceConfig | None = None,
     ) -> None:
         self.plane = plane
+        self.trace = trace or TraceConfig(enabled=False)
         self.limit = max_message_bytes
         self.budget = budget or MemoryBudget(1 << 62)
         self.codec = codec or Offload()
@@ -337,7 +340,19 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         return service_pb2.CudaSharedMemoryUnregisterResponse()
 
     async def TraceSetting(self, request: Any, context: Any) -> Any:
-        return service_pb2.TraceSettingResponse()
+        """Reports the tracing this worker really does; an update must change nothing."""
+
+        def settings() -> Any:
+            if request.model_name:
+                self.plane.model_ready(request.model_name, "")  # checks the name
+            requested = {k: list(v.value) or None for k, v in request.settings.items()}
+            check_update(self.trace, requested)
+            resp = service_pb2.TraceSettingResponse()
+            for key, value in self.trace.settings().items():
+                resp.settings[key].value.extend(value if isinstance(value, list) else [value])
+            return resp
+
+        return await self._sync(context, settings)
 
     async def LogSettings(self, request: Any, context: Any) -> Any:
         return service_pb2.LogSettingsResponse()
@@ -352,6 +367,8 @@ def build_server(
     max_concurrent_rpcs: int | None = None,
     budget: MemoryBudget | None = None,
     codec: Offload | None = None,
+    trace: TraceConfig | None = None,
+    interceptors: Sequence[Any] = (),
 ) -> tuple[grpc.aio.Server, int]:
     """The gRPC server bound to host:port (not started) and the port it got.
 
@@ -365,8 +382,10 @@ def build_server(
             ("grpc.so_reuseport", 0),
         ],
         maximum_concurrent_rpcs=max_concurrent_rpcs,
+        # only when tracing is on (`tracing`): an interceptor costs every call
+        interceptors=list(interceptors) or None,
     )
-    servicer = InferenceServicer(plane, max_message_bytes, budget, codec)
+    servicer = InferenceServicer(plane, max_message_bytes, budget, codec, trace)
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
