@@ -9,6 +9,7 @@ tools/build.sh into the keyed tool cache (`airt_dev.cluster.tool_bin_dir`).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from airt_dev.ports import bind_failed, free_port
 from airt_dev.wait import wait_for
 
 START_DEADLINE_S = 60.0
+TOOLS_DIR = Path(__file__).resolve().parents[2] / "tools"
 
 CONFIG = """\
 receivers:
@@ -158,12 +160,27 @@ class Collector:
                 self.proc.wait(timeout=timeout_s)
 
 
+def collector_binary() -> Path:
+    """The pinned Collector: from AIRT_BIN_DIR when set, else built (cached) by
+    `tools/build.sh otelcol`, which needs nothing of the control plane."""
+    override = os.environ.get("AIRT_BIN_DIR")
+    if override and (Path(override) / "otelcol").exists():
+        return Path(override) / "otelcol"
+    proc = subprocess.run(
+        ["bash", str(TOOLS_DIR / "build.sh"), "otelcol"],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"tools/build.sh otelcol failed:\n{proc.stderr[-4000:]}")
+    return Path(proc.stdout.strip().splitlines()[-1]) / "otelcol"
+
+
 def start(workdir: Path, binary: Path | None = None) -> Collector:
     """Start a Collector writing into `workdir`; returns once it accepts OTLP."""
     if binary is None:
-        from airt_dev.cluster import tool_bin_dir
-
-        binary = tool_bin_dir() / "otelcol"
+        binary = collector_binary()
     workdir.mkdir(parents=True, exist_ok=True)
     for attempt in range(3):
         grpc_port, http_port = free_port(), free_port()

@@ -60,11 +60,14 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class BatchInfo:
-    """What every request of one batch shares: its size and when the model ran it (monotonic
-    ns). One per batch; read by the traces (`tracing`), ignored otherwise."""
+    """What every request of one batch shares: its number (this batcher's count), its size, and
+    when it left the queue and the model ran it (monotonic ns). One per batch; read by the traces
+    (`tracing`), ignored otherwise."""
 
+    number: int
     requests: int
     rows: int
+    dispatched_ns: int
     model_start_ns: int
     model_end_ns: int
 
@@ -244,6 +247,7 @@ class DynamicBatcher:
         self._instances = instances
         self._executor = ThreadPoolExecutor(max_workers=instances, thread_name_prefix="instance")
         self._closing = False
+        self._batches = 0
         self._in_flight = 0
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
@@ -446,7 +450,15 @@ class DynamicBatcher:
         else:
             done = f.result()
             rows = sum(p.rows for p in batch)
-            info = BatchInfo(len(batch), rows, done.model_start_ns, done.model_end_ns)
+            self._batches += 1
+            info = BatchInfo(
+                self._batches,
+                len(batch),
+                rows,
+                batch[0].dispatched_ns,
+                done.model_start_ns,
+                done.model_end_ns,
+            )
             for item, outputs in zip(batch, done.outputs, strict=True):
                 if not item.future.done():
                     item.future.set_result(

@@ -19,7 +19,7 @@ one sampler decision. The span tree of one request:
     POST /v2/models/{model}/infer | inference.GRPCInferenceService/ModelInfer   (SERVER)
     ├── receive   read and decode the body, validate against the model
     ├── queue     in the batcher's queue                     airt.queue.time_ns
-    ├── batch     the batch it ran in (shared timings)       airt.batch.size, airt.batch.rows
+    ├── batch     the batch it ran in (shared timings)       airt.batch.size, .rows, .number
     │   └── model the model's own execution of that batch
     └── respond   statistics, encoding and writing the answer
 
@@ -223,23 +223,21 @@ class Emitter:
 
         child("receive", rt.received_ns, submitted)
         if a is not None:
-            dispatched = rt.received_ns + a.queue_ns
-            queue_ns = max(dispatched - submitted, 0)
+            b = a.batch
+            queue_ns = max(b.dispatched_ns - submitted, 0)
             root.set_attribute("airt.queue.time_ns", queue_ns)
-            root.set_attribute("airt.batch.size", a.batch.requests)
-            child("queue", submitted, dispatched, {"airt.queue.time_ns": queue_ns})
-            batch_attrs = {"airt.batch.size": a.batch.requests, "airt.batch.rows": a.batch.rows}
+            root.set_attribute("airt.batch.size", b.requests)
+            child("queue", submitted, b.dispatched_ns, {"airt.queue.time_ns": queue_ns})
+            batch_attrs = {
+                "airt.batch.number": b.number,
+                "airt.batch.size": b.requests,
+                "airt.batch.rows": b.rows,
+            }
             batch = self._tracer.start_span(
-                "batch", context=ctx, attributes=batch_attrs, start_time=dispatched + shift
+                "batch", context=ctx, attributes=batch_attrs, start_time=b.dispatched_ns + shift
             )
-            child(
-                "model",
-                a.batch.model_start_ns,
-                a.batch.model_end_ns,
-                {"airt.batch.size": a.batch.requests},
-                trace.set_span_in_context(batch),
-            )
-            batch.end(end_time=max(rt.answered_ns, dispatched) + shift)
+            child("model", b.model_start_ns, b.model_end_ns, None, trace.set_span_in_context(batch))
+            batch.end(end_time=max(rt.answered_ns, b.dispatched_ns) + shift)
             child("respond", rt.answered_ns, done_ns)
         elif rt.submitted_ns:  # queued, then failed or cancelled before an answer
             child("queue", submitted, done_ns)
