@@ -147,7 +147,8 @@ class Collector:
         def died() -> str | None:
             return f"the Collector exited:\n{self.log()}" if self.proc.poll() is not None else None
 
-        found: list[Span] = wait_for(check, timeout_s, what, interval_s=0.2, abort=died)
+        found = wait_for(check, timeout_s, what, interval_s=0.2, abort=died)
+        assert found is not None  # wait_for returns only a truthy value
         return found
 
     def stop(self, timeout_s: float = 30) -> None:
@@ -196,12 +197,12 @@ def start(workdir: Path, binary: Path | None = None) -> Collector:
 
         def ready(c: Collector = collector) -> bool:
             if c.proc.poll() is not None:
-                raise _Exited(c.log())
+                raise _ExitedError(c.log())
             return "Everything is ready" in c.log()
 
         try:
             wait_for(ready, START_DEADLINE_S, "the Collector to accept OTLP", interval_s=0.1)
-        except _Exited as e:
+        except _ExitedError as e:
             if bind_failed(str(e)) or "address already in use" in str(e):
                 continue  # another process took a port meanwhile: new ports
             raise RuntimeError(f"the Collector exited early:\n{e}") from None
@@ -212,5 +213,5 @@ def start(workdir: Path, binary: Path | None = None) -> Collector:
     raise RuntimeError("the Collector could not bind free ports three times")
 
 
-class _Exited(Exception):
+class _ExitedError(Exception):
     """The Collector process ended while starting; the message is its log."""
