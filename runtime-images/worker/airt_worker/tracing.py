@@ -118,9 +118,10 @@ def check_update(config: TraceConfig, requested: Mapping[str, Any]) -> None:
     for key, value in requested.items():
         if value is None:
             continue
-        want = [str(v) for v in value] if isinstance(value, list) else str(value)
+        # HTTP sends strings or lists, gRPC always lists: compare as lists of strings
+        want = [str(v) for v in value] if isinstance(value, list) else [str(value)]
         have = current.get(key)
-        if have is None or (want != have and [want] != have):
+        if have is None or want != (have if isinstance(have, list) else [have]):
             raise UnsupportedError(
                 f"trace setting {key!r} cannot be changed at run time: tracing is configured at "
                 "start from the OTEL_* environment (the ModelDeployment's spec.tracing)"
@@ -251,9 +252,9 @@ class Emitter:
 
 def _header_carrier(headers: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
     carrier: dict[str, str] = {}
-    for k, v in headers:
-        if k in (b"traceparent", b"tracestate") or k.lower() in (b"traceparent", b"tracestate"):
-            carrier[k.decode("latin-1").lower()] = v.decode("latin-1")
+    for k, v in headers:  # ASGI header names are lowercase
+        if k == b"traceparent" or k == b"tracestate":
+            carrier[k.decode("latin-1")] = v.decode("latin-1")
     return carrier
 
 
