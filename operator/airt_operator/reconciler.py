@@ -421,7 +421,20 @@ class Reconciler:
             wanted.add((manifest["apiVersion"], manifest["kind"]))
             live, read = await self._live_child(snap, manifest)
             if self._index_behind(snap, manifest, live):
-                continue  # our own apply is not in the watch yet; it is what we want
+                if live is not None or read:
+                    continue  # our own apply is not in the watch yet; it is what we want
+                # Missing from the index soon after our apply: watch lag, or deleted right
+                # after it (`kubectl scale` then `kubectl delete`), whose event is this
+                # reconcile and no later one would bring the child back before the resync.
+                # The API server tells which.
+                live = await self.kube.get(
+                    kind_of(manifest),
+                    manifest["metadata"]["namespace"],
+                    manifest["metadata"]["name"],
+                )
+                read = True
+                if live is not None:
+                    continue
             if live is None and not read:
                 live = await self.kube.get(
                     kind_of(manifest),

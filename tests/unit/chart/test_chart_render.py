@@ -306,3 +306,31 @@ def test_example_runtimes_are_off_by_default_and_match_the_examples(render: Rend
         assert runtimes[name]["spec"] == example["spec"], name
         parsed = parse_inference_runtime(runtimes[name])
         assert parsed.spec.container is not None and not parsed.spec.container.airt_worker_config
+
+
+def test_operator_tracing_sets_otel_env_and_egress(render: Render) -> None:
+    """operator.tracing: the standard OTEL_* variables and egress to the receiver's port; none
+    of either by default."""
+
+    def parts(*args: str) -> tuple[dict[str, str], list[dict[str, Any]]]:
+        objects = render(*args)
+        container = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("value", "") for e in container["env"]}
+        return env, one(objects, "NetworkPolicy")["spec"]["egress"]
+
+    env, egress = parts()
+    assert not [k for k in env if k.startswith("OTEL_")]
+    assert len(egress) == 2  # DNS and the API server
+    env, egress = parts(
+        "--set", "operator.tracing.endpoint=http://otel-collector.observability:4317",
+        "--set-json", "operator.tracing.samplingRatio=0.5",
+    )  # fmt: skip
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability:4317"
+    assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "grpc"
+    assert env["OTEL_TRACES_SAMPLER_ARG"] == "0.5"
+    assert egress[-1] == {"ports": [{"port": 4317, "protocol": "TCP"}]}
+    _, egress = parts(
+        "--set", "operator.tracing.endpoint=https://otlp.example.com",
+        "--set", "operator.tracing.protocol=http/protobuf",
+    )  # fmt: skip
+    assert egress[-1] == {"ports": [{"port": 4318, "protocol": "TCP"}]}
