@@ -6,8 +6,8 @@ it, and every example Ready. Then each command of the tour's shell block runs, i
 bash with `set -e`, so an export carries over and the first failing command fails the test with
 its output. Skipped, and said so in the README: `make dev` and `make dev-down` (the fixture's
 work) and the lines about `mlp-local` (served by the real node, which the e2e tier covers).
-The namespace is deleted afterwards; a cluster where `airt-demo` already exists (a running
-`make dev`) is left alone and the test skipped.
+The namespace and its model volume are deleted afterwards; a cluster where `airt-demo` already
+exists (a running `make dev`) is left alone and the test skipped.
 """
 
 from __future__ import annotations
@@ -77,6 +77,10 @@ def demo(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     exists = cluster.kubectl("get", "namespace", NAMESPACE, check=False)
     if exists.returncode == 0:
         pytest.skip(f"namespace {NAMESPACE} exists (make dev running?): the tour would change it")
+    # The namespace's model volume outlives it (Retain) bound to the old claim: a new claim
+    # could not bind to it, so it goes before and after.
+    volume = f"airt-models-{NAMESPACE}"
+    cluster.kubectl("delete", "pv", volume, "--ignore-not-found", "--timeout=60s")
     say = print
     devjob.install(cluster, say)
     op = OperatorProcess.start(
@@ -90,6 +94,7 @@ def demo(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     finally:
         op.stop()
         cluster.kubectl("delete", "namespace", NAMESPACE, "--timeout=120s", check=False)
+        cluster.kubectl("delete", "pv", volume, "--ignore-not-found", "--wait=false", check=False)
 
 
 def test_the_tour_runs(demo: Cluster, tmp_path: Path) -> None:
@@ -114,4 +119,4 @@ def test_the_tour_runs(demo: Cluster, tmp_path: Path) -> None:
     assert re.search(r'"reason":"(NoMatchingGPUNodes|Unschedulable)"', out), out
     assert "modeldeployment.airt.dev/too-big created" in out
     assert "scaled" in out
-    assert "Usage" in out  # airt-worker serve --help
+    assert "usage: airt-worker serve" in out  # airt-worker serve --help

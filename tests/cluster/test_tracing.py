@@ -69,6 +69,8 @@ def test_reconcile_spans(
             spans = collector.wait_spans(applied, 120, "a reconcile span that applied mlp-cpu")
         finally:
             op.stop()
+    # the namespace's model volume (Retain) is not needed again
+    cluster.kubectl("delete", "pv", f"airt-models-{ns}", "--ignore-not-found", "--wait=false")
     root = next(
         s
         for s in reconciles(spans, ns, "mlp-cpu")
