@@ -12,7 +12,9 @@ exists (a running `make dev`) is left alone and the test skipped.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,6 +105,9 @@ def test_the_tour_runs(demo: Cluster, tmp_path: Path) -> None:
         if skip_reason(command) is None:
             script += [f"echo '>>> command {i}' >&2", command]
     env = {**demo.env(), "AIRT_CLUSTER_NAME": demo.name}
+    # The tour calls `uv`, which the reader has on PATH; `uv run` names itself in UV.
+    uv = os.environ.get("UV") or shutil.which("uv") or str(Path.home() / ".local/bin/uv")
+    env["PATH"] = f"{Path(uv).parent}{os.pathsep}{env['PATH']}"
     proc = subprocess.run(
         ["bash", "-c", "\n".join(script)],
         cwd=ROOT,
