@@ -380,12 +380,13 @@ class Tracing(ApiModel):
     protocol: Literal["grpc", "http/protobuf"] = Field(
         default="grpc", description="The OTLP transport: grpc, or http/protobuf."
     )
-    sampling_ratio: float = Field(
-        default=1.0,
-        ge=0.0,
-        le=1.0,
-        description="Share of requests traced when the caller sent no sampled traceparent (a "
-        "caller's W3C traceparent decides for its own requests); 1 traces every request.",
+    sampling_percent: int = Field(
+        default=100,
+        ge=0,
+        le=100,
+        description="Percent of requests traced when the caller sent no sampled traceparent (a "
+        "caller's W3C traceparent decides for its own requests); 100 traces every request. An "
+        "integer, as Kubernetes APIs avoid floats.",
     )
 
 

@@ -76,7 +76,7 @@ def tracing_env(tracing: Tracing, name: str, namespace: str) -> tuple[tuple[str,
         ("OTEL_EXPORTER_OTLP_ENDPOINT", tracing.endpoint),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", tracing.protocol),
         ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
-        ("OTEL_TRACES_SAMPLER_ARG", f"{tracing.sampling_ratio:g}"),
+        ("OTEL_TRACES_SAMPLER_ARG", f"{tracing.sampling_percent / 100:g}"),
         ("OTEL_SERVICE_NAME", name),
         ("OTEL_RESOURCE_ATTRIBUTES", f"k8s.namespace.name={namespace},k8s.deployment.name={name}"),
     )

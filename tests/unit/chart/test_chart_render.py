@@ -323,7 +323,7 @@ def test_operator_tracing_sets_otel_env_and_egress(render: Render) -> None:
     assert len(egress) == 2  # DNS and the API server
     env, egress = parts(
         "--set", "operator.tracing.endpoint=http://otel-collector.observability:4317",
-        "--set-json", "operator.tracing.samplingRatio=0.5",
+        "--set", "operator.tracing.samplingPercent=50",
     )  # fmt: skip
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability:4317"
     assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "grpc"

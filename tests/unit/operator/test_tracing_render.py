@@ -32,7 +32,7 @@ def egress(children: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def test_tracing_becomes_otel_env_and_egress() -> None:
     children = traced(
-        {"endpoint": "http://otel-collector.observability:4317", "samplingRatio": 0.25}
+        {"endpoint": "http://otel-collector.observability:4317", "samplingPercent": 25}
     )
     env = worker_env(children)
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability:4317"
@@ -58,7 +58,7 @@ def test_no_tracing_no_otel_env() -> None:
 
 @pytest.mark.parametrize(
     "tracing",
-    [{"endpoint": "otel-collector:4317"}, {"endpoint": "http://c:4317", "samplingRatio": 2}],
+    [{"endpoint": "otel-collector:4317"}, {"endpoint": "http://c:4317", "samplingPercent": 101}],
 )
 def test_bad_tracing_is_refused(tracing: dict[str, Any]) -> None:
     with pytest.raises(ApiValidationError, match=r"spec\.tracing"):
