@@ -1,9 +1,10 @@
 """A local OpenTelemetry Collector: OTLP in (gRPC and HTTP), every span out to a JSON file.
 
 Used by the tracing tests (tests/worker/test_worker_tracing.py and
-tests/cluster/test_reconcile_tracing.py): they point a worker or the operator at `Collector.endpoint`, then read back what the Collector really
-received with `Collector.wait_spans`. The binary is the pinned build of tools/otelcol, made by
-tools/build.sh into the keyed tool cache (`airt_dev.cluster.tool_bin_dir`).
+tests/cluster/test_reconcile_tracing.py): they point a worker or the operator at
+`Collector.endpoint`, then read back what the Collector really received with
+`Collector.wait_spans`. The binary is the pinned build of tools/otelcol, made by
+`tools/build.sh otelcol` into the keyed tool cache (or taken from AIRT_BIN_DIR).
 """
 
 from __future__ import annotations
