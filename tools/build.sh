@@ -7,13 +7,38 @@
 # with the same pins builds nothing: each binary is skipped when it already exists in the keyed
 # directory. The key is a hash of every tools/*/go.mod and go.sum plus the Go version, so a
 # change of pin lands in a fresh directory and never mixes versions. The project's own Go source
-# (the model store) is part of the key too.
+# (the model store) is part of the key too. The test Collector (tools/otelcol) has a key of its own,
+# so that a change of its pins never rebuilds the control plane, and is linked into the directory;
+# `tools/build.sh otelcol` builds only the Collector and prints its own directory.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache_root="${AIRT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/airt}"
-key="$( (go env GOVERSION; cat "$here"/*/go.mod "$here"/*/go.sum "$here"/*/*/*.go) | sha256sum | cut -c1-16)"
+control_plane=(etcd helm k8s kube-router kwok registry)
+key="$( (go env GOVERSION; for d in "${control_plane[@]}"; do cat "$here/$d/go.mod"; done
+  for d in "${control_plane[@]}"; do cat "$here/$d/go.sum"; done
+  cat "$here"/registry/*/*.go) | sha256sum | cut -c1-16)"
 bin="$cache_root/bin/$key"
+# The OpenTelemetry Collector the tracing tests send spans to (OTLP in, JSON file out).
+otel_key="$( (go env GOVERSION; cat "$here"/otelcol/go.mod "$here"/otelcol/go.sum "$here"/otelcol/*.go) | sha256sum | cut -c1-16)"
+otel_bin="$cache_root/bin/otelcol-$otel_key"
+mkdir -p "$otel_bin"
+exec 8>"$otel_bin/.lock"
+flock 8
+if [[ ! -x "$otel_bin/otelcol" ]]; then
+  echo "[tools] building otelcol (tools/otelcol) ..." >&2
+  start=$SECONDS
+  (cd "$here/otelcol" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$otel_bin/otelcol.tmp" .)
+  mv "$otel_bin/otelcol.tmp" "$otel_bin/otelcol"
+  echo "[tools] built otelcol in $((SECONDS - start)) s" >&2
+fi
+flock -u 8
+# `tools/build.sh otelcol`: the Collector alone (the tracing tests need nothing else)
+if [[ "${1:-}" == otelcol ]]; then
+  echo "$otel_bin"
+  exit 0
+fi
+
 mkdir -p "$bin"
 # One build at a time per key (make test, a test fixture and make dev may all ask at once).
 exec 9>"$bin/.lock"
@@ -57,5 +82,7 @@ build registry modelstore ./modelstore
 # The real node's NetworkPolicy engine: kube-router, run with its firewall controller only.
 build kube-router kube-router github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
 build helm helm helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=$helm_version"
+
+ln -sfn "$otel_bin/otelcol" "$bin/otelcol"
 
 echo "$bin"

@@ -30,6 +30,7 @@ from airt_operator.metrics import OperatorMetrics
 from airt_operator.reconcile.build import BuildSettings
 from airt_operator.reconciler import Reconciler
 from airt_operator.settings import OperatorSettings
+from airt_operator.tracing import start_tracer
 from airt_operator.workqueue import Backoff
 
 log = logging.getLogger("airt.operator")
@@ -141,12 +142,14 @@ async def run_operator(settings: OperatorSettings) -> None:
         except StartupError:
             await kube.close()
             raise
+    traced = start_tracer()
     reconciler = Reconciler(
         kube,
         metrics,
         BuildSettings.from_settings(settings),
         resync_seconds=settings.resync_seconds,
         max_concurrent=settings.max_concurrent_reconciles,
+        tracer=traced[0] if traced else None,
     )
     registry = kopf.OperatorRegistry()
     register(
@@ -198,6 +201,8 @@ async def run_operator(settings: OperatorSettings) -> None:
     finally:
         await runner.cleanup()
         await kube.close()
+        if traced is not None:
+            traced[1].shutdown()  # exports the spans still buffered
 
 
 def main(settings: OperatorSettings) -> int:

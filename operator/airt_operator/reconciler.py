@@ -11,6 +11,7 @@ runtime-status loop writes through `write_runtime_status`, so only this module h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -111,9 +112,18 @@ class Reconciler:
     _events: dict[tuple[str, str], list[PendingEvent]] = field(default_factory=dict)
     # Consecutive attempts whose children could not be applied for a reason worth retrying.
     _failing: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: An OpenTelemetry tracer when tracing is on (`tracing.start_tracer`); None: no spans.
+    tracer: Any = None
 
     def __post_init__(self) -> None:
         self._slots = asyncio.Semaphore(self.max_concurrent)
+
+    def span(self, name: str, attributes: dict[str, Any] | None = None) -> Any:
+        """A span around a step of the reconcile, child of the reconcile's; a no-op context
+        when tracing is off."""
+        if self.tracer is None:
+            return contextlib.nullcontext()
+        return self.tracer.start_as_current_span(name, attributes=attributes)
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         return self._locks.setdefault((namespace, name), asyncio.Lock())
@@ -138,13 +148,19 @@ class Reconciler:
             if snap is None:
                 return None
             start = time.monotonic()
-            try:
-                await self._send_events(snap)  # owed from an earlier attempt
-                outcome = await self._reconcile(snap)
-            except KubeError as exc:
-                outcome = ReconcileOutcome(
-                    Result.WAITING if exc.retryable else Result.FAILED, str(exc), 5.0
-                )
+            attrs = {"k8s.namespace.name": namespace, "airt.modeldeployment.name": name}
+            with self.span("reconcile", attrs) as span:
+                try:
+                    await self._send_events(snap)  # owed from an earlier attempt
+                    outcome = await self._reconcile(snap)
+                except KubeError as exc:
+                    outcome = ReconcileOutcome(
+                        Result.WAITING if exc.retryable else Result.FAILED, str(exc), 5.0
+                    )
+                if span is not None:
+                    span.set_attribute("airt.reconcile.result", outcome.result.value)
+                    if outcome.message:
+                        span.set_attribute("airt.reconcile.message", outcome.message)
             self.metrics.reconciles.labels(result=outcome.result.value).inc()
             self.metrics.reconcile_duration.observe(time.monotonic() - start)
             return outcome
@@ -207,7 +223,10 @@ class Reconciler:
             except ApiValidationError as exc:
                 log.warning("skipping invalid runtime: %s", exc)
         try:
-            resolved = resolve(md, runtimes, snap.namespace_labels)
+            with self.span("resolve") as resolve_span:
+                resolved = resolve(md, runtimes, snap.namespace_labels)
+                if resolve_span is not None:
+                    resolve_span.set_attribute("airt.runtime.name", resolved.name)
         except ResolutionFailure as failure:
             cond = resolved_conditions(failure.reason, failure.message, ok=False)
             await self._write_status(snap, generation, old, failed_resolution(cond), {})
@@ -255,7 +274,10 @@ class Reconciler:
             await self._write_status(snap, generation, old, failed_resolution(cond), {})
             return ReconcileOutcome(Result.INVALID, message)
         try:
-            wrote = await self._apply_children(desired, snap)
+            with self.span("apply", {"airt.children.desired": len(desired)}) as apply_span:
+                wrote = await self._apply_children(desired, snap)
+                if apply_span is not None:
+                    apply_span.set_attribute("airt.children.written", wrote)
         except ChildConflictError as exc:
             # Not the spec's fault and not permanent: the foreign object may go away (nothing
             # of it reaches the watches, so the handlers retry with backoff).
@@ -280,9 +302,12 @@ class Reconciler:
         deployment = snap.children.get(("apps/v1", "Deployment"))
         obs = Observation(deployment, snap.pods, snap.nodes, snap.claims, snap.slices)
         conds = observe(ctx, obs, resolved_cond)
-        status_wrote = await self._write_status(
-            snap, generation, old, conds, status_fields(ctx, obs)
-        )
+        with self.span("status") as status_span:
+            status_wrote = await self._write_status(
+                snap, generation, old, conds, status_fields(ctx, obs)
+            )
+            if status_span is not None:
+                status_span.set_attribute("airt.status.written", status_wrote)
         self._failing.pop((ns, name), None)
         return ReconcileOutcome(Result.APPLIED if wrote or status_wrote else Result.UNCHANGED)
 
@@ -378,7 +403,20 @@ class Reconciler:
             wanted.add((manifest["apiVersion"], manifest["kind"]))
             live, read = await self._live_child(snap, manifest)
             if self._index_behind(snap, manifest, live):
-                continue  # our own apply is not in the watch yet; it is what we want
+                if live is not None or read:
+                    continue  # our own apply is not in the watch yet; it is what we want
+                # Missing from the index soon after our apply: watch lag, or deleted right
+                # after it (`kubectl scale` then `kubectl delete`), whose event is this
+                # reconcile and no later one would bring the child back before the resync.
+                # The API server tells which.
+                live = await self.kube.get(
+                    kind_of(manifest),
+                    manifest["metadata"]["namespace"],
+                    manifest["metadata"]["name"],
+                )
+                read = True
+                if live is not None:
+                    continue
             if live is None and not read:
                 live = await self.kube.get(
                     kind_of(manifest),

@@ -6,6 +6,7 @@ Readiness is polled with a deadline; `stop` sends SIGTERM and waits for the exit
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -33,6 +34,7 @@ class Worker:
     log_path: Path
     args: list[str] = field(default_factory=list)
     restarts: int = 0
+    env: dict[str, str] | None = None
 
     @property
     def http(self) -> str:
@@ -95,7 +97,9 @@ class Worker:
         ]
         with self.log_path.open("ab") as log:
             log.write(b"\n[workerproc] a port was taken: restarting on new ports\n")
-            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+            self.proc = subprocess.Popen(
+                self.args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=self.env
+            )
 
     def stop(self, timeout: float = 60) -> int:
         if self.proc.poll() is None:
@@ -103,7 +107,15 @@ class Worker:
         return self.proc.wait(timeout=timeout)
 
 
-def spawn(name: str, model: Path, log_dir: Path, *args: str, config: Path | None = None) -> Worker:
+def spawn(
+    name: str,
+    model: Path,
+    log_dir: Path,
+    *args: str,
+    config: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> Worker:
+    """Start a worker; `env` adds to (or overrides) this process's environment."""
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     argv = [
         sys.executable,
@@ -124,7 +136,8 @@ def spawn(name: str, model: Path, log_dir: Path, *args: str, config: Path | None
         *(["--config-file", str(config)] if config else []),
         *args,
     ]
+    full_env = {**os.environ, **env} if env is not None else None
     log_path = log_dir / f"{name}.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    return Worker(name, proc, http_port, grpc_port, metrics_port, log_path, argv)
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=full_env)
+    return Worker(name, proc, http_port, grpc_port, metrics_port, log_path, argv, env=full_env)

@@ -371,6 +371,35 @@ class Monitoring(ApiModel):
     )
 
 
+OTLP_ENDPOINT_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s]*)?$"
+
+
+class Tracing(ApiModel):
+    """OpenTelemetry traces of the model's inference requests, exported over OTLP.
+
+    Rendered as the standard OTEL_* variables of the worker container; a span tree per request
+    (receive, queue, batch, model, respond). Off when omitted, and then free."""
+
+    endpoint: Annotated[
+        str, StringConstraints(min_length=8, max_length=512, pattern=OTLP_ENDPOINT_PATTERN)
+    ] = Field(
+        description="The OTLP receiver, such as an OpenTelemetry Collector: "
+        "http://otel-collector.observability:4317 (gRPC) or :4318 (HTTP). The worker pods may "
+        "reach its port (the NetworkPolicy allows it).",
+    )
+    protocol: Literal["grpc", "http/protobuf"] = Field(
+        default="grpc", description="The OTLP transport: grpc, or http/protobuf."
+    )
+    sampling_percent: int = Field(
+        default=100,
+        ge=0,
+        le=100,
+        description="Percent of requests traced when the caller sent no sampled traceparent (a "
+        "caller's W3C traceparent decides for its own requests); 100 traces every request. An "
+        "integer, as Kubernetes APIs avoid floats.",
+    )
+
+
 class ModelDeploymentSpec(ApiModel):
     """The desired state of a ModelDeployment. The operator never writes it."""
 
@@ -408,6 +437,10 @@ class ModelDeploymentSpec(ApiModel):
     )
     monitoring: Monitoring | None = Field(
         default=None, description="Prometheus integration (ServiceMonitor)."
+    )
+    tracing: Tracing | None = Field(
+        default=None,
+        description="OpenTelemetry traces of inference requests (OTLP); off when omitted.",
     )
 
 

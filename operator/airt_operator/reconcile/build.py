@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from airt_operator.api import ModelDeployment
-from airt_operator.api.modeldeployment import DEFAULT_CPU_UTILIZATION, INFLIGHT_METRIC
+from airt_operator.api.modeldeployment import DEFAULT_CPU_UTILIZATION, INFLIGHT_METRIC, Tracing
 from airt_operator.reconcile.context import Access, RenderContext
 from airt_operator.reconcile.placement import GpuPlacement, gpu_placement, placement_mode
 from airt_operator.reconcile.resolve import ResolvedRuntime
@@ -70,6 +70,28 @@ class BuildSettings:
 
 _BYTES = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50}  # fmt: skip
+
+
+def tracing_env(tracing: Tracing, name: str, namespace: str) -> tuple[tuple[str, str], ...]:
+    """spec.tracing as the OpenTelemetry SDK's standard variables: the base endpoint (the SDK
+    adds /v1/traces for HTTP), the protocol, a parent-based ratio sampler (a caller's sampled
+    traceparent is always honoured) and the resource that names the model."""
+    return (
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", tracing.endpoint),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", tracing.protocol),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", f"{tracing.sampling_percent / 100:g}"),
+        ("OTEL_SERVICE_NAME", name),
+        ("OTEL_RESOURCE_ATTRIBUTES", f"k8s.namespace.name={namespace},k8s.deployment.name={name}"),
+    )
+
+
+def tracing_port(tracing: Tracing) -> int:
+    """The receiver's port: the one in the endpoint, else OTLP's default for the protocol."""
+    authority = tracing.endpoint.split("://", 1)[1].split("/", 1)[0]
+    if ":" in authority:
+        return int(authority.rsplit(":", 1)[1])
+    return 4317 if tracing.protocol == "grpc" else 4318
 
 
 def quantity_bytes(quantity: int | str) -> int:
@@ -197,6 +219,10 @@ def build_context(
         runtime_env=tuple((e.name, e.value) for e in (rt.defaults.env or []))
         if rt.defaults
         else (),
+        tracing_env=tracing_env(spec.tracing, name, md.metadata.namespace or "")
+        if spec.tracing
+        else (),
+        tracing_port=tracing_port(spec.tracing) if spec.tracing else None,
         replicas=spec.replicas,
         cpu_request=cpu,
         cpu_limit=cpu,

@@ -55,6 +55,11 @@ class RenderContext:
     fetcher_image: str
     accelerator: str
     runtime_env: tuple[tuple[str, str], ...] = ()
+    #: The OTEL_* variables of spec.tracing (reconcile/build.py `tracing_env`); the runtime's
+    #: own variables, rendered after them, may override single ones.
+    tracing_env: tuple[tuple[str, str], ...] = ()
+    #: The OTLP receiver's port, which the NetworkPolicy lets the pods reach; None: no tracing.
+    tracing_port: int | None = None
     # shape
     replicas: int | None = 1  # None when an HPA owns the replica count
     cpu_request: str

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "Answer",
+    "BatchInfo",
     "BatchPolicy",
     "BatchReport",
     "BatchRunner",
@@ -58,14 +59,29 @@ __all__ = [
 
 
 @dataclass(frozen=True, slots=True)
+class BatchInfo:
+    """What every request of one batch shares: its number (this batcher's count), its size, and
+    when it left the queue and the model ran it (monotonic ns). One per batch; read by the traces
+    (`tracing`), ignored otherwise."""
+
+    number: int
+    requests: int
+    rows: int
+    dispatched_ns: int
+    model_start_ns: int
+    model_end_ns: int
+
+
+@dataclass(frozen=True, slots=True)
 class Answer:
-    """One request's outputs (spec order) and its share of the batch's timings."""
+    """One request's outputs (spec order), its share of the batch's timings and its batch."""
 
     outputs: list[Array]
     queue_ns: int
     compute_input_ns: int
     compute_infer_ns: int
     compute_output_ns: int
+    batch: BatchInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +208,8 @@ class _Done:
     compute_input_ns: int
     compute_infer_ns: int
     compute_output_ns: int
+    model_start_ns: int
+    model_end_ns: int
 
 
 class DynamicBatcher:
@@ -229,6 +247,7 @@ class DynamicBatcher:
         self._instances = instances
         self._executor = ThreadPoolExecutor(max_workers=instances, thread_name_prefix="instance")
         self._closing = False
+        self._batches = 0
         self._in_flight = 0
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
@@ -367,19 +386,22 @@ class DynamicBatcher:
             done.add_done_callback(functools.partial(self._finish, batch, instance, watchdog))
 
     def _execute(self, instance: int, inputs: list[list[Array]], rows: list[int]) -> _Done:
-        """One batch in the instance's thread: concatenate, run, split (all off the loop)."""
-        t0 = time.perf_counter_ns()
+        """One batch in the instance's thread: concatenate, run, split (all off the loop).
+        Timed on the monotonic clock, the one the request timestamps use."""
+        t0 = time.monotonic_ns()
         arrays = concat_inputs(inputs)
-        t1 = time.perf_counter_ns()
+        t1 = time.monotonic_ns()
         result = self._runner.run(instance, arrays, sum(rows))
-        t2 = time.perf_counter_ns()
+        t2 = time.monotonic_ns()
         outputs = split_outputs(result.outputs, rows, self._output_names)
-        t3 = time.perf_counter_ns()
+        t3 = time.monotonic_ns()
         return _Done(
             outputs,
             result.compute_input_ns + (t1 - t0),
             result.compute_infer_ns,
             result.compute_output_ns + (t3 - t2),
+            t1,
+            t2,
         )
 
     def _expire(self, batch: list[_Pending], instance: int, started_ns: int) -> None:
@@ -427,6 +449,16 @@ class DynamicBatcher:
             report = BatchReport(len(batch), sum(p.rows for p in batch), 0, 0, 0, exc)
         else:
             done = f.result()
+            rows = sum(p.rows for p in batch)
+            self._batches += 1
+            info = BatchInfo(
+                self._batches,
+                len(batch),
+                rows,
+                batch[0].dispatched_ns,
+                done.model_start_ns,
+                done.model_end_ns,
+            )
             for item, outputs in zip(batch, done.outputs, strict=True):
                 if not item.future.done():
                     item.future.set_result(
@@ -436,11 +468,12 @@ class DynamicBatcher:
                             done.compute_input_ns,
                             done.compute_infer_ns,
                             done.compute_output_ns,
+                            info,
                         )
                     )
             report = BatchReport(
                 len(batch),
-                sum(p.rows for p in batch),
+                rows,
                 done.compute_input_ns,
                 done.compute_infer_ns,
                 done.compute_output_ns,

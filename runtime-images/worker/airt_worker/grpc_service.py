@@ -25,7 +25,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -47,6 +47,7 @@ from airt_worker.errors import (
 from airt_worker.limits import MemoryBudget
 from airt_worker.messages import InferRequest, InferResponse, Tensor
 from airt_worker.offload import Offload
+from airt_worker.tracing import TraceConfig, check_update
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +185,10 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         budget: MemoryBudget | None = None,
         codec: Offload | None = None,
         max_calls: int | None = None,
+        trace: TraceConfig | None = None,
     ) -> None:
         self.plane = plane
+        self.trace = trace or TraceConfig(enabled=False)
         self.limit = max_message_bytes
         self.max_calls = max_calls if max_calls is not None else 1 << 62
         self.calls = 0  # inference calls in progress (ModelInfer, ModelStreamInfer streams)
@@ -384,7 +387,19 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         return service_pb2.CudaSharedMemoryUnregisterResponse()
 
     async def TraceSetting(self, request: Any, context: Any) -> Any:
-        return service_pb2.TraceSettingResponse()
+        """Reports the tracing this worker really does; an update must change nothing."""
+
+        def settings() -> Any:
+            if request.model_name:
+                self.plane.model_ready(request.model_name, "")  # checks the name
+            requested = {k: list(v.value) or None for k, v in request.settings.items()}
+            check_update(self.trace, requested)
+            resp = service_pb2.TraceSettingResponse()
+            for key, value in self.trace.settings().items():
+                resp.settings[key].value.extend(value if isinstance(value, list) else [value])
+            return resp
+
+        return await self._sync(context, settings)
 
     async def LogSettings(self, request: Any, context: Any) -> Any:
         return service_pb2.LogSettingsResponse()
@@ -424,6 +439,8 @@ def build_server(
     max_concurrent_rpcs: int | None = None,
     budget: MemoryBudget | None = None,
     codec: Offload | None = None,
+    trace: TraceConfig | None = None,
+    interceptors: Sequence[Any] = (),
 ) -> tuple[grpc.aio.Server, int]:
     """The gRPC server bound to host:port (not started) and the port it got.
 
@@ -437,8 +454,12 @@ def build_server(
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),
         ],
+        # only when tracing is on (`tracing`): an interceptor costs every call
+        interceptors=list(interceptors) or None,
     )
-    servicer = InferenceServicer(plane, max_message_bytes, budget, codec, max_concurrent_rpcs)
+    servicer = InferenceServicer(
+        plane, max_message_bytes, budget, codec, max_calls=max_concurrent_rpcs, trace=trace
+    )
     handlers = _method_handlers(servicer)
     handlers["ModelInfer"] = grpc.stream_unary_rpc_method_handler(
         servicer.ModelInferCall,

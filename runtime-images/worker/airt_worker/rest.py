@@ -44,6 +44,7 @@ from airt_worker.rest_codec import (
     decompress,
     encode_response,
 )
+from airt_worker.tracing import TraceConfig, check_update
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,10 @@ class RestApp:
         body_timeout_s: float = 5.0,
         budget: MemoryBudget | None = None,
         codec: Offload | None = None,
+        trace: TraceConfig | None = None,
     ) -> None:
         self.plane = plane
+        self.trace = trace or TraceConfig(enabled=False)
         self.max_request_bytes = max_request_bytes
         self.compress_min_bytes = compress_min_bytes
         self.limits = DecodeLimits(max_request_bytes, max_json_bytes)
@@ -319,7 +322,7 @@ class RestApp:
                 return _get(method, path, lambda: plane.statistics(model, version))
             if action == "trace/setting":
                 plane.model_ready(model, version)  # checks the name
-                return 200, _EMPTY_OBJECT
+                return await self._trace_setting(method, path, receive)
             raise NotFoundError(f"no such endpoint: {method} {path}")
         if head == "repository" and method == "POST":
             if rest[1:] == ["index"]:
@@ -338,7 +341,9 @@ class RestApp:
                 await _read_small(receive)
                 (plane.load if rest[3] == "load" else plane.unload)(rest[2])
                 return 200, b""
-        if head in ("trace", "logging") and rest[1:] in ([], ["setting"]):
+        if head == "trace" and rest[1:] == ["setting"]:
+            return await self._trace_setting(method, path, receive)
+        if head == "logging" and rest[1:] in ([], ["setting"]):
             return 200, _EMPTY_OBJECT
         if head in ("systemsharedmemory", "cudasharedmemory"):
             if rest[-1] == "status":
@@ -347,6 +352,22 @@ class RestApp:
                 return 200, b""
             raise UnsupportedError(f"{head} is not supported: send tensors in the request body")
         raise NotFoundError(f"no such endpoint: {method} {path}")
+
+    async def _trace_setting(self, method: str, path: str, receive: Receive) -> tuple[int, bytes]:
+        """The v2 trace extension: GET reports the tracing this worker really does; POST
+        accepts only what changes nothing (tracing is fixed at start, see `tracing`)."""
+        if method == "POST":
+            body = await _read_small(receive)
+            try:
+                doc = orjson.loads(body) if body.strip() else {}
+            except orjson.JSONDecodeError as e:
+                raise InvalidInputError(f"malformed JSON in the trace settings: {e}") from None
+            if not isinstance(doc, dict):
+                raise InvalidInputError("the trace settings must be a JSON object")
+            check_update(self.trace, doc)
+        elif method != "GET":
+            raise NotFoundError(f"no such endpoint: {method} {path}")
+        return 200, orjson.dumps(self.trace.settings())
 
 
 def path_parts(path: str) -> list[str]:

@@ -41,6 +41,7 @@ from airt_worker.offload import Offload
 from airt_worker.rest import RestApp
 from airt_worker.runner import ModelRunner
 from airt_worker.settings import WorkerSettings
+from airt_worker.tracing import TraceConfig
 
 log = logging.getLogger("airt_worker")
 
@@ -134,6 +135,16 @@ async def serve(settings: WorkerSettings) -> int:
     # one budget for both transports: the memory requests in progress hold together
     budget = MemoryBudget(settings.max_inflight_bytes)
     codec = Offload()
+    # Tracing is decided here, once: when off, the plain batcher and transports serve and no
+    # request pays for it; when on, traced wrappers are built instead (see `tracing`).
+    trace_config = TraceConfig.from_env()
+    provider: Any = None
+    emitter = None
+    if trace_config.enabled:
+        from airt_worker.tracing import Emitter, start_provider
+
+        provider = start_provider(trace_config, "airt-worker")
+        emitter = Emitter(settings.model_name, settings.model_version, provider)
     rest = RestApp(
         plane,
         settings.max_request_bytes,
@@ -142,9 +153,17 @@ async def serve(settings: WorkerSettings) -> int:
         body_timeout_s=settings.body_timeout_seconds,
         budget=budget,
         codec=codec,
+        trace=trace_config,
     )
+    app: Any = rest
+    interceptors: list[Any] = []
+    if emitter is not None:
+        from airt_worker.tracing import TracedRestApp, tracing_interceptor
+
+        app = TracedRestApp(rest, emitter)
+        interceptors.append(tracing_interceptor(emitter))
     http = _http_server(
-        rest,
+        app,
         settings.host,
         settings.http_port,
         drain,
@@ -175,6 +194,8 @@ async def serve(settings: WorkerSettings) -> int:
             max_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
             budget=budget,
             codec=codec,
+            trace=trace_config,
+            interceptors=interceptors,
         )
     except OSError as e:
         log.error("cannot listen: %s", e)
@@ -222,7 +243,12 @@ async def serve(settings: WorkerSettings) -> int:
                 max_queue_size=b.max_queue_size,
                 default_timeout_ns=b.default_timeout_microseconds * 1000,
             )
-            batcher = DynamicBatcher(
+            batcher_class = DynamicBatcher
+            if emitter is not None:
+                from airt_worker.tracing import TracedBatcher
+
+                batcher_class = TracedBatcher
+            batcher = batcher_class(
                 runner,
                 policy,
                 settings.instance_count,
@@ -253,6 +279,8 @@ async def serve(settings: WorkerSettings) -> int:
     if not load.done():
         load.cancel()
     codec.close()
+    if provider is not None:
+        provider.shutdown()  # exports the spans still buffered
     st = plane.stats
     log.info("stopped after %d successful and %d failed requests", st.success.count, st.fail.count)
     if batcher is not None and batcher.running:

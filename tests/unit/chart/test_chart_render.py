@@ -376,3 +376,31 @@ def test_works_as_a_dependency_of_an_umbrella_chart(helm: Path, tmp_path: Path) 
         [*cmd, "--set", "airt.replicaCont=1"], capture_output=True, text=True, check=False
     )
     assert typo.returncode != 0 and "replicaCont" in typo.stderr, typo.stderr
+
+
+def test_operator_tracing_sets_otel_env_and_egress(render: Render) -> None:
+    """operator.tracing: the standard OTEL_* variables and egress to the receiver's port; none
+    of either by default."""
+
+    def parts(*args: str) -> tuple[dict[str, str], list[dict[str, Any]]]:
+        objects = render(*args)
+        container = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("value", "") for e in container["env"]}
+        return env, one(objects, "NetworkPolicy")["spec"]["egress"]
+
+    env, egress = parts()
+    assert not [k for k in env if k.startswith("OTEL_")]
+    assert len(egress) == 2  # DNS and the API server
+    env, egress = parts(
+        "--set", "operator.tracing.endpoint=http://otel-collector.observability:4317",
+        "--set", "operator.tracing.samplingPercent=50",
+    )  # fmt: skip
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability:4317"
+    assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "grpc"
+    assert env["OTEL_TRACES_SAMPLER_ARG"] == "0.5"
+    assert egress[-1] == {"ports": [{"port": 4317, "protocol": "TCP"}]}
+    _, egress = parts(
+        "--set", "operator.tracing.endpoint=https://otlp.example.com",
+        "--set", "operator.tracing.protocol=http/protobuf",
+    )  # fmt: skip
+    assert egress[-1] == {"ports": [{"port": 4318, "protocol": "TCP"}]}
