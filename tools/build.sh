@@ -50,17 +50,23 @@ build_date="2026-01-01T00:00:00Z" # fixed, so the binaries are reproducible
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 
+# Progress: each binary's place in the list, its time and the time so far.
+total=12
+n=0
+all_start=$SECONDS
+
 # build <module dir> <output name> <package> [ldflags]
 build() {
   local dir="$1" out="$2" pkg="$3" ldflags="${4:-}"
+  n=$((n + 1))
   if [[ -x "$bin/$out" ]]; then
     return 0
   fi
-  log "building $out ($pkg) ..."
+  log "$n/$total building $out ($pkg) ..."
   local start=$SECONDS
   (cd "$here/$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $ldflags" -o "$bin/$out.tmp" "$pkg")
   mv "$bin/$out.tmp" "$bin/$out"
-  log "built $out in $((SECONDS - start)) s"
+  log "$n/$total built $out in $((SECONDS - start)) s ($((SECONDS - all_start)) s so far)"
 }
 
 k8s_ldflags=""
@@ -83,6 +89,10 @@ build registry modelstore ./modelstore
 build kube-router kube-router github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
 build helm helm helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=$helm_version"
 
+if (( n != total )); then
+  log "internal: $n binaries listed, total says $total"
+  exit 1
+fi
 ln -sfn "$otel_bin/otelcol" "$bin/otelcol"
 
 echo "$bin"

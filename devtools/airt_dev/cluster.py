@@ -14,11 +14,13 @@ kwokctl's CLI is its supported interface.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,12 +57,24 @@ def tool_bin_dir() -> Path:
     override = os.environ.get("AIRT_BIN_DIR")
     if override:
         return Path(override)
-    proc = subprocess.run(
-        ["bash", str(TOOLS_DIR / "build.sh")], check=False, capture_output=True, text=True
+    # A cold build takes many minutes: its progress lines ([tools] k/n building ..., built in
+    # N s) go to the user as they come, and the last ones into the error if it fails.
+    proc = subprocess.Popen(
+        ["bash", str(TOOLS_DIR / "build.sh")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    if proc.returncode != 0:
-        raise ClusterError(f"tools/build.sh failed:\n{proc.stderr[-4000:]}")
-    return Path(proc.stdout.strip().splitlines()[-1])
+    assert proc.stderr is not None and proc.stdout is not None
+    tail: collections.deque[str] = collections.deque(maxlen=40)
+    for line in proc.stderr:
+        tail.append(line)
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    out = proc.stdout.read()
+    if proc.wait() != 0:
+        raise ClusterError("tools/build.sh failed:\n" + "".join(tail))
+    return Path(out.strip().splitlines()[-1])
 
 
 @dataclass(frozen=True)

@@ -87,9 +87,17 @@ def apply_examples(c: Cluster, say: Say, timeout_s: float = 300) -> None:
     files = sorted((REPO_ROOT / "examples" / "deployments").glob("*.yaml"))
     apply_files(c, *files, namespace=NAMESPACE)
     say(f"applied {len(files)} example ModelDeployments; waiting until every one is Ready")
-    wait_for(lambda: not _ready_models(c)[2], timeout_s, "every example ModelDeployment Ready")
-    ready, total, _ = _ready_models(c)
-    say(f"{ready}/{total} ModelDeployments Ready")
+    shown = -1
+
+    def all_ready() -> bool:
+        nonlocal shown
+        ready, total, _ = _ready_models(c)
+        if ready != shown:  # a live count, a line each time it moves
+            say(f"{ready}/{total} ModelDeployments Ready")
+            shown = ready
+        return ready == total
+
+    wait_for(all_ready, timeout_s, "every example ModelDeployment Ready")
 
 
 def serve_on_real_node(c: Cluster, say: Say) -> dict[str, Any]:
