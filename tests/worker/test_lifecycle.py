@@ -343,3 +343,33 @@ def test_taken_port_exits_1_with_the_address(models: Path) -> None:
         )
     assert done.returncode == 1
     assert f"cannot listen: 127.0.0.1:{port}" in done.stderr
+
+
+def test_debug_logs_one_line_per_request_with_its_id(models: Path, tmp_path: Path) -> None:
+    """At `--log-level debug` every request leaves one JSON line with its id and outcome: the
+    client's v2 id when it sent one, a number otherwise, and refusals with their reason."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    worker = spawn("debuglog", models / "mlp.pt", tmp_path, "--log-level", "debug",
+                   "--log-format", "json", config=models / "mlp.yaml")  # fmt: skip
+    try:
+        worker.wait_ready()
+        url = f"http://{worker.http}/v2/models/mlp/infer"
+        features = {"name": "features", "datatype": "FP32", "shape": [1, 64], "data": [0.5] * 64}
+        body = {"id": "req-42", "inputs": [features]}
+        with urllib.request.urlopen(
+            urllib.request.Request(url, json.dumps(body).encode(), method="POST"), timeout=30
+        ) as r:
+            assert r.status == 200
+        bad = urllib.request.Request(url, b'{"inputs": 1}', method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(bad, timeout=30)
+        assert refused.value.code == 400
+    finally:
+        assert worker.stop() == 0
+    lines = [json.loads(x) for x in worker.log().splitlines() if x.startswith("{")]
+    requests = [x["message"] for x in lines if x.get("logger") == "airt_worker.requests"]
+    assert any(m.startswith("request req-42 model mlp: OK (1 rows") for m in requests), requests
+    assert any(m.startswith("request #") and "refused" in m for m in requests), requests

@@ -10,6 +10,8 @@ attaches the model runner and batcher once the model is loaded and warmed up.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
 import time
 from typing import Any
 
@@ -28,6 +30,13 @@ from airt_worker.errors import (
 from airt_worker.messages import InferRequest, InferResponse, Tensor
 from airt_worker.modelspec import ModelSpec
 from airt_worker.stats import ModelStats
+
+#: One line per inference request at debug level (`log_level: debug`), with the request's id
+#: (the client's v2 `id`, else a number of this process), its outcome and its time; failed
+#: model executions are logged at error by the batcher whatever the level.
+request_log = logging.getLogger("airt_worker.requests")
+_sequence = itertools.count(1)
+
 
 SERVER_NAME = "airt"
 #: Only what is implemented in full (see docs/worker-protocol.md).
@@ -137,11 +146,17 @@ class DataPlane:
             answer = await batcher.submit(arrays, rows, key, t0, _deadline(req, t0))
         except InferenceError as e:
             self.stats.record_failure(time.monotonic_ns() - t0, e.reason, e.kind)
+            if request_log.isEnabledFor(logging.DEBUG):
+                self._log_request(req, t0, e.reason, e.message)
             raise
         except asyncio.CancelledError:  # the client went away (REST disconnect, gRPC cancel)
             c = CanceledError("canceled")
             self.stats.record_failure(time.monotonic_ns() - t0, c.reason, c.kind)
+            if request_log.isEnabledFor(logging.DEBUG):
+                self._log_request(req, t0, c.reason, c.message)
             raise
+        if request_log.isEnabledFor(logging.DEBUG):
+            self._log_request(req, t0, "OK", f"{rows} rows, queued {answer.queue_ns // 1000} us")
         self.stats.record_success(
             time.monotonic_ns() - t0,
             answer.queue_ns,
@@ -167,6 +182,24 @@ class DataPlane:
         """Count a request a transport refused before it reached `infer` (malformed, too large,
         unknown model, unsupported encoding, busy), so every rejection shows in the metrics."""
         self.stats.record_failure(time.monotonic_ns() - received_ns, error.reason, error.kind)
+        if request_log.isEnabledFor(logging.DEBUG):
+            request_log.debug(
+                "request #%d refused: %s (%s) after %d us",
+                next(_sequence),
+                error.reason,
+                error.message,
+                (time.monotonic_ns() - received_ns) // 1000,
+            )
+
+    def _log_request(self, req: InferRequest, t0: int, outcome: str, detail: str) -> None:
+        request_log.debug(
+            "request %s model %s: %s (%s) in %d us",
+            req.id or f"#{next(_sequence)}",
+            req.model_name,
+            outcome,
+            detail,
+            (time.monotonic_ns() - t0) // 1000,
+        )
 
     def on_batch(self, report: BatchReport) -> None:
         """Batcher callback: account one model execution (a failed one only as a failure)."""
