@@ -105,7 +105,8 @@ def summarize(md: Obj, pods: Iterable[Obj]) -> ModelSummary:
         ready_replicas=int(status.get("readyReplicas") or 0),
         replicas=int(want if want is not None else status.get("replicas") or 0),
         runtime=str(status.get("runtimeName") or (spec.get("runtime") or {}).get("name") or ""),
-        gpu=str(status.get("gpu") or ""),
+        # what the replicas were allocated (DRA) says more than what they asked for
+        gpu=str(status.get("gpuProduct") or status.get("gpu") or ""),
         nodes=tuple(nodes),
         pending=sum(1 for p in own if not _placed(p)),
     )

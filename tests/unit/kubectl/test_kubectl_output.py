@@ -50,6 +50,12 @@ def test_status_table_shows_reasons_only_where_wrong_and_placement() -> None:
     assert "1x gpu (NVIDIA-L4)" in lines[2]
 
 
+def test_status_shows_the_allocated_product_under_dra() -> None:
+    dra = md("dra", READY, gpu="2x gpu (NVIDIA-L4 > NVIDIA-H100)", gpuProduct="1x NVIDIA-H100")
+    line = status_table([summarize(dra, [])], all_namespaces=False).splitlines()[1]
+    assert "1x NVIDIA-H100" in line and "NVIDIA-L4" not in line
+
+
 def test_diagnosis_text_ends_with_the_fix() -> None:
     d = Diagnosis(False, "X: y -> do z", [Finding("condition", "Ready", "False X: y")])
     text = diagnosis_text(d)
