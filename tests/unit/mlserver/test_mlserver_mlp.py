@@ -13,6 +13,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 import torch
+
 from airt_mlserver.mlp import InputError, Mlp, WeightsError
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -82,7 +83,7 @@ def test_weights_that_are_no_mlp_are_refused(tmp_path: Path) -> None:
         with pytest.raises(WeightsError):
             Mlp.load(path)
     (tmp_path / "text.npz").write_text("not a zip")
-    with pytest.raises(WeightsError, match="not a NumPy .npz"):
+    with pytest.raises(WeightsError, match=r"not a NumPy \.npz"):
         Mlp.load(tmp_path / "text.npz")
 
 
