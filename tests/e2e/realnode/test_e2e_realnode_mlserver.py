@@ -60,7 +60,6 @@ def mlserver(env: Env, served: dict[str, Any]) -> Iterator[dict[str, Any]]:
     runtime = yaml.safe_load(RUNTIME_FILE.read_text())
     # Cluster-scoped: a name of this run, so that parallel runs and the chart never collide.
     runtime["metadata"] = {"name": f"mlserver-{env.ns}"}
-    apply(env.cluster, runtime)
     npz = env.store.models / "mlp.npz"
     uri = env.store.store.publish(npz, f"{env.ns}/mlp.npz")
     md = {
@@ -80,8 +79,9 @@ def mlserver(env: Env, served: dict[str, Any]) -> Iterator[dict[str, Any]]:
             "resources": {"cpu": "500m", "memory": "1Gi"},
         },
     }
-    apply(env.cluster, md, env.ns)
     try:
+        apply(env.cluster, runtime)
+        apply(env.cluster, md, env.ns)
         wait_condition(env.cluster, env.ns, NAME, "Ready", "True", timeout_s=300)
         yield md
     finally:
