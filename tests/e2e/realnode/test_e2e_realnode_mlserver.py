@@ -272,17 +272,21 @@ def test_mlservers_own_metrics_reach_prometheus_with_the_pods_labels(
 
     try:
         # MLServer's own counter (its name and its `model` label), re-exported by the sidecar.
+        # MLServer labels the version "None" over REST and "" over gRPC: one series each.
         success = f'model_infer_request_success_total{{model="{MODEL}"}}'
+        total = f"sum by (pod, namespace, modeldeployment) ({success})"
         wait_for(
-            lambda: bool(query(f"{success} >= 5")),
+            lambda: bool(query(f"{total} >= 5")),
             60,
             "Prometheus to scrape MLServer's model_infer_request_success_total from port 8002",
             0.5,
         )
-        (series,) = query(success)
-        labels = series["metric"]
-        assert (labels.get("pod"), labels.get("namespace")) == (name, env.ns), labels
-        assert labels.get("modeldeployment") == NAME, labels
+        series = query(success)
+        assert series, "no model_infer_request_success_total series"
+        for one in series:
+            labels = one["metric"]
+            assert (labels.get("pod"), labels.get("namespace")) == (name, env.ns), labels
+            assert labels.get("modeldeployment") == NAME, labels
         assert query(f'airt_worker_up{{pod="{name}"}} == 1'), "the sidecar cannot read MLServer"
     finally:
         proc.terminate()
