@@ -72,6 +72,12 @@ generate: ## Regenerate the CRDs, docs/api.md, the chart's copies (CRDs, operato
 	rm -f charts/airt/files/crds/*.yaml
 	cp crds/*.yaml charts/airt/files/crds/
 
+.PHONY: mlserver-requirements
+mlserver-requirements: ## Re-pin the MLServer image's requirements from PyPI (raise --exclude-newer for newer releases).
+	@# MLServer is no workspace member, so its pins do not constrain the products' lock; the fixed
+	@# date makes this command give the same pins until someone moves it.
+	$(UV) pip compile runtime-images/mlserver/pyproject.toml --universal --python-version 3.11 --exclude-newer 2026-12-01T00:00:00Z --no-annotate -o runtime-images/mlserver/requirements.txt
+
 .PHONY: check-generated
 check-generated: generate ## Fail when generated files differ from what is committed.
 	@git diff --exit-code -- crds docs/api.md charts/airt/files charts/airt/README.md runtime-images/worker/requirements.txt runtime-images/metrics/requirements.txt operator/requirements.txt || { echo "generated files drifted: run make generate and commit"; exit 1; }

@@ -1,4 +1,5 @@
-"""Build the example models the worker serves, as TorchScript (.pt) and torch.export (.pt2) files.
+"""Build the example models the worker serves, as TorchScript (.pt) and torch.export (.pt2) files,
+and the MLP's weights as NumPy arrays (.npz) for the example MLServer runtime.
 
 Run by hand, by `make dev` and by the worker-tier tests:
 
@@ -10,7 +11,9 @@ behaviour. Besides each model file it writes `<name>.yaml`, the worker config fo
 separately).
 
 - `mlp`: a small MLP (64 -> 256 -> 256 -> 10); per-request overhead dominates, the batching and
-  transport benchmark.
+  transport benchmark. `mlp.npz` holds the same weights for runtime-images/mlserver's NumPy
+  runtime (arrays `w0, b0, w1, b1, ...` in layer order, each weight shaped (out, in) as in
+  torch's Linear), so that MLServer and the airt worker can be asked the same question.
 - `cnn`: a small CNN over 3x32x32 images; compute dominates.
 - `strings`: TorchScript over `List[str]` (BYTES in, BYTES out: upper-cased, and lengths as INT64).
 - `halves`: FP16 and BF16 inputs and outputs (TorchScript and torch.export).
@@ -24,6 +27,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from torch import nn
@@ -94,6 +98,17 @@ def _write_config(out: Path, name: str, config: dict[str, Any]) -> Path:
     return path
 
 
+def _save_linear_weights(net: nn.Sequential, path: Path) -> None:
+    """The Linear layers' weights and biases as plain arrays (no pickle: np.load reads them with
+    allow_pickle=False)."""
+    arrays: dict[str, np.ndarray] = {}
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    for i, layer in enumerate(linears):
+        arrays[f"w{i}"] = layer.weight.detach().numpy().astype(np.float32)
+        arrays[f"b{i}"] = layer.bias.detach().numpy().astype(np.float32)
+    np.savez(path, **arrays)
+
+
 def build(out: Path) -> list[Path]:
     """Write every example model and its config into `out`; return the files written."""
     out.mkdir(parents=True, exist_ok=True)
@@ -108,7 +123,8 @@ def build(out: Path) -> list[Path]:
         torch.jit.save(torch.jit.script(mlp), out / "mlp.pt")
         program = torch.export.export(mlp, example, dynamic_shapes={"features": {0: batch}})
         torch.export.save(program, out / "mlp.pt2")
-        written += [out / "mlp.pt", out / "mlp.pt2"]
+        _save_linear_weights(mlp.net, out / "mlp.npz")
+        written += [out / "mlp.pt", out / "mlp.pt2", out / "mlp.npz"]
         written.append(
             _write_config(
                 out,

@@ -37,7 +37,7 @@ SHIPPED = {
     "torch-cpu": ("torchscript", "pvc://models/mlp/model.pt", 0),
     "torch-cuda": ("torchscript", "pvc://models/mlp/model.pt", 1),
     "triton": ("triton", "pvc://models/repository", 1),
-    "mlserver": ("sklearn", "s3://models-bucket/iris", 0),
+    "mlserver": ("mlp-npz", "s3://models-bucket/mlp.npz", 0),
     "vllm": ("safetensors", "pvc://llm/qwen", 2),
 }
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCTS = {"airt_operator", "airt_worker", "airt_metrics", "airt_kubectl"}
+PRODUCTS = {"airt_operator", "airt_worker", "airt_metrics", "airt_kubectl", "airt_mlserver"}
 # Test folder → the products its tests may import (besides airt_contract and airt_dev). The
 # e2e tier tests the products together and is the one place that may import several.
 TEST_OWNERS = {
@@ -27,6 +27,8 @@ TEST_OWNERS = {
     "tests/unit/worker": {"airt_worker"},
     "tests/worker": {"airt_worker"},
     "tests/unit/metrics": {"airt_metrics"},
+    # The MLServer image's runtime (its NumPy part; MLServer itself runs in the image).
+    "tests/unit/mlserver": {"airt_mlserver"},
     # The kubectl plugin's pure parts; its cluster tests run the `kubectl-airt` command itself.
     "tests/unit/kubectl": {"airt_kubectl"},
     "tests/unit/devtools": set(),

@@ -115,6 +115,26 @@ def test_each_image_installs_its_products_locked_requirements() -> None:
     assert "\nkopf==" in operator and "\ntorch==" not in operator
 
 
+def test_mlserver_requirements_are_pinned_and_match_its_pyproject() -> None:
+    # MLServer is no workspace member (its pins would constrain the products' lock): its image
+    # installs a requirements file compiled from runtime-images/mlserver/pyproject.toml with a
+    # fixed --exclude-newer, so the same command gives the same pins (`make
+    # mlserver-requirements`).
+    folder = ROOT / "runtime-images" / "mlserver"
+    text = (folder / "requirements.txt").read_text()
+    command = text.splitlines()[1]
+    assert "uv pip compile runtime-images/mlserver/pyproject.toml" in command
+    assert "--exclude-newer" in command and "--universal" in command
+    makefile = (ROOT / "Makefile").read_text()
+    assert "$(UV) " + command.removeprefix("#    uv ").split(" -o ")[0] in makefile
+    pins = [ln.split(" ;")[0] for ln in text.splitlines() if ln and not ln.startswith((" ", "#"))]
+    assert pins and all(re.fullmatch(r"[a-z0-9._-]+==[\w.+-]+", p) for p in pins), pins
+    declared = tomllib.loads((folder / "pyproject.toml").read_text())["project"]["dependencies"]
+    (mlserver,) = [d for d in declared if d.startswith("mlserver")]
+    assert mlserver in pins, "the image installs the MLServer its pyproject pins"
+    assert not any(p.startswith(("torch==", "kopf==", "airt")) for p in pins)
+
+
 def test_torch_defaults_install_the_cpu_build(defaults: dict[str, str], tmp_path: Path) -> None:
     req = tmp_path / "req.txt"
     req.write_text(SAMPLE_REQUIREMENTS)
@@ -192,13 +212,16 @@ def test_images_list_matches_the_dockerfiles_and_the_runtimes() -> None:
     images = _images()
     assert {v[0] for v in images.values()} == {f"runtime-images/{n}" for n in EXPECTED}
     always = [k for k, v in images.items() if v[3] == "always"]
-    assert always == ["worker-cpu", "metrics", "operator"]
+    assert always == ["worker-cpu", "metrics", "operator", "mlserver"]
     assert images["worker-cuda"][3] == "cuda"
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     refs = {f"{v[1]}:{version}" for v in images.values()}
-    for runtime in (ROOT / "examples" / "runtimes").glob("*.yaml"):
+    for runtime in (ROOT / "examples" / "runtimes").rglob("*.yaml"):
         spec = yaml.safe_load(runtime.read_text())["spec"]
-        for ref in [spec["container"]["image"], *spec["images"].values()]:
+        ours = [spec["container"]["image"], *(spec.get("images") or {}).values()]
+        # The bring-your-own examples may name other vendors' images; the project's own must
+        # be ones this script builds.
+        for ref in (r for r in ours if r.startswith("ghcr.io/airt-dev/")):
             assert ref in refs, f"{runtime.name}: {ref} is not built by make images"
     for key, (_, repo, _, _) in images.items():
         assert repo.rsplit("/", 1)[1] == key, key
@@ -243,7 +266,9 @@ def test_each_product_builds_outside_the_workspace() -> None:
     # The images copy a product's folder without the workspace root; a `workspace = true`
     # source in the product's own pyproject would make its build fail there. The root declares
     # the workspace's sources for every member.
-    for product in ("contract", "operator", "runtime-images/worker", "runtime-images/metrics"):
+    products = ("contract", "operator", "runtime-images/worker", "runtime-images/metrics",
+                "runtime-images/mlserver")  # fmt: skip
+    for product in products:
         doc = tomllib.loads((ROOT / product / "pyproject.toml").read_text())
         assert "sources" not in doc.get("tool", {}).get("uv", {}), product
     root = tomllib.loads((ROOT / "pyproject.toml").read_text())

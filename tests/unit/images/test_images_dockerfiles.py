@@ -25,7 +25,13 @@ EXPECTED: dict[str, tuple[list[str], str]] = {
     "worker/Dockerfile.cpu": (["airt-worker", "serve"], "airt-worker"),
     "worker/Dockerfile.cuda": (["airt-worker", "serve"], "airt-worker"),
     "metrics/Dockerfile": (["airt-metrics"], "airt-metrics"),
+    # Seldon MLServer (from PyPI) with airt's runtime for the example MLP: the bring-your-own
+    # runtime that the e2e tier serves on the real node.
+    "mlserver/Dockerfile": (["mlserver", "start", "/mnt/models"], "airt-mlserver"),
 }
+# Dockerfiles whose command is a third-party server, not in the project environment: the image
+# build's smoke check (tools/images/build.sh) runs it in the built image instead.
+THIRD_PARTY_COMMANDS = {"mlserver/Dockerfile"}
 # Dockerfile → the source folders it may copy (its product and the contract), and the modules
 # its build must fail to import.
 PRODUCT_SOURCES: dict[str, tuple[set[str], tuple[str, ...]]] = {
@@ -38,6 +44,10 @@ PRODUCT_SOURCES: dict[str, tuple[set[str], tuple[str, ...]]] = {
     "metrics/Dockerfile": (
         {"runtime-images/metrics"},
         ("torch", "kopf", "airt_operator", "airt_worker"),
+    ),
+    "mlserver/Dockerfile": (
+        {"runtime-images/mlserver"},
+        ("torch", "kopf", "airt_operator", "airt_worker", "airt_metrics"),
     ),
 }
 REQUIRED_LABELS = (

@@ -193,7 +193,7 @@ def test_every_shipped_runtime_renders_a_restricted_pod() -> None:
         md("torchscript", uri="pvc://models/mlp/model.pt"),
         md("torchscript", uri="pvc://models/mlp/model.pt", gpus=1),
         md("triton", "triton", gpus=1),
-        md("sklearn", "mlserver", uri="s3://models-bucket/iris"),
+        md("mlp-npz", "mlserver", uri="s3://models-bucket/mlp.npz"),
         md("safetensors", "vllm", uri="pvc://llm/qwen", gpus=2),
     ]
     for m in cases:
@@ -222,13 +222,18 @@ def test_triton_serves_its_repository_and_its_own_metrics() -> None:
 
 
 def test_mlserver_gets_its_ports_by_environment_and_the_sidecar_scrapes_it() -> None:
-    objs = children(md("sklearn", "mlserver", uri="s3://models-bucket/iris"), [rt(byo("mlserver"))])
+    objs = children(
+        md("mlp-npz", "mlserver", uri="s3://models-bucket/mlp.npz"), [rt(byo("mlserver"))]
+    )
     pod = pod_of(objs)
     server, sidecar = pod["containers"]
     assert server["command"] == ["mlserver", "start", "/mnt/models/model"]
     env = env_of(server)
     assert (env["MLSERVER_HTTP_PORT"], env["MLSERVER_GRPC_PORT"]) == ("8080", "8081")
     assert env["MLSERVER_MODEL_NAME"] == "m"
+    # The fetched file is the model MLServer loads with airt's runtime, without a settings file.
+    assert env["MLSERVER_MODEL_URI"] == "/mnt/models/model"
+    assert env["MLSERVER_MODEL_IMPLEMENTATION"] == "airt_mlserver.runtime.NpzMlp"
     assert {"name": "models", "mountPath": "/mnt/models"} in server["volumeMounts"]
     assert env_of(sidecar)["AIRT_METRICS_WORKER_URL"] == "http://127.0.0.1:8082/metrics"
     # The fetcher still fetches (and checks digests), whatever the runtime.
@@ -285,8 +290,8 @@ def test_the_airt_worker_refuses_a_format_it_cannot_load() -> None:
 
 def test_a_namespaced_runtime_is_resolved_before_the_cluster_catalog() -> None:
     mine = team()  # namespace team-a, format sklearn, priority 10
-    cluster = rt({**byo("mlserver"), "spec": {**byo("mlserver")["spec"], "autoSelect": True,
-                                                "priority": 900}})  # fmt: skip
+    spec = {**byo("mlserver")["spec"], "autoSelect": True, "priority": 900, "formats": ["sklearn"]}
+    cluster = rt({**byo("mlserver"), "spec": spec})
     # Auto-selection: the team's runtime wins over a higher-priority cluster one.
     got = resolve(md("sklearn"), [cluster, mine])
     assert (got.kind, got.name) == ("NamespacedInferenceRuntime", "team-mlserver")

@@ -1,0 +1,61 @@
+"""`NpzMlp`: an MLServer runtime that serves the example MLP from its .npz weights.
+
+Imported by MLServer (`mlserver start`) when a model's settings name
+`airt_mlserver.runtime.NpzMlp`: the example InferenceRuntime (examples/runtimes/byo/mlserver.yaml)
+sets MLSERVER_MODEL_IMPLEMENTATION and MLSERVER_MODEL_URI, so a model fetched as one .npz file
+needs no model-settings.json. The arithmetic is airt_mlserver.mlp's; this module only translates
+between MLServer's v2 types and arrays, and turns bad requests into MLServer's InferenceError
+(HTTP 400, gRPC INVALID_ARGUMENT) instead of a 500.
+"""
+
+from __future__ import annotations
+
+from mlserver import MLModel
+from mlserver.codecs import NumpyCodec
+from mlserver.errors import InferenceError
+from mlserver.types import InferenceRequest, InferenceResponse, MetadataTensor
+from mlserver.utils import get_model_uri
+
+from airt_mlserver.mlp import INPUT, OUTPUTS, Mlp
+
+
+class NpzMlp(MLModel):  # type: ignore[misc]  # MLServer ships no type information
+    """The MLP of examples/build_models.py, answering like the airt worker does for it."""
+
+    async def load(self) -> bool:
+        self._mlp = Mlp.load(await get_model_uri(self.settings))
+        # Metadata for clients that ask (tritonclient, kubectl airt infer) when the settings
+        # declare none: what the weights say, with a variable batch dimension.
+        if not self.settings.inputs:
+            self.inputs = [
+                MetadataTensor(name=INPUT, datatype="FP32", shape=[-1, self._mlp.in_features])
+            ]
+        if not self.settings.outputs:
+            self.outputs = [
+                MetadataTensor(name=name, datatype="FP32", shape=[-1, self._mlp.out_features])
+                for name in OUTPUTS
+            ]
+        return True
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        if [i.name for i in payload.inputs] != [INPUT]:
+            raise InferenceError(f"expected one input named {INPUT}")
+        tensor = payload.inputs[0]
+        # MLServer's types keep enum values as plain strings; str() of either spelling is "FP32".
+        datatype = str(getattr(tensor.datatype, "value", tensor.datatype))
+        if datatype != "FP32":
+            raise InferenceError(f"{INPUT} must be FP32, got {datatype}")
+        try:
+            out = self._mlp(NumpyCodec.decode_input(tensor))
+        except ValueError as exc:  # InputError, or a shape that does not fit the data
+            raise InferenceError(str(exc)) from exc
+        wanted = [o.name for o in payload.outputs] if payload.outputs else list(OUTPUTS)
+        unknown = sorted(set(wanted) - set(out))
+        if unknown:
+            raise InferenceError(f"unknown outputs {unknown}; this model has {list(OUTPUTS)}")
+        return InferenceResponse(
+            model_name=self.name,
+            model_version=self.version,
+            id=payload.id,
+            outputs=[NumpyCodec.encode_output(name, out[name]) for name in wanted],
+        )
