@@ -15,6 +15,7 @@ kwokctl's CLI is its supported interface.
 from __future__ import annotations
 
 import collections
+import fcntl
 import hashlib
 import json
 import os
@@ -293,9 +294,15 @@ class ClusterManager:
             # A stopped or half-made cluster from an earlier run: start over cleanly.
             self._kwokctl("delete", "cluster", check=False)
             shutil.rmtree(self.workdir, ignore_errors=True)
-        self._kwokctl("create", "cluster", "--config", str(cfg), "--wait", f"{int(timeout_s)}s")
-        self._config_stamp().write_text(stamp)
-        self._wait(lambda: self.is_up(), timeout_s, "the API server to report /readyz ok")
+        # kwokctl picks each component's port as the first free one counting down from 32767, so
+        # two clusters created at once (make test's cluster and e2e tiers, or two checkouts) can
+        # pick the same port; one create at a time per machine, until its ports are bound.
+        self.kwok_workdir.mkdir(parents=True, exist_ok=True)
+        with (self.kwok_workdir / "create.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._kwokctl("create", "cluster", "--config", str(cfg), "--wait", f"{int(timeout_s)}s")
+            self._config_stamp().write_text(stamp)
+            self._wait(lambda: self.is_up(), timeout_s, "the API server to report /readyz ok")
         self.apply_nodes(timeout_s)
         return True
 
