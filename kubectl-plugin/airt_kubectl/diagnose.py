@@ -37,6 +37,11 @@ ADVICE = {
     "(products, count, minMemoryGiB, mig), or ask the platform team for such nodes",
     "Unschedulable": "the scheduler cannot place a pod now: free capacity, lower "
     "spec.resources or spec.replicas, or add nodes",
+    "NoMatchingDevices": "no device in the cluster's ResourceSlices can ever meet the request "
+    "(DRA): change spec.resources.gpu (products, alternatives, count, minMemoryGiB, mig), or ask "
+    "the platform team for such devices",
+    "DevicesBusy": "every device that meets the request is allocated now (DRA): free some, lower "
+    "spec.replicas, or add an alternative in spec.resources.gpu.alternatives",
     "ImagePullFailed": "the image cannot be pulled: check the runtime's images "
     "(status.runtimeImage, spec.runtime.image) and the registry's pull secrets",
     "ModelFetchFailed": "the model could not be fetched: check spec.model.uri, its credentials "
@@ -231,7 +236,8 @@ def _first_fix(b: Bundle, md: Obj, problems: Sequence[PodProblem], stale: str | 
     if resolved and resolved.status == "False":
         return _fix(resolved.reason, resolved.message, name) + _runtime_note(b.runtime)
     scheduled = condition(md, "Scheduled")
-    if scheduled and scheduled.status == "False" and scheduled.reason == "NoMatchingGPUNodes":
+    never = ("NoMatchingGPUNodes", "NoMatchingDevices", "DevicesBusy")
+    if scheduled and scheduled.status == "False" and scheduled.reason in never:
         return _fix(scheduled.reason, scheduled.message, name)
     created = [e for e in warning_events(b.events) if e.get("reason") == "FailedCreate"]
     if created and not b.pods:

@@ -121,7 +121,7 @@ def test_the_tour_runs(demo: Cluster, tmp_path: Path) -> None:
     assert proc.returncode == 0, f"the tour failed:\n{proc.stderr[-4000:]}\n{out[-4000:]}"
     assert "torch-cpu" in out  # kubectl get irt
     assert "mlp-cpu" in out  # kubectl get md
-    assert re.search(r'"reason":"(NoMatchingGPUNodes|Unschedulable)"', out), out
+    assert re.search(r'"reason":"(NoMatchingGPUNodes|NoMatchingDevices|Unschedulable)"', out), out
     assert "modeldeployment.airt.dev/too-big created" in out
     assert "scaled" in out
     assert "usage: airt-worker serve" in out  # airt-worker serve --help

@@ -7,8 +7,8 @@
 --
 --   Healthy      Ready=True, for the current generation
 --   Degraded     something that waiting alone will not fix: Degraded=True, Scheduled=False
---                (NoMatchingGPUNodes: no node can ever take the pods; Unschedulable: none can
---                now, until capacity frees), RuntimeResolved=False, an invalid spec, a model
+--                (NoMatchingGPUNodes, NoMatchingDevices: no node can ever take the pods;
+--                Unschedulable, DevicesBusy: none can now, until capacity frees), RuntimeResolved=False, an invalid spec, a model
 --                that fails to load, a rollout past its deadline
 --   Progressing  everything else: not yet observed, rolling out, pods pending
 local hs = {}

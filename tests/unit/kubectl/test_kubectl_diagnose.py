@@ -134,3 +134,11 @@ def test_the_operators_own_events_are_left_to_the_conditions() -> None:
     old["involvedObject"]["kind"] = "ModelDeployment"
     d = diagnose(Bundle(NS, "m", obj, pods=[pod("m-1")], events=[old]))
     assert not [f for f in d.findings if f.source == "event"]
+
+
+def test_dra_reasons_are_the_one_thing_to_fix() -> None:
+    for reason in ("NoMatchingDevices", "DevicesBusy"):
+        m = md("m", ("Scheduled", "False", reason, "alternative 1: no device has productName L4"))
+        d = diagnose(Bundle(NS, "m", m, pods=[pod("m-1", None, owner="m")]))
+        assert not d.healthy and d.fix.startswith(f"{reason}: alternative 1"), d.fix
+        assert "spec.resources.gpu" in d.fix or "spec.replicas" in d.fix
