@@ -113,6 +113,22 @@ class Cluster:
             raise ClusterError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
         return proc
 
+    def helm(
+        self, *args: str, check: bool = True, timeout_s: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the project-built helm against this cluster; raise with its output on failure."""
+        proc = subprocess.run(
+            [str(self.bin_dir / "helm"), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=self.env(),
+            timeout=timeout_s,
+        )
+        if check and proc.returncode != 0:
+            raise ClusterError(f"helm {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
     def get_json(self, *args: str) -> Any:
         return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
 

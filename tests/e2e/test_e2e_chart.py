@@ -66,17 +66,7 @@ class Release:
         )
 
     def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [str(self.cluster.bin_dir / "helm"), *args],
-            capture_output=True,
-            text=True,
-            check=False,
-            env=self.cluster.env(),
-            timeout=300,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(f"helm {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-        return proc
+        return self.cluster.helm(*args, check=check)
 
     def can_i(self, *args: str) -> bool:
         proc = self.cluster.kubectl(

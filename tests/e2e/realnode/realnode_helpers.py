@@ -195,3 +195,20 @@ def probe_from(
         return result
     finally:
         cluster.kubectl("delete", "pod", name, "-n", ns, "--wait=false", check=False)
+
+
+def assert_network_policy(
+    cluster: Cluster, ns: str, other: str, monitoring: str, ip: str, serving: tuple[int, int]
+) -> None:
+    """The model's NetworkPolicy as enforced: its serving ports open from its own namespace,
+    nothing open from another, and the monitoring namespace reaching the sidecar's 8002 only."""
+    ports = [*serving, 8002]
+    targets = [f"{ip}:{p}" for p in ports]
+    same = probe_from(cluster, ns, targets)
+    elsewhere = probe_from(cluster, other, targets)
+    scraper = probe_from(cluster, monitoring, targets)
+    assert all(same[f"{ip}:{p}"] == "open" for p in serving), same
+    # Blocked is blocked: kube-router rejects or drops; either way no connection is made.
+    assert all(v != "open" for v in elsewhere.values()), elsewhere
+    assert scraper[f"{ip}:8002"] == "open", scraper
+    assert all(scraper[f"{ip}:{p}"] != "open" for p in serving), scraper

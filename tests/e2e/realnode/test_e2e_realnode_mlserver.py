@@ -30,11 +30,11 @@ import yaml
 from realnode_helpers import (
     MODEL_STORE_SECRET,
     apply,
+    assert_network_policy,
     condition,
     get_md,
     pods_of,
     port_forward,
-    probe_from,
     wait_condition,
 )
 
@@ -295,11 +295,4 @@ def test_mlservers_own_metrics_reach_prometheus_with_the_pods_labels(
 
 def test_network_policy_guards_mlservers_ports(env: Env, mlserver: dict[str, Any]) -> None:
     ip = _pod(env)["status"]["podIP"]
-    targets = [f"{ip}:8080", f"{ip}:8081", f"{ip}:8002"]
-    same = probe_from(env.cluster, env.ns, targets)
-    other = probe_from(env.cluster, env.other, targets)
-    monitoring = probe_from(env.cluster, env.monitoring, targets)
-    assert same[f"{ip}:8080"] == "open" and same[f"{ip}:8081"] == "open", same
-    assert all(v != "open" for v in other.values()), other
-    assert monitoring[f"{ip}:8002"] == "open", monitoring
-    assert monitoring[f"{ip}:8080"] != "open" and monitoring[f"{ip}:8081"] != "open", monitoring
+    assert_network_policy(env.cluster, env.ns, env.other, env.monitoring, ip, (8080, 8081))

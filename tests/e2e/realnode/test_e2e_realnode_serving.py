@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from realnode_helpers import condition, get_md, pods_of, port_forward, probe_from
+from realnode_helpers import assert_network_policy, condition, get_md, pods_of, port_forward
 
 from airt_dev.cluster import CACHE_ROOT
 from airt_dev.ports import free_port
@@ -221,12 +221,4 @@ def test_the_sidecar_serves_the_workers_series_to_prometheus(
 
 def test_network_policy_is_enforced(env: Env, served: dict[str, Any]) -> None:
     ip = _pod(env)["status"]["podIP"]
-    targets = [f"{ip}:8000", f"{ip}:8001", f"{ip}:8002"]
-    same = probe_from(env.cluster, env.ns, targets)
-    other = probe_from(env.cluster, env.other, targets)
-    monitoring = probe_from(env.cluster, env.monitoring, targets)
-    assert same[f"{ip}:8000"] == "open" and same[f"{ip}:8001"] == "open", same
-    # Blocked is blocked: kube-router rejects or drops; either way no connection is made.
-    assert all(v != "open" for v in other.values()), other
-    assert monitoring[f"{ip}:8002"] == "open", monitoring
-    assert monitoring[f"{ip}:8000"] != "open" and monitoring[f"{ip}:8001"] != "open", monitoring
+    assert_network_policy(env.cluster, env.ns, env.other, env.monitoring, ip, (8000, 8001))
