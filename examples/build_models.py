@@ -17,6 +17,14 @@ separately).
 - `cnn`: a small CNN over 3x32x32 images; compute dominates.
 - `strings`: TorchScript over `List[str]` (BYTES in, BYTES out: upper-cased, and lengths as INT64).
 - `halves`: FP16 and BF16 inputs and outputs (TorchScript and torch.export).
+
+The files are byte-for-byte reproducible for a given torch version wherever the checkout and its
+virtual environment live, which is what lets the examples pin the models' OCI digests. Both
+formats record the source file of every module they compile, torch's own `nn` modules included:
+TorchScript in its debug tables, torch.export in each node's stack trace. This builder records
+torch's files relative to the site-packages folder that holds torch (`torch/nn/modules/linear.py`)
+and is run from this folder under its bare name (examples/model_cache.py), so no absolute path of
+the machine that built them ends up in the files.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +43,59 @@ import yaml
 from torch import nn
 
 MAX_BATCH = 64
+# The folders whose absolute paths no built file may carry: the one holding the torch package,
+# and this one (when the builder is run by hand under its full path).
+SITE_PACKAGES = Path(torch.__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+
+
+def portable_path(filename: str) -> str:
+    """`filename` relative to torch's site-packages or to this folder when it lies there."""
+    path = Path(filename)
+    if not path.is_absolute():
+        return filename
+    for root in (SITE_PACKAGES, HERE):
+        if path.resolve().is_relative_to(root):
+            return path.resolve().relative_to(root).as_posix()
+    return filename
+
+
+@contextmanager
+def portable_torchscript_sources() -> Iterator[None]:
+    """TorchScript asks torch._sources.get_source_lines_and_file for the file it records; the
+    compiler's modules import that function by name, so each of their references is replaced
+    while the models are scripted, and restored after. There is no public switch to leave the
+    debug tables out of `torch.jit.save`."""
+    import torch._jit_internal
+    import torch._sources
+    import torch.jit.frontend
+
+    original = torch._sources.get_source_lines_and_file
+
+    def relative(obj: Any, error_msg: str | None = None) -> tuple[list[str], int, str | None]:
+        lines, lineno, filename = original(obj, error_msg)
+        return lines, lineno, None if filename is None else portable_path(filename)
+
+    holders = [torch._sources, torch.jit.frontend, torch._jit_internal]
+    for module in holders:
+        module.get_source_lines_and_file = relative  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        for module in holders:
+            module.get_source_lines_and_file = original  # type: ignore[attr-defined]
+
+
+def export(module: nn.Module, example: tuple[Any, ...], dynamic: dict[str, Any]) -> Any:
+    """torch.export.export, with the files in the recorded stack traces made relative."""
+    program = torch.export.export(module, example, dynamic_shapes=dynamic)
+    for node in program.graph.nodes:
+        trace = node.meta.get("stack_trace")
+        for root in (SITE_PACKAGES, HERE) if trace else ():
+            trace = trace.replace(f'File "{root}/', 'File "')
+        if trace:
+            node.meta["stack_trace"] = trace
+    return program
 
 
 class Mlp(nn.Module):
@@ -115,13 +178,13 @@ def build(out: Path) -> list[Path]:
     written: list[Path] = []
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     batching = {"max_batch_size": MAX_BATCH}
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), portable_torchscript_sources():
         warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export
         torch.manual_seed(0)
         mlp = Mlp().eval()
         example = (torch.randn(2, 64),)
         torch.jit.save(torch.jit.script(mlp), out / "mlp.pt")
-        program = torch.export.export(mlp, example, dynamic_shapes={"features": {0: batch}})
+        program = export(mlp, example, {"features": {0: batch}})
         torch.export.save(program, out / "mlp.pt2")
         _save_linear_weights(mlp.net, out / "mlp.npz")
         written += [out / "mlp.pt", out / "mlp.pt2", out / "mlp.npz"]
@@ -139,8 +202,10 @@ def build(out: Path) -> list[Path]:
         torch.manual_seed(1)
         cnn = Cnn().eval()
         example = (torch.randn(2, 3, 32, 32),)
-        torch.jit.save(torch.jit.trace(cnn, example), out / "cnn.pt")
-        program = torch.export.export(cnn, example, dynamic_shapes={"image": {0: batch}})
+        # Scripted, not traced: tracing records the Python frames of torch's modules by their
+        # absolute paths, which no hook reaches.
+        torch.jit.save(torch.jit.script(cnn), out / "cnn.pt")
+        program = export(cnn, example, {"image": {0: batch}})
         torch.export.save(program, out / "cnn.pt2")
         written += [out / "cnn.pt", out / "cnn.pt2"]
         written.append(
@@ -172,9 +237,7 @@ def build(out: Path) -> list[Path]:
         halves = Halves().eval()
         example2 = (torch.randn(2, 8).half(), torch.randn(2, 8).bfloat16())
         torch.jit.save(torch.jit.script(halves), out / "halves.pt")
-        program = torch.export.export(
-            halves, example2, dynamic_shapes={"half": {0: batch}, "brain": {0: batch}}
-        )
+        program = export(halves, example2, {"half": {0: batch}, "brain": {0: batch}})
         torch.export.save(program, out / "halves.pt2")
         written += [out / "halves.pt", out / "halves.pt2"]
         written.append(

@@ -15,8 +15,8 @@ killed build never leaves a half-written folder and concurrent callers agree on 
 The files are byte-for-byte the same on every machine with the same torch, which is what lets
 the examples pin the models' OCI digests (`make example-models`): TorchScript and torch.export
 record the source file of the modules they compile, so the builder is run from the examples
-folder under its bare name, never under the checkout's absolute path, and with a fixed
-PYTHONHASHSEED.
+folder under its bare name, never under the checkout's absolute path, records torch's own files
+relative to its site-packages, and runs with a fixed PYTHONHASHSEED.
 """
 
 from __future__ import annotations

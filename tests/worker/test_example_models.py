@@ -5,7 +5,9 @@ the pinned local registry the way `make example-models` does (airt_dev.example_m
 every oci:// model in examples/deployments/*.yaml must name the digest that push produced: the
 build is reproducible, so a digest in an example is never invented and never stale. Each pinned
 reference is then pulled by the worker's own fetcher (`airt-worker fetch`), which checks the
-manifest digest and, where the example gives one, the file's sha256.
+manifest digest and, where the example gives one, the file's sha256. The digests hold on any
+machine only if no built file records where this checkout or its environment lives, which is
+checked file by file.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import sysconfig
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +36,26 @@ def pushed(models: Path) -> Iterator[tuple[str, dict[str, em.Artifact]]]:
     with local_registry(tool_bin_dir()) as host:
         artifacts = em.push(models, f"{host}/models", plain_http=True)
         yield host, {a.name: a for a in artifacts}
+
+
+def test_no_built_model_records_a_path_of_this_machine(models: Path) -> None:
+    # TorchScript and torch.export record the source files of what they compile; an absolute
+    # path there would make every digest depend on where the checkout and its venv live.
+    local = {str(ROOT), sys.prefix, sys.base_prefix, *sysconfig.get_paths().values()}
+    needles = {p.encode() for p in local if p and p != "/"}
+    archives = sorted([*models.glob("*.pt"), *models.glob("*.pt2")])
+    assert {p.name for p in archives} >= set(em.ARTIFACTS.values())
+    found = []
+    for archive in archives:
+        with zipfile.ZipFile(archive) as zf:
+            for entry in zf.infolist():
+                data = zf.read(entry)
+                found += [
+                    f"{archive.name}:{entry.filename} holds {n.decode()}"
+                    for n in needles
+                    if n in data
+                ]
+    assert not found, "\n".join(found)
 
 
 def test_examples_pin_the_digests_the_build_publishes(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,8 +44,10 @@ def test_bytes_that_do_not_match_the_sha256_fail_the_fetch_with_one_line(env: En
         _delete(env, "mismatch")
 
 
-def test_a_model_that_cannot_load_says_so_with_the_workers_message(env: Env) -> None:
-    junk = env.store.models / "junk.pt"
+def test_a_model_that_cannot_load_says_so_with_the_workers_message(
+    env: Env, tmp_path: Path
+) -> None:
+    junk = tmp_path / "junk.pt"  # not beside the example models: their folder is a shared cache
     junk.write_bytes(b"this is not a TorchScript archive\n" * 64)
     uri = env.store.store.publish(junk, "junk/model.pt")
     digest = hashlib.sha256(junk.read_bytes()).hexdigest()
