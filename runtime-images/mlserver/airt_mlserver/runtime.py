@@ -6,9 +6,19 @@ sets MLSERVER_MODEL_IMPLEMENTATION and MLSERVER_MODEL_URI, so a model fetched as
 needs no model-settings.json. The arithmetic is airt_mlserver.mlp's; this module only translates
 between MLServer's v2 types and arrays, and turns bad requests into MLServer's InferenceError
 (HTTP 400, gRPC INVALID_ARGUMENT) instead of a 500.
+
+Weights it cannot load end the process with exit code 1 and a `ModelLoadFailed` termination
+message (airt_mlserver.termination), so the ModelDeployment says why. Left to MLServer, a load
+failure stops the server cleanly and exits 0, which Kubernetes takes for a clean exit: the pod
+would restart for ever with nothing in its status but the restarts. This holds with
+MLSERVER_PARALLEL_WORKERS=0 (the shipped runtime), where models load in the server's process.
 """
 
 from __future__ import annotations
+
+import logging
+import os
+import sys
 
 from mlserver import MLModel
 from mlserver.codecs import NumpyCodec
@@ -17,13 +27,23 @@ from mlserver.types import InferenceRequest, InferenceResponse, MetadataTensor
 from mlserver.utils import get_model_uri
 
 from airt_mlserver.mlp import INPUT, OUTPUTS, Mlp
+from airt_mlserver.termination import load_failure_message, write_termination_message
+
+log = logging.getLogger(__name__)
 
 
 class NpzMlp(MLModel):  # type: ignore[misc]  # MLServer ships no type information
     """The MLP of examples/build_models.py, answering like the airt worker does for it."""
 
     async def load(self) -> bool:
-        self._mlp = Mlp.load(await get_model_uri(self.settings))
+        try:
+            self._mlp = Mlp.load(await get_model_uri(self.settings))
+        except Exception as exc:
+            message = load_failure_message(self.name, exc)
+            write_termination_message(message)
+            log.error("%s", message)
+            sys.stderr.flush()
+            os._exit(1)  # not MLServer's clean shutdown: that exits 0 (see the module docstring)
         # Metadata for clients that ask (tritonclient, kubectl airt infer) when the settings
         # declare none: what the weights say, with a variable batch dimension.
         if not self.settings.inputs:

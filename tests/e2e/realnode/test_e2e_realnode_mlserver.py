@@ -9,11 +9,14 @@ over v2 REST (JSON: MLServer has no binary tensor extension) and gRPC, through t
 ports 8000/8001, gets the same answers as the airt worker serving the same model in the same
 run; the pod runs under Pod Security `restricted` with a read-only root; MLServer's own metrics
 reach Prometheus through the sidecar on 8002 with the pod's labels; the NetworkPolicy guards
-MLServer's ports like the worker's. tests/unit/chart checks that the chart ships this same spec.
+MLServer's ports like the worker's; weights it cannot load turn the ModelDeployment's Ready to
+ModelLoadFailed with the runtime's message. tests/unit/chart checks that the chart ships this
+same spec.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import shutil
@@ -22,6 +25,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -296,3 +300,34 @@ def test_mlservers_own_metrics_reach_prometheus_with_the_pods_labels(
 def test_network_policy_guards_mlservers_ports(env: Env, mlserver: dict[str, Any]) -> None:
     ip = _pod(env)["status"]["podIP"]
     assert_network_policy(env.cluster, env.ns, env.other, env.monitoring, ip, (8080, 8081))
+
+
+def test_weights_mlserver_cannot_load_are_reported_with_its_message(
+    env: Env, mlserver: dict[str, Any], tmp_path: Path
+) -> None:
+    # Left to MLServer, a load failure exits 0 and the pod restarts with no reason in sight;
+    # airt's runtime exits 1 with a ModelLoadFailed termination message instead.
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"these are no weights\n" * 64)
+    md = copy.deepcopy(mlserver)
+    md["metadata"] = {"name": "mlserver-junk"}
+    md["spec"]["model"]["uri"] = env.store.store.publish(junk, f"{env.ns}/junk.npz")
+    md["spec"]["model"]["sha256"] = hashlib.sha256(junk.read_bytes()).hexdigest()
+    md["spec"]["resources"] = {"cpu": "250m", "memory": "1Gi"}
+    apply(env.cluster, md, env.ns)
+    try:
+        ready = wait_condition(
+            env.cluster, env.ns, "mlserver-junk", "Ready", "False", "ModelLoadFailed", timeout_s=180
+        )
+        assert f"model '{MODEL}' cannot be loaded" in ready["message"], ready
+        assert "not a NumPy .npz file" in ready["message"], ready
+        assert "\n" not in ready["message"] and "Traceback" not in ready["message"], ready
+        pod = pods_of(env.cluster, env.ns, "mlserver-junk")[0]
+        server = next(c for c in pod["status"]["containerStatuses"] if c["name"] == "worker")
+        ended = server["state"].get("terminated") or server["lastState"].get("terminated")
+        assert ended and ended["exitCode"] == 1, server
+        assert ended["message"].startswith("ModelLoadFailed: "), server
+    finally:
+        env.cluster.kubectl(
+            "delete", "md", "mlserver-junk", "-n", env.ns, "--wait=false", check=False
+        )
