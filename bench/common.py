@@ -109,7 +109,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "kernel": platform.release(),
         "loadavg_at_start": list(os.getloadavg()),
-        "note": "shared machine: other engineers' test runs may have been running at the same time",
+        "note": "other processes on this machine are not controlled: see loadavg_at_start",
     }
 
 

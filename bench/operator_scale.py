@@ -3,7 +3,7 @@
 Called by bench/run.py (`--operator`, `--quick`); writes `docs/benchmarks/operator.json` (or
 `operator-quick.json`). It runs on its own local control plane (`airt-bench`: the real
 kube-apiserver, etcd, controller-manager and scheduler plus kwok nodes, from the project's pinned
-binaries), so other engineers' tests on the `airt` cluster neither disturb nor see it, and its
+binaries), so tests on the `airt` cluster neither disturb nor see it, and its
 audit policy logs every request (reads too) so requests per ModelDeployment can be counted by
 user agent. Each size N gets a fresh control plane and two namespaces:
 
