@@ -103,6 +103,14 @@ def pods_of(cluster: Cluster, ns: str, name: str) -> list[dict[str, Any]]:
     return items
 
 
+def last_termination(container_status: dict[str, Any]) -> dict[str, Any]:
+    """The container's termination, current or the one before its restart; {} if none."""
+    state = container_status.get("state") or {}
+    last = container_status.get("lastState") or {}
+    ended: dict[str, Any] = state.get("terminated") or last.get("terminated") or {}
+    return ended
+
+
 @contextlib.contextmanager
 def port_forward(cluster: Cluster, ns: str, target: str, *ports: int) -> Iterator[list[int]]:
     """`kubectl port-forward` on 127.0.0.1; yields the local ports, in the order asked."""

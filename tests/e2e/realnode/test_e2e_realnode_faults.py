@@ -12,7 +12,14 @@ from typing import Any
 
 import numpy as np
 import yaml
-from realnode_helpers import apply, md_manifest, pods_of, port_forward, wait_condition
+from realnode_helpers import (
+    apply,
+    last_termination,
+    md_manifest,
+    pods_of,
+    port_forward,
+    wait_condition,
+)
 
 from airt_dev.cluster import REPO_ROOT as ROOT
 from airt_dev.wait import wait_for
@@ -38,7 +45,7 @@ def test_bytes_that_do_not_match_the_sha256_fail_the_fetch_with_one_line(env: En
         assert "\n" not in ready["message"] and "Traceback" not in ready["message"]
         pod = pods_of(env.cluster, env.ns, "mismatch")[0]
         fetch = pod["status"]["initContainerStatuses"][0]
-        terminated = fetch["state"].get("terminated") or fetch["lastState"].get("terminated")
+        terminated = last_termination(fetch)
         assert terminated["message"].startswith("ModelDigestMismatch: "), terminated
     finally:
         _delete(env, "mismatch")
@@ -59,7 +66,7 @@ def test_a_model_that_cannot_load_says_so_with_the_workers_message(
         assert "ModelLoadFailed" in ready["message"], ready
         pod = pods_of(env.cluster, env.ns, "junk")[0]
         worker = next(c for c in pod["status"]["containerStatuses"] if c["name"] == "worker")
-        terminated = worker["state"].get("terminated") or worker["lastState"].get("terminated")
+        terminated = last_termination(worker)
         assert terminated and terminated["message"].startswith("ModelLoadFailed: "), worker
         # The condition carries the worker's words, not a generic CrashLoopBackOff.
         assert terminated["message"].removeprefix("ModelLoadFailed: ")[:60] in ready["message"]

@@ -37,6 +37,7 @@ from realnode_helpers import (
     assert_network_policy,
     condition,
     get_md,
+    last_termination,
     pods_of,
     port_forward,
     wait_condition,
@@ -324,7 +325,7 @@ def test_weights_mlserver_cannot_load_are_reported_with_its_message(
         assert "\n" not in ready["message"] and "Traceback" not in ready["message"], ready
         pod = pods_of(env.cluster, env.ns, "mlserver-junk")[0]
         server = next(c for c in pod["status"]["containerStatuses"] if c["name"] == "worker")
-        ended = server["state"].get("terminated") or server["lastState"].get("terminated")
+        ended = last_termination(server)
         assert ended and ended["exitCode"] == 1, server
         assert ended["message"].startswith("ModelLoadFailed: "), server
     finally:
