@@ -22,7 +22,6 @@ from airt_operator.api import (
     AnyRuntime,
     ApiValidationError,
     Condition,
-    ConditionType,
     ModelDeployment,
     Reason,
     parse_model_deployment,
@@ -34,6 +33,7 @@ from airt_operator.metrics import OperatorMetrics
 from airt_operator.reconcile.build import BuildSettings, build_context
 from airt_operator.reconcile.credentials import credentials_refusal
 from airt_operator.reconcile.diff import HASH_ANNOTATION, needs_apply, spec_changed
+from airt_operator.reconcile.events import landed, transition_events
 from airt_operator.reconcile.observe import (
     Observation,
     conditions_of,
@@ -110,6 +110,8 @@ class Reconciler:
     _seen: dict[tuple[str, str, str], int] = field(default_factory=dict)
     # Events written into status but not yet posted (a failed POST is re-sent next attempt).
     _events: dict[tuple[str, str], list[PendingEvent]] = field(default_factory=dict)
+    # Events of a status write that failed: owed only if the write landed all the same.
+    _tentative: dict[tuple[str, str], list[PendingEvent]] = field(default_factory=dict)
     # Consecutive attempts whose children could not be applied for a reason worth retrying.
     _failing: dict[tuple[str, str], int] = field(default_factory=dict)
     #: An OpenTelemetry tracer when tracing is on (`tracing.start_tracer`); None: no spans.
@@ -132,6 +134,7 @@ class Reconciler:
         self._locks.pop((namespace, name), None)
         self.written.forget((namespace, name))
         self._events.pop((namespace, name), None)
+        self._tentative.pop((namespace, name), None)
         self._failing.pop((namespace, name), None)
         for k in [k for k in self._applied if k[:2] == (namespace, name)]:
             self._applied.pop(k, None)
@@ -487,29 +490,21 @@ class Reconciler:
         current = self._current_status(snap)
         if all(current.get(k) == v for k, v in status.items()):
             return False
-        result = await self.kube.patch_status(meta["namespace"], meta["name"], status)
+        key = (meta["namespace"], meta["name"])
+        owed = transition_events(old, merged)
+        try:
+            result = await self.kube.patch_status(meta["namespace"], meta["name"], status)
+        except KubeError:
+            # The write may have landed with its answer lost: the next attempt decides.
+            self._tentative[key] = owed
+            raise
         self.written.remember(
-            (meta["namespace"], meta["name"]),
+            key,
             result.get("status") or {},
             (result.get("metadata") or {}).get("resourceVersion"),
         )
-        before = {c.type: c for c in old}
-        events = self._events.setdefault((meta["namespace"], meta["name"]), [])
-        for c in merged:
-            prev = before.get(c.type)
-            if prev is None or prev.status != c.status or prev.reason != c.reason:
-                warn = (c.type == ConditionType.DEGRADED.value and c.status == "True") or (
-                    c.type != ConditionType.DEGRADED.value and c.status == "False"
-                )
-                if c.type == ConditionType.PROGRESSING.value:
-                    warn = c.reason == Reason.PROGRESS_DEADLINE_EXCEEDED.value
-                events.append(
-                    PendingEvent(
-                        "Warning" if warn else "Normal",
-                        c.reason,
-                        f"{c.type}={c.status}: {c.message}",
-                    )
-                )
+        events = self._events.setdefault(key, [])
+        events.extend(owed)
         del events[:-MAX_PENDING_EVENTS]
         await self._send_events(snap)
         return True
@@ -519,8 +514,14 @@ class Reconciler:
 
         An Event is owed from the moment its status transition is written: a POST that fails
         leaves it (and those after it) here, and the next attempt of this object's reconcile
-        sends it, even though the status it describes no longer changes."""
+        sends it, even though the status it describes no longer changes. The Events of a status
+        write that failed join them if the live status shows that the write landed."""
         key = _ns_name(snap)
+        if tentative := self._tentative.pop(key, None):
+            owed = landed(tentative, self._current_status(snap))
+            if owed:
+                self._events.setdefault(key, []).extend(owed)
+                del self._events[key][:-MAX_PENDING_EVENTS]
         events = self._events.get(key)
         while events:
             e = events[0]

@@ -41,11 +41,15 @@ class ChildConflictError(Exception):
 
 @dataclass(frozen=True)
 class PendingEvent:
-    """A core/v1 Event owed for a condition transition already written to status."""
+    """A core/v1 Event owed for a condition transition written to status (or, while tentative,
+    for a write whose answer was lost: reconcile/events.py)."""
 
     type: str
     reason: str
     message: str
+    # The condition it tells of as (type, status, reason, lastTransitionTime): how a tentative
+    # Event is matched against the live status.
+    condition: tuple[str, str, str, str] | None = None
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The operator never takes over what it does not own, and owes every Event it decided to send.
+"""The operator never takes over what it does not own, and owes every Event it decided to send
+(even for a status write whose answer was lost).
 
 Unit tier: the pure ownership rule (airt_operator.reconcile.ownership) and one Reconciler
 driven with a Snapshot and an in-memory stand-in for the API client, so what is checked is
@@ -32,6 +33,10 @@ class FakeKube:
         self.writes: list[tuple[str, str, str]] = []
         self.events: list[str] = []
         self.fail_events = 0
+        # Status PATCHes to fail: "lost" lands the write then fails (its answer lost),
+        # "refused" fails without writing.
+        self.fail_status: list[str] = []
+        self.status: dict[str, Any] = {}
         self.version = 100
 
     async def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
@@ -52,8 +57,14 @@ class FakeKube:
     async def patch_status(
         self, namespace: str, name: str, status: dict[str, Any]
     ) -> dict[str, Any]:
+        failure = self.fail_status.pop(0) if self.fail_status else None
+        if failure == "refused":
+            raise KubeError("PATCH status: 503 unavailable", 503, True)
         self.writes.append(("status", "ModelDeployment", name))
+        self.status = copy.deepcopy(status)
         self.version += 1
+        if failure == "lost":
+            raise KubeError("PATCH status: connection reset by peer", None, True)
         return {"metadata": {"resourceVersion": str(self.version)}, "status": status}
 
     async def event(self, owner: dict[str, Any], type_: str, reason: str, message: str) -> None:
@@ -146,4 +157,44 @@ async def test_an_event_that_failed_to_post_is_sent_on_the_next_attempt() -> Non
     assert second is not None
     # The status did not change again, yet every Event owed for the first write went out.
     assert len([w for w in kube.writes if w[0] == "status"]) == statuses
+    assert kube.events and len(kube.events) == len(set(kube.events))
+
+
+def _with_status(body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    return {**body, "status": copy.deepcopy(status)}
+
+
+async def test_events_of_a_status_write_whose_answer_was_lost_are_sent_once_it_shows() -> None:
+    kube = FakeKube()
+    body = _model()
+    name = body["metadata"]["name"]
+    rec = _reconciler(kube)
+    kube.fail_status = ["lost"]
+    first = await rec.reconcile("team", name, lambda: _snapshot(body))
+    assert first is not None and first.result == Result.WAITING
+    assert kube.status and kube.events == []  # written, but the operator could not know
+    # The watch now shows the status that landed: nothing changes, so no transition is seen,
+    # yet the Events that write owed go out, once each.
+    second = await rec.reconcile("team", name, lambda: _snapshot(_with_status(body, kube.status)))
+    assert second is not None and second.result != Result.WAITING
+    assert len([w for w in kube.writes if w[0] == "status"]) == 1
+    reasons = [c["reason"] for c in kube.status["conditions"]]
+    assert kube.events and sorted(kube.events) == sorted(set(kube.events))
+    assert set(kube.events) <= set(reasons) and "RuntimeFound" in kube.events
+
+
+async def test_events_of_a_status_write_that_never_landed_are_not_sent_twice() -> None:
+    kube = FakeKube()
+    body = _model()
+    name = body["metadata"]["name"]
+    rec = _reconciler(kube)
+    kube.fail_status = ["refused"]
+    first = await rec.reconcile("team", name, lambda: _snapshot(body))
+    assert first is not None and first.result == Result.WAITING
+    assert kube.status == {} and kube.events == []
+    # The next attempt sees the old status, writes again and owes the transitions itself: the
+    # failed write's Events are dropped, not sent beside them.
+    second = await rec.reconcile("team", name, lambda: _snapshot(body))
+    assert second is not None
+    assert len([w for w in kube.writes if w[0] == "status"]) == 1
     assert kube.events and len(kube.events) == len(set(kube.events))
