@@ -58,7 +58,7 @@ from airt_operator.reconcile.placement import PlacementError
 from airt_operator.reconcile.pod_security import deployment_violations
 from airt_operator.reconcile.render import RenderError, render_stamped
 from airt_operator.reconcile.resolve import ResolutionFailure, ResolvedRuntime, resolve
-from airt_operator.write_memory import WriteMemory
+from airt_operator.write_memory import ApplyMemory, WriteMemory
 
 __all__ = [
     "ChildConflictError",
@@ -78,9 +78,6 @@ MAX_PENDING_EVENTS = 20
 # Failed attempts in a row (409, 429, 5xx, timeouts on a child's apply) before the status says
 # that the operator is retrying, and why.
 EXPLAIN_AFTER_FAILURES = 3
-
-# How long after an apply a missing or older child in the index is taken for watch lag.
-INDEX_LAG_BUDGET_S = 10.0
 
 
 def _wire(conds: Sequence[Condition]) -> list[dict[str, Any]]:
@@ -104,10 +101,8 @@ class Reconciler:
     # kopf's index may still hold an older copy for a moment after our own write; merging new
     # conditions into that stale copy would move transition times and write again.
     written: WriteMemory[tuple[str, str]] = field(default_factory=WriteMemory)
-    # The same for children: (namespace, owner, kind) -> (resourceVersion, hash) of our last
-    # apply, and the newest resourceVersion the index has shown us of that child.
-    _applied: dict[tuple[str, str, str], tuple[int, str, float]] = field(default_factory=dict)
-    _seen: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    # The same for children: what we last applied, and what the index has shown of it.
+    applied: ApplyMemory = field(default_factory=ApplyMemory)
     # Events written into status but not yet posted (a failed POST is re-sent next attempt).
     _events: dict[tuple[str, str], list[PendingEvent]] = field(default_factory=dict)
     # Events of a status write that failed: owed only if the write landed all the same.
@@ -136,9 +131,7 @@ class Reconciler:
         self._events.pop((namespace, name), None)
         self._tentative.pop((namespace, name), None)
         self._failing.pop((namespace, name), None)
-        for k in [k for k in self._applied if k[:2] == (namespace, name)]:
-            self._applied.pop(k, None)
-            self._seen.pop(k, None)
+        self.applied.forget(namespace, name)
         self.metrics.forget(namespace, name)
 
     async def reconcile(
@@ -344,39 +337,6 @@ class Reconciler:
         mode = monitoring.service_monitor if monitoring else "auto"
         return mode != "disabled" and snap.service_monitor_crd
 
-    def _remember_apply(
-        self, snap: Snapshot, manifest: Mapping[str, Any], result: Mapping[str, Any]
-    ) -> None:
-        try:
-            version = int(result["metadata"]["resourceVersion"])
-        except (KeyError, TypeError, ValueError):
-            return
-        key = (*_ns_name(snap), manifest["kind"])
-        self._applied[key] = (version, _hash_of(manifest), time.monotonic())
-
-    def _index_behind(
-        self, snap: Snapshot, manifest: Mapping[str, Any], live: Mapping[str, Any] | None
-    ) -> bool:
-        """True while kopf's index has not yet caught up with the apply we last sent for this
-        child (missing, or older than our write) and that apply was this very manifest: applying
-        again would only repeat it. Once the index holds our version, drift is judged as usual —
-        and a child deleted after that shows up as missing again, and is re-applied."""
-        key = (*_ns_name(snap), manifest["kind"])
-        applied = self._applied.get(key)
-        if applied is None or applied[1] != _hash_of(manifest):
-            return False
-        if time.monotonic() - applied[2] > INDEX_LAG_BUDGET_S:
-            return False  # never trust our memory for long: a missed event must not stick
-        if live is None:
-            seen = self._seen.get(key, 0)
-            return seen < applied[0]
-        try:
-            version = int(live["metadata"]["resourceVersion"])
-        except (KeyError, TypeError, ValueError):
-            return False
-        self._seen[key] = max(self._seen.get(key, 0), version)
-        return version < applied[0]
-
     async def _live_child(
         self, snap: Snapshot, manifest: Mapping[str, Any]
     ) -> tuple[Mapping[str, Any] | None, bool]:
@@ -405,7 +365,7 @@ class Reconciler:
         for manifest in desired:
             wanted.add((manifest["apiVersion"], manifest["kind"]))
             live, read = await self._live_child(snap, manifest)
-            if self._index_behind(snap, manifest, live):
+            if self.applied.index_behind(_child_key(snap, manifest), _hash_of(manifest), live):
                 if live is not None or read:
                     continue  # our own apply is not in the watch yet; it is what we want
                 # Missing from the index soon after our apply: watch lag, or deleted right
@@ -447,7 +407,8 @@ class Reconciler:
                 # Pods made from the old spec keep what they were allocated.
                 await self.kube.delete(kind, *_ns_name(snap))
             result = await self.kube.apply(manifest)
-            self._remember_apply(snap, manifest, result)
+            version = (result.get("metadata") or {}).get("resourceVersion")
+            self.applied.remember(_child_key(snap, manifest), _hash_of(manifest), version)
             self.metrics.children_applied.labels(kind=manifest["kind"]).inc()
             wrote = True
         # Children no longer wanted (a PDB after scaling to one replica, an HPA after
@@ -531,6 +492,10 @@ class Reconciler:
 
 def _hash_of(manifest: Mapping[str, Any]) -> str:
     return str(manifest.get("metadata", {}).get("annotations", {}).get(HASH_ANNOTATION, ""))
+
+
+def _child_key(snap: Snapshot, manifest: Mapping[str, Any]) -> tuple[str, str, str]:
+    return (*_ns_name(snap), str(manifest["kind"]))
 
 
 def _ns_name(snap: Snapshot) -> tuple[str, str]:

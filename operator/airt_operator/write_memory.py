@@ -1,17 +1,19 @@
-"""The status this operator last wrote for each object, so it neither repeats nor undoes a write.
+"""What this operator last wrote for each object, so it neither repeats nor undoes a write.
 
-Used by the reconciler (reconciler.py: a ModelDeployment's status, keyed by namespace and name)
-and by the runtime-status loop (runtime_status_loop.py: an InferenceRuntime's status, keyed by
-name). Both read objects from kopf's indices, which lag behind the operator's own writes for a
-moment: without this memory a reconcile would merge new conditions into a stale copy (moving
-transition times and writing again), and the runtime loop would re-send a status it has just
-sent.
+WriteMemory holds statuses: used by the reconciler (reconciler.py: a ModelDeployment's status,
+keyed by namespace and name) and by the runtime-status loop (runtime_status_loop.py: an
+InferenceRuntime's status, keyed by name). ApplyMemory holds the children the reconciler applied.
+Both read objects from kopf's indices, which lag behind the operator's own writes for a moment:
+without this memory a reconcile would merge new conditions into a stale copy (moving transition
+times and writing again), re-apply a child its watch has not shown yet, and the runtime loop
+would re-send a status it has just sent.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -67,6 +69,54 @@ class WriteMemory(Generic[K]):
 
     def __len__(self) -> int:
         return len(self._written)
+
+
+ChildKey = tuple[str, str, str]  # (namespace, owner's name, kind)
+
+# How long after an apply a missing or older child in the index is taken for watch lag.
+INDEX_LAG_BUDGET_S = 10.0
+
+
+@dataclass
+class ApplyMemory:
+    """Per child: the resourceVersion and manifest hash of our last apply, when it was sent, and
+    the newest resourceVersion the index has shown of it."""
+
+    budget_s: float = INDEX_LAG_BUDGET_S
+    _applied: dict[ChildKey, tuple[int, str, float]] = field(default_factory=dict)
+    _seen: dict[ChildKey, int] = field(default_factory=dict)
+
+    def remember(self, key: ChildKey, manifest_hash: str, version: int | str | None) -> None:
+        """Record an apply the API server answered with `version`."""
+        v = _version(version)
+        if v:
+            self._applied[key] = (v, manifest_hash, time.monotonic())
+
+    def index_behind(
+        self, key: ChildKey, manifest_hash: str, live: Mapping[str, Any] | None
+    ) -> bool:
+        """True while kopf's index has not yet caught up with the apply we last sent for this
+        child (missing, or older than our write) and that apply was this very manifest: applying
+        again would only repeat it. Once the index holds our version, drift is judged as usual —
+        and a child deleted after that shows up as missing again, and is re-applied."""
+        applied = self._applied.get(key)
+        if applied is None or applied[1] != manifest_hash:
+            return False
+        if time.monotonic() - applied[2] > self.budget_s:
+            return False  # never trust our memory for long: a missed event must not stick
+        if live is None:
+            return self._seen.get(key, 0) < applied[0]
+        version = _version((live.get("metadata") or {}).get("resourceVersion"))
+        if not version:
+            return False
+        self._seen[key] = max(self._seen.get(key, 0), version)
+        return version < applied[0]
+
+    def forget(self, namespace: str, owner: str) -> None:
+        """The owner is gone: so is the memory of its children."""
+        for k in [k for k in self._applied if k[:2] == (namespace, owner)]:
+            self._applied.pop(k, None)
+            self._seen.pop(k, None)
 
 
 def _version(value: int | str | None) -> int:

@@ -1,9 +1,12 @@
-"""The status write memory (airt_operator.write_memory): what the operator last wrote wins over
-an index copy older than that write, and only then."""
+"""The write memories (airt_operator.write_memory): what the operator last wrote wins over an
+index copy older than that write, and only then; a child just applied is not applied again
+while the index lags behind it."""
 
 from __future__ import annotations
 
-from airt_operator.write_memory import WriteMemory
+from typing import Any
+
+from airt_operator.write_memory import ApplyMemory, WriteMemory
 
 
 def test_nothing_remembered_means_the_seen_status() -> None:
@@ -52,3 +55,33 @@ def test_the_memory_keeps_its_own_copy() -> None:
     out = memory.current("a", {}, None)
     out["x"] = 3
     assert memory.unchanged("a", {"x": 1})
+
+
+def _child(version: str) -> dict[str, Any]:
+    return {"metadata": {"resourceVersion": version}}
+
+
+def test_a_child_the_index_has_not_shown_since_our_apply_is_not_applied_again() -> None:
+    memory = ApplyMemory()
+    key = ("team", "m", "Service")
+    memory.remember(key, "h1", "120")
+    assert memory.index_behind(key, "h1", None)  # missing: watch lag
+    assert memory.index_behind(key, "h1", _child("110"))  # the copy before our write
+    assert not memory.index_behind(key, "h2", None)  # another manifest: judge it afresh
+    assert not memory.index_behind(key, "h1", _child("120"))  # caught up: drift is judged
+    # Seen at our version once, a child missing later was deleted after it: apply again.
+    assert not memory.index_behind(key, "h1", None)
+
+
+def test_the_apply_memory_is_trusted_briefly_and_forgotten_with_its_owner() -> None:
+    stale = ApplyMemory(budget_s=-1.0)  # already past its budget
+    stale.remember(("team", "m", "Service"), "h1", "120")
+    assert not stale.index_behind(("team", "m", "Service"), "h1", None)
+    memory = ApplyMemory()
+    memory.remember(("team", "m", "Service"), "h1", "120")
+    memory.remember(("team", "other", "Service"), "h1", "121")
+    memory.remember(("team", "x", "Service"), "h1", "not a number")  # unknown: not remembered
+    memory.forget("team", "m")
+    assert not memory.index_behind(("team", "m", "Service"), "h1", None)
+    assert memory.index_behind(("team", "other", "Service"), "h1", None)
+    assert not memory.index_behind(("team", "x", "Service"), "h1", None)
