@@ -16,8 +16,8 @@ namespace it deletes afterwards:
   new model;
 - errors: every write of the operator answered 500/429/409 or a reset at random (30 %) for 60 s
   through the fault proxy while 20 models are created: time to all Ready, attempts;
-- never: one model whose Deployment the API server always refuses: its reason, and its apply
-  attempts per minute over three minutes.
+- never: one model whose Deployment the API server always refuses: its reason, its apply
+  attempts in the first 10 s after creation, and per minute over the three minutes after.
 
 Components that exit on their own during an outage (the controller manager and the scheduler
 lose their leader leases) are restarted, as a kubelet or systemd would. The result goes to
@@ -313,6 +313,7 @@ def never(cluster: Cluster) -> dict[str, Any]:
         proxy.kubeconfig(WORK / "never.kubeconfig"), WORK / "never.log", namespaces=(ns,)
     )
     try:
+        created = time.monotonic()
         cluster.apply_objects(example_copies(1, "never", cpu="5m", memory="32Mi"), ns)
 
         def refused() -> dict[str, Any]:
@@ -321,6 +322,9 @@ def never(cluster: Cluster) -> dict[str, Any]:
             return c if c.get("reason") == "ApplyFailed" else {}
 
         cond = wait_for(refused, 60, "the refusal in status")
+        refused_after = time.monotonic() - created
+        observe_for(max(0.0, created + 10 - time.monotonic()))
+        first_10s = proxy.count("PATCH", path)
         per_minute = []
         for _ in range(3):
             before = proxy.count("PATCH", path)
@@ -329,6 +333,8 @@ def never(cluster: Cluster) -> dict[str, Any]:
         return {
             "reason": cond["reason"],
             "message": cond["message"][:200],
+            "refused_in_status_after_s": round(refused_after, 1),
+            "apply_attempts_first_10s": first_10s,
             "apply_attempts_per_minute": per_minute,
             "reconciles_total": reconciles(op),
         }

@@ -110,14 +110,19 @@ class Controller:
         self.queue.forget(namespace, name)
         return outcome
 
-    def model_event(self, namespace: str, name: str, type: str | None) -> None:
+    def model_event(
+        self, namespace: str, name: str, type: str | None, version: str | None = None
+    ) -> None:
+        """A ModelDeployment changed (`version`: its resourceVersion): spec changes have their
+        own handler; this is status and metadata, ours or others'."""
         self.runtime_status.mark_dirty()
         if type == "DELETED":
             self.reconciler.forget(namespace, name)
             self.queue.forget(namespace, name)
             return
-        if type is not None:  # status changes by others (or HPA scaling via /scale)
-            self.queue.add(namespace, name)
+        if type is not None:
+            ours = self.reconciler.own_write(namespace, name, "ModelDeployment", version)
+            self.queue.add(namespace, name, wake=not ours)
 
     def runtime_event(self, type: str | None) -> None:
         """An InferenceRuntime changed: resolution of every ModelDeployment may change."""
@@ -125,10 +130,19 @@ class Controller:
         if type is not None:
             self.resync.resync()
 
-    def owned_event(self, namespace: str, owner: str | None, type: str | None) -> None:
-        """A child or pod changed (drift, rollout progress, scheduling): look at its owner."""
+    def owned_event(
+        self,
+        namespace: str,
+        owner: str | None,
+        type: str | None,
+        kind: str | None = None,
+        version: str | None = None,
+    ) -> None:
+        """A child or pod changed (drift, rollout progress, scheduling): look at its owner.
+        `kind` and `version` tell the operator's own apply from a change by someone else."""
         if owner and type is not None:
-            self.queue.add(namespace, owner)
+            ours = type != "DELETED" and self.reconciler.own_write(namespace, owner, kind, version)
+            self.queue.add(namespace, owner, wake=not ours)
 
     def namespace_event(self, name: str, type: str | None) -> None:
         """A namespace's labels decide which runtimes its models may use."""

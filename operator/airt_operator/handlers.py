@@ -84,14 +84,20 @@ class Handlers:
             raise kopf.PermanentError(outcome.message)
 
     async def model_event(self, **kwargs: Any) -> None:
-        self.controller.model_event(kwargs["namespace"], kwargs["name"], kwargs.get("type"))
+        self.controller.model_event(
+            kwargs["namespace"], kwargs["name"], kwargs.get("type"), _version_of(kwargs)
+        )
 
     async def runtime_event(self, **kwargs: Any) -> None:
         self.controller.runtime_event(kwargs.get("type"))
 
     async def owned_event(self, **kwargs: Any) -> None:
         owner = kwargs["labels"].get(OWNER_LABEL)
-        self.controller.owned_event(kwargs["namespace"], owner, kwargs.get("type"))
+        body = kwargs.get("body") or {}
+        kind = body.get("kind") or getattr(kwargs.get("resource"), "kind", None)
+        self.controller.owned_event(
+            kwargs["namespace"], owner, kwargs.get("type"), kind, _version_of(kwargs)
+        )
 
     async def namespace_event(self, **kwargs: Any) -> None:
         self.controller.namespace_event(kwargs["name"], kwargs.get("type"))
@@ -153,3 +159,10 @@ def _register_spec_changes(
     kopf.on.update(
         *watch.selector, id="spec_changed", field="spec", labels=watch.labels, registry=registry
     )(fn)
+
+
+def _version_of(kwargs: dict[str, Any]) -> str | None:
+    """The resourceVersion of the object a kopf event handler was called for."""
+    meta = (kwargs.get("body") or {}).get("metadata") or {}
+    version = meta.get("resourceVersion")
+    return str(version) if version is not None else None

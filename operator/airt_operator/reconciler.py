@@ -125,6 +125,13 @@ class Reconciler:
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         return self._locks.setdefault((namespace, name), asyncio.Lock())
 
+    def own_write(self, namespace: str, owner: str, kind: str | None, version: str | None) -> bool:
+        """Whether an object at `version` is the operator's own last write: the ModelDeployment
+        `owner`'s status, or the child of that kind that it applied."""
+        if kind == "ModelDeployment":
+            return self.written.wrote((namespace, owner), version)
+        return kind is not None and self.applied.wrote((namespace, owner, kind), version)
+
     def forget(self, namespace: str, name: str) -> None:
         self._locks.pop((namespace, name), None)
         self.written.forget((namespace, name))

@@ -14,7 +14,10 @@ A reconcile that fails (the API server is away, a child's place is taken, a kind
 yet) is queued again after a delay that doubles with each consecutive failure of that key, up to
 a cap, so nothing waits for the next event or the slow resync and a key that keeps failing costs
 a bounded number of attempts per minute. An event for a key that is waiting out its delay runs
-it at once (the event may be the fix); a success forgets the key's failures.
+it at once (the event may be the fix), unless the event only echoes the operator's own write (a
+status it wrote, a child it applied), which cannot be: without that exception a spec that fails
+at once is tried again for each of the events its own first attempt caused. A success forgets
+the key's failures.
 """
 
 from __future__ import annotations
@@ -65,11 +68,14 @@ class WorkQueue:
         self._failures: dict[Key, int] = {}
         self._timers: dict[Key, asyncio.TimerHandle] = {}
 
-    def add(self, namespace: str, name: str) -> None:
+    def add(self, namespace: str, name: str, *, wake: bool = True) -> None:
+        """Queue the key. A key waiting out its backoff runs at once when `wake` (the event may
+        be the fix); otherwise (the event echoes the operator's own write) its timer stands."""
         key = (namespace, name)
-        timer = self._timers.pop(key, None)
-        if timer is not None:
-            timer.cancel()  # an event while waiting out a backoff: look now
+        if key in self._timers:
+            if not wake:
+                return
+            self._timers.pop(key).cancel()  # an event while waiting out a backoff: look now
         self._enqueue(key)
 
     def _enqueue(self, key: Key) -> None:

@@ -45,6 +45,11 @@ class WriteMemory(Generic[K]):
     def get(self, key: K) -> Written | None:
         return self._written.get(key)
 
+    def wrote(self, key: K, version: int | str | None) -> bool:
+        """True when the object at `version` is the one our last write produced."""
+        written = self._written.get(key)
+        return written is not None and written.version != 0 and written.version == _version(version)
+
     def unchanged(self, key: K, status: Mapping[str, Any]) -> bool:
         """True when `status` is exactly what was last written for `key`."""
         written = self._written.get(key)
@@ -111,6 +116,11 @@ class ApplyMemory:
             return False
         self._seen[key] = max(self._seen.get(key, 0), version)
         return version < applied[0]
+
+    def wrote(self, key: ChildKey, version: int | str | None) -> bool:
+        """True when the child at `version` is the one our last apply produced."""
+        applied = self._applied.get(key)
+        return applied is not None and applied[0] == _version(version)
 
     def forget(self, namespace: str, owner: str) -> None:
         """The owner is gone: so is the memory of its children."""

@@ -42,6 +42,8 @@ class FakeReconciler:
         self.reconciled: list[tuple[str, str, Snapshot | None]] = []
         self.forgotten: list[tuple[str, str]] = []
         self.runtime_writes: list[tuple[str, dict[str, Any]]] = []
+        # (namespace, owner, kind, resourceVersion) of the writes it made itself
+        self.ours: set[tuple[str, str, str | None, str | None]] = set()
 
     async def reconcile(
         self, namespace: str, name: str, take: Callable[[], Snapshot | None]
@@ -54,6 +56,9 @@ class FakeReconciler:
 
     def forget(self, namespace: str, name: str) -> None:
         self.forgotten.append((namespace, name))
+
+    def own_write(self, namespace: str, owner: str, kind: str | None, version: str | None) -> bool:
+        return (namespace, owner, kind, version) in self.ours
 
     async def write_runtime_status(self, name: str, status: dict[str, Any]) -> None:
         self.runtime_writes.append((name, status))
@@ -104,6 +109,34 @@ def test_an_owned_object_queues_its_owner_only_when_labelled() -> None:
     assert queued(c) == 0
     c.owned_event("ns", "a", "MODIFIED")
     assert queued(c) == 1
+
+
+async def test_an_echo_of_its_own_write_does_not_cut_a_models_backoff_short() -> None:
+    reconciler = FakeReconciler()
+    reconciler.ours = {("ns", "a", "ModelDeployment", "7"), ("ns", "a", "Service", "9")}
+    c = controller(world_with(("ns", "a")), reconciler)
+    c.queue.retry("ns", "a")  # a failed attempt: waiting out its backoff
+    c.model_event("ns", "a", "MODIFIED", "7")  # the status it wrote
+    c.owned_event("ns", "a", "MODIFIED", "Service", "9")  # the Service it applied
+    assert queued(c) == 0 and c.queue.waiting_retries == 1
+    c.owned_event("ns", "a", "DELETED", "Service", "9")  # gone: that is news
+    assert queued(c) == 1 and c.queue.waiting_retries == 0
+    c.queue.stop()
+
+
+async def test_a_change_by_someone_else_runs_a_waiting_model_at_once() -> None:
+    reconciler = FakeReconciler()
+    reconciler.ours = {("ns", "a", "ModelDeployment", "7")}
+    for event in (
+        lambda c: c.model_event("ns", "a", "MODIFIED", "8"),  # a newer version: not ours
+        lambda c: c.owned_event("ns", "a", "MODIFIED", "Deployment", "7"),  # another kind
+        lambda c: c.owned_event("ns", "a", "MODIFIED", "Pod", None),
+    ):
+        c = controller(world_with(("ns", "a")), reconciler)
+        c.queue.retry("ns", "a")
+        event(c)
+        assert queued(c) == 1 and c.queue.waiting_retries == 0
+        c.queue.stop()
 
 
 def test_a_namespace_event_queues_the_models_in_it() -> None:
@@ -194,6 +227,23 @@ async def test_the_handlers_build_the_world_at_start_up_and_translate_kopfs_argu
             namespace="ns", labels={"airt.dev/modeldeployment": "a"}, type="ADDED"
         )
         assert handlers.controller.queue.failures("ns", "a") == 0
+        # The kind and resourceVersion of the object reach the controller, which asks the
+        # reconciler whether the change was its own.
+        reconciler.ours = {("ns", "a", "Service", "41"), ("ns", "a", "ModelDeployment", "42")}
+        handlers.controller.queue.retry("ns", "a")
+        await handlers.owned_event(
+            namespace="ns",
+            labels={"airt.dev/modeldeployment": "a"},
+            type="MODIFIED",
+            body={"kind": "Service", "metadata": {"resourceVersion": "41"}},
+        )
+        await handlers.model_event(
+            namespace="ns",
+            name="a",
+            type="MODIFIED",
+            body={"kind": "ModelDeployment", "metadata": {"resourceVersion": "42"}},
+        )
+        assert handlers.controller.queue.waiting_retries == 1
     finally:
         await handlers.cleanup()
 

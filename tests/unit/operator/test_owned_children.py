@@ -198,3 +198,20 @@ async def test_events_of_a_status_write_that_never_landed_are_not_sent_twice() -
     assert second is not None
     assert len([w for w in kube.writes if w[0] == "status"]) == 1
     assert kube.events and len(kube.events) == len(set(kube.events))
+
+
+async def test_the_reconciler_knows_its_own_writes_by_resource_version() -> None:
+    kube = FakeKube()
+    body = _model()
+    name = body["metadata"]["name"]
+    rec = _reconciler(kube)
+    await rec.reconcile("team", name, lambda: _snapshot(body))
+    service = kube.objects[("Service", "team", name)]["metadata"]["resourceVersion"]
+    status_version = str(kube.version)  # the status write came last
+    assert rec.own_write("team", name, "Service", service)
+    assert rec.own_write("team", name, "ModelDeployment", status_version)
+    assert not rec.own_write("team", name, "Service", str(int(service) + 100))
+    assert not rec.own_write("team", name, "ModelDeployment", "1")
+    assert not rec.own_write("team", name, None, service)
+    rec.forget("team", name)
+    assert not rec.own_write("team", name, "Service", service)

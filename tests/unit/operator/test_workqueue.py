@@ -146,3 +146,28 @@ async def test_an_event_runs_a_key_waiting_out_its_backoff_at_once() -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
     assert runs == ["a", "a"]
     assert queue.waiting_retries == 0 and queue.failures("ns", "a") == 0
+
+
+async def test_an_echo_of_the_operators_own_write_leaves_the_backoff_standing() -> None:
+    runs: list[str] = []
+
+    async def run(ns: str, name: str) -> bool:
+        runs.append(name)
+        return len(runs) > 1
+
+    queue = WorkQueue(run, workers=1, backoff=Backoff(base_s=3600))
+    queue.add("ns", "a")
+    tasks = queue.start()
+    try:
+        await asyncio.wait_for(queue.join(), timeout=10)
+        assert queue.waiting_retries == 1
+        queue.add("ns", "a", wake=False)  # its own status write, seen by the watch
+        assert len(queue) == 0 and queue.waiting_retries == 1 and runs == ["a"]
+        queue.add("ns", "b", wake=False)  # a key not waiting is queued as usual
+        await asyncio.wait_for(queue.join(), timeout=10)
+        assert runs == ["a", "b"]
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    queue.stop()
