@@ -16,8 +16,10 @@ namespace it deletes afterwards:
   new model;
 - errors: every write of the operator answered 500/429/409 or a reset at random (30 %) for 60 s
   through the fault proxy while 20 models are created: time to all Ready, attempts;
-- never: one model whose Deployment the API server always refuses: its reason, its apply
-  attempts in the first 10 s after creation, and per minute over the three minutes after.
+- never: one model whose Deployment the API server always refuses (422): its reason, its apply
+  attempts in the first 10 s after creation, and per minute over the three minutes after;
+- retrying: the same with a 500 that never ends, which the operator retries with backoff and
+  explains in status ("retrying after N failed attempts"): the same counts.
 
 Components that exit on their own during an outage (the controller manager and the scheduler
 lose their leader leases) are restarted, as a kubelet or systemd would. The result goes to
@@ -43,7 +45,7 @@ from airt_dev.operator_proc import OperatorProcess
 from airt_dev.wait import observe_for, wait_for
 from common import git_head, log, machine, now_iso, write_result
 
-SCENARIOS = ("sigkill", "apiserver", "etcd", "peering", "errors", "never")
+SCENARIOS = ("sigkill", "apiserver", "etcd", "peering", "errors", "never", "retrying")
 ROOT = Path(__file__).resolve().parents[1]
 WORK = Path("/tmp") / "airt-bench-faults"
 
@@ -304,13 +306,16 @@ def errors(cluster: Cluster) -> dict[str, Any]:
         drop(cluster, ns)
 
 
-def never(cluster: Cluster) -> dict[str, Any]:
+def never(cluster: Cluster, status: int = 422) -> dict[str, Any]:
+    """A model whose Deployment apply is always answered `status`."""
     ns = namespace(cluster, "bf-never")
     proxy = FaultProxy(cluster).start()
     path = rf"/namespaces/{ns}/deployments/never-0000\b"
-    proxy.add(Fault("PATCH", path, 422))
+    proxy.add(Fault("PATCH", path, status))
     op = OperatorProcess.start(
-        proxy.kubeconfig(WORK / "never.kubeconfig"), WORK / "never.log", namespaces=(ns,)
+        proxy.kubeconfig(WORK / f"never-{status}.kubeconfig"),
+        WORK / f"never-{status}.log",
+        namespaces=(ns,),
     )
     try:
         created = time.monotonic()
@@ -319,7 +324,7 @@ def never(cluster: Cluster) -> dict[str, Any]:
         def refused() -> dict[str, Any]:
             md = cluster.get_json("md", "never-0000", "-n", ns)
             c = _condition(md, "Degraded")
-            return c if c.get("reason") == "ApplyFailed" else {}
+            return c if c.get("reason") == "ApplyFailed" and str(status) in c["message"] else {}
 
         cond = wait_for(refused, 60, "the refusal in status")
         refused_after = time.monotonic() - created
@@ -364,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         "peering": lambda: peering(cluster),
         "errors": lambda: errors(cluster),
         "never": lambda: never(cluster),
+        "retrying": lambda: never(cluster, 500),
     }
     for name in args.only.split(","):
         log(f"scenario {name}")

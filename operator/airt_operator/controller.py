@@ -97,7 +97,8 @@ class Controller:
         reconcile at once. Anything waiting may fix is handed to the queue's backoff (not to
         kopf's retries, which record their progress in the object's annotations, a write per
         attempt); the caller turns an INVALID outcome into kopf's PermanentError."""
-        outcome = await self.reconcile(namespace, name)
+        with self.queue.in_flight(namespace, name):
+            outcome = await self.reconcile(namespace, name)
         if outcome is None:
             self.queue.retry(namespace, name)  # not indexed yet: look again shortly
             return None
@@ -124,11 +125,21 @@ class Controller:
             ours = self.reconciler.own_write(namespace, name, "ModelDeployment", version)
             self.queue.add(namespace, name, wake=not ours)
 
-    def runtime_event(self, type: str | None) -> None:
-        """An InferenceRuntime changed: resolution of every ModelDeployment may change."""
+    def runtime_event(
+        self,
+        type: str | None,
+        name: str | None = None,
+        namespace: str | None = None,
+        version: str | None = None,
+    ) -> None:
+        """An InferenceRuntime changed: resolution of every ModelDeployment may change, unless
+        the change is the status the runtime-status loop itself just wrote."""
         self.runtime_status.mark_dirty()
-        if type is not None:
-            self.resync.resync()
+        if type is None:
+            return
+        if type != "DELETED" and name and self.runtime_status.own_write(name, namespace, version):
+            return
+        self.resync.resync()
 
     def owned_event(
         self,

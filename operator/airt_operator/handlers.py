@@ -89,7 +89,9 @@ class Handlers:
         )
 
     async def runtime_event(self, **kwargs: Any) -> None:
-        self.controller.runtime_event(kwargs.get("type"))
+        self.controller.runtime_event(
+            kwargs.get("type"), kwargs.get("name"), kwargs.get("namespace"), _version_of(kwargs)
+        )
 
     async def owned_event(self, **kwargs: Any) -> None:
         owner = kwargs["labels"].get(OWNER_LABEL)

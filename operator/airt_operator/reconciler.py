@@ -198,10 +198,13 @@ class Reconciler:
 
     async def write_runtime_status(
         self, name: str, status: dict[str, Any], namespace: str | None = None
-    ) -> None:
+    ) -> str | None:
         """Write a runtime's status (for the runtime-status loop, which holds no client of its
-        own); with a namespace, a NamespacedInferenceRuntime's."""
-        await self.kube.patch_runtime_status(name, status, namespace)
+        own); with a namespace, a NamespacedInferenceRuntime's. Returns the resourceVersion the
+        API server answered."""
+        result = await self.kube.patch_runtime_status(name, status, namespace)
+        version = (result.get("metadata") or {}).get("resourceVersion")
+        return str(version) if version is not None else None
 
     async def _reconcile(self, snap: Snapshot) -> ReconcileOutcome:
         body = snap.body

@@ -24,8 +24,9 @@ from airt_operator.write_memory import WriteMemory
 
 log = logging.getLogger("airt.operator")
 
-# (name, status) for an InferenceRuntime; (name, status, namespace) for a namespaced one.
-StatusWriter = Callable[..., Awaitable[None]]
+# (name, status) for an InferenceRuntime; (name, status, namespace) for a namespaced one;
+# answers the resourceVersion written (None when unknown).
+StatusWriter = Callable[..., Awaitable[str | None]]
 Objects = Callable[[], Iterable[Mapping[str, Any]]]
 
 # How long a pass waits after the first change for the rest of its burst.
@@ -53,6 +54,11 @@ class RuntimeStatusLoop:
         self.memory: WriteMemory[str] = memory if memory is not None else WriteMemory()
         self._dirty = asyncio.Event()
 
+    def own_write(self, name: str, namespace: str | None, version: str | None) -> bool:
+        """Whether the runtime at `version` is this loop's own last status write: its watch
+        event tells the models nothing."""
+        return self.memory.wrote(f"{namespace}/{name}" if namespace else name, version)
+
     def mark_dirty(self) -> None:
         """Something a runtime's status depends on changed: run a pass soon."""
         self._dirty.set()
@@ -75,13 +81,13 @@ class RuntimeStatusLoop:
                 continue
             try:
                 if namespace:
-                    await self._write(name, status, namespace)
+                    version = await self._write(name, status, namespace)
                 else:
-                    await self._write(name, status)
+                    version = await self._write(name, status)
             except KubeError as exc:
                 log.warning("status of runtime %s: %s", key, exc)
                 continue
-            self.memory.remember(key, status)
+            self.memory.remember(key, status, version)
             wrote += 1
         return wrote
 

@@ -15,16 +15,20 @@ yet) is queued again after a delay that doubles with each consecutive failure of
 a cap, so nothing waits for the next event or the slow resync and a key that keeps failing costs
 a bounded number of attempts per minute. An event for a key that is waiting out its delay runs
 it at once (the event may be the fix), unless the event only echoes the operator's own write (a
-status it wrote, a child it applied), which cannot be: without that exception a spec that fails
-at once is tried again for each of the events its own first attempt caused. A success forgets
-the key's failures.
+status it wrote, a child it applied), which cannot be. Such an echo is also dropped while the
+key's reconcile runs (that reconcile made the write, and its outcome decides what comes next).
+Without these exceptions a failing key re-ran itself: each failed attempt writes a status ("retrying
+after N failed attempts"), whose event cut the delay short, a loop bounded only by the API
+server's round trips. A success forgets the key's failures.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 log = logging.getLogger("airt.operator")
@@ -65,13 +69,17 @@ class WorkQueue:
         self._backoff = backoff or Backoff()
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._pending: set[Key] = set()
+        self._running: Counter[Key] = Counter()  # reconciles in flight per key
         self._failures: dict[Key, int] = {}
         self._timers: dict[Key, asyncio.TimerHandle] = {}
 
     def add(self, namespace: str, name: str, *, wake: bool = True) -> None:
         """Queue the key. A key waiting out its backoff runs at once when `wake` (the event may
-        be the fix); otherwise (the event echoes the operator's own write) its timer stands."""
+        be the fix); otherwise (the event echoes the operator's own write) its timer stands, and
+        a key whose reconcile is running is not queued again."""
         key = (namespace, name)
+        if not wake and self._running[key] > 0:
+            return
         if key in self._timers:
             if not wake:
                 return
@@ -83,6 +91,19 @@ class WorkQueue:
             return  # already waiting: its reconcile will read the newest state
         self._pending.add(key)
         self._queue.put_nowait(key)
+
+    @contextlib.contextmanager
+    def in_flight(self, namespace: str, name: str) -> Iterator[None]:
+        """Mark a reconcile of the key as running (the queue's own, or one the controller runs
+        directly for a spec change), so echoes of its writes do not queue it again."""
+        key = (namespace, name)
+        self._running[key] += 1
+        try:
+            yield
+        finally:
+            self._running[key] -= 1
+            if self._running[key] <= 0:
+                del self._running[key]
 
     def retry(self, namespace: str, name: str) -> float:
         """Queue the key again after its backoff delay (one more failure); returns the delay."""
@@ -141,7 +162,8 @@ class WorkQueue:
             # queues the key again, so that event's change is looked at too.
             self._pending.discard(key)
             try:
-                done = await self._run(*key)
+                with self.in_flight(*key):
+                    done = await self._run(*key)
             except Exception:
                 log.exception("reconcile of %s/%s failed unexpectedly", *key)
                 done = False

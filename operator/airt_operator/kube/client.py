@@ -261,16 +261,17 @@ class Kube:
 
     async def patch_runtime_status(
         self, name: str, status: dict[str, Any], namespace: str | None = None
-    ) -> None:
+    ) -> dict[str, Any]:
         """Merge-patch a runtime's status subresource: an InferenceRuntime's, or with a
         namespace a NamespacedInferenceRuntime's."""
         kind = NAMESPACED_INFERENCE_RUNTIME if namespace else INFERENCE_RUNTIME
-        await self._call(
+        result: dict[str, Any] = await self._call(
             "PATCH",
             kind.path(namespace, name, "status"),
             body={"status": status},
             content_type="application/merge-patch+json",
         )
+        return result
 
     async def ping(self) -> None:
         """One cheap request (GET /version, readable by every authenticated user) with a short

@@ -124,6 +124,25 @@ async def test_an_echo_of_its_own_write_does_not_cut_a_models_backoff_short() ->
     c.queue.stop()
 
 
+async def test_echoes_of_a_spec_change_reconcile_do_not_run_it_twice() -> None:
+    reconciler = FakeReconciler(Result.WAITING)
+    reconciler.ours = {("ns", "a", "Service", "9")}
+    c = controller(world_with(("ns", "a")), reconciler)
+    inner = reconciler.reconcile
+
+    async def reconcile_applying_a_service(
+        namespace: str, name: str, take: Callable[[], Snapshot | None]
+    ) -> ReconcileOutcome | None:
+        c.owned_event(namespace, name, "ADDED", "Service", "9")  # its own apply, seen
+        return await inner(namespace, name, take)
+
+    reconciler.reconcile = reconcile_applying_a_service  # type: ignore[method-assign]
+    outcome = await c.spec_changed("ns", "a")
+    assert outcome is not None and outcome.result == Result.WAITING
+    assert queued(c) == 0 and c.queue.waiting_retries == 1  # only the backoff's retry
+    c.queue.stop()
+
+
 async def test_a_change_by_someone_else_runs_a_waiting_model_at_once() -> None:
     reconciler = FakeReconciler()
     reconciler.ours = {("ns", "a", "ModelDeployment", "7")}
@@ -137,6 +156,24 @@ async def test_a_change_by_someone_else_runs_a_waiting_model_at_once() -> None:
         event(c)
         assert queued(c) == 1 and c.queue.waiting_retries == 0
         c.queue.stop()
+
+
+def test_the_echo_of_a_runtime_status_the_operator_wrote_queues_no_model() -> None:
+    c = controller(world_with(("a", "x"), ("b", "y")), FakeReconciler())
+    c.runtime_status.memory.remember("gpu", {"modelCount": 2}, "50")
+    c.runtime_status.memory.remember("team/own", {"modelCount": 1}, "60")
+    c.runtime_event("MODIFIED", "gpu", None, "50")  # the status the loop just wrote
+    c.runtime_event("MODIFIED", "own", "team", "60")  # the same, namespaced
+    assert queued(c) == 0 and c.runtime_status.dirty
+    c.runtime_event("MODIFIED", "gpu", None, "51")  # a later change, by someone else
+    assert queued(c) == 2
+
+
+def test_a_runtime_deleted_queues_every_model_even_at_the_version_last_written() -> None:
+    c = controller(world_with(("a", "x"), ("b", "y")), FakeReconciler())
+    c.runtime_status.memory.remember("gpu", {"modelCount": 2}, "50")
+    c.runtime_event("DELETED", "gpu", None, "50")
+    assert queued(c) == 2
 
 
 def test_a_namespace_event_queues_the_models_in_it() -> None:

@@ -46,10 +46,11 @@ class Writer:
         self.writes: list[tuple[str, dict[str, Any]]] = []
         self.fail = fail or set()
 
-    async def __call__(self, name: str, status: dict[str, Any]) -> None:
+    async def __call__(self, name: str, status: dict[str, Any]) -> str:
         if name in self.fail:
             raise KubeError("the API server is away", 503, True)
         self.writes.append((name, status))
+        return str(100 + len(self.writes))  # the resourceVersion the API server answered
 
 
 async def test_a_pass_writes_only_runtimes_whose_status_changed() -> None:
@@ -63,6 +64,16 @@ async def test_a_pass_writes_only_runtimes_whose_status_changed() -> None:
     # The transition time is kept: Ready did not change, only its message and the count.
     assert status["conditions"][0]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
     assert loop.memory.unchanged("torch-cpu", status)
+
+
+async def test_the_loop_knows_the_echo_of_its_own_write() -> None:
+    writer = Writer()
+    loop = RuntimeStatusLoop(lambda: [runtime(models=0)], lambda: [model("torch-cpu")], writer)
+    assert await loop.write_pass() == 1
+    assert loop.own_write("torch-cpu", None, "101")
+    assert not loop.own_write("torch-cpu", None, "102")  # changed since, by someone else
+    assert not loop.own_write("torch-cpu", "team", "101")  # a namespaced namesake
+    assert not loop.own_write("other", None, "101")
 
 
 async def test_a_stale_index_does_not_make_the_loop_write_again() -> None:

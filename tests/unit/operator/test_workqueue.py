@@ -171,3 +171,27 @@ async def test_an_echo_of_the_operators_own_write_leaves_the_backoff_standing() 
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     queue.stop()
+
+
+async def test_an_echo_during_the_keys_own_reconcile_does_not_queue_it_again() -> None:
+    runs: list[str] = []
+    queue: WorkQueue
+
+    async def run(ns: str, name: str) -> bool:
+        runs.append(name)
+        if len(runs) == 1:
+            queue.add(ns, name, wake=False)  # the watch shows the status this run just wrote
+            assert len(queue) == 0
+            queue.add(ns, name)  # someone else's change meanwhile: looked at again
+            assert len(queue) == 1
+        return True
+
+    queue = WorkQueue(run, workers=1)
+    queue.add("ns", "a")
+    await _drain(queue)
+    assert runs == ["a", "a"]
+    with queue.in_flight("ns", "b"):  # a reconcile the controller runs itself
+        queue.add("ns", "b", wake=False)
+        assert len(queue) == 0
+    queue.add("ns", "b", wake=False)  # nothing running, nothing waiting: queued as usual
+    assert len(queue) == 1
