@@ -70,7 +70,18 @@ def namespace(cluster: Cluster, prefix: str) -> str:
 
 
 def drop(cluster: Cluster, ns: str) -> None:
+    """Delete a scenario's namespace and wait until it is gone: the next scenario must not share
+    the cluster's 254 Service IPs (a /24) with 200 Services still being deleted."""
     cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+    def gone() -> bool:
+        got = cluster.kubectl("get", "namespace", ns, "-o", "name", check=False)
+        return got.returncode != 0
+
+    try:
+        wait_for(gone, 300, f"namespace {ns} to be deleted", interval_s=1.0)
+    except AssertionError as exc:
+        log(f"{exc}: going on")
 
 
 def children_check(cluster: Cluster, ns: str) -> dict[str, Any]:

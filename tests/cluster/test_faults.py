@@ -6,7 +6,8 @@ bounded versions of the runs in bench/faults.py (whose figures are in docs/relia
 - injected API errors (500, 429, 409, reset connections) through a fault-injecting proxy in
   front of the API server: the model still becomes Ready, the status says that the operator is
   retrying while the errors persist, and no Event is lost; a child the API server always
-  refuses gives a terminal reason and a bounded number of attempts;
+  refuses, or always fails with a 500, gives a reason in status and a bounded number of
+  attempts;
 - kube-apiserver killed during drift repair and a status-changing spec edit: /healthz fails
   while it is away, and afterwards the drift is repaired and the status and its Event written;
 - the operator SIGKILLed while it creates many models, then started again: every model Ready,
@@ -90,6 +91,8 @@ def test_injected_api_errors_back_off_explain_and_lose_nothing(
         Fault("POST", rf"/namespaces/{ns}/events", 503, times=2),
         # never: the API server always refuses its Deployment as invalid.
         Fault("PATCH", deploy % "never", 422),
+        # stuck: its Deployment's apply always fails in a way worth retrying.
+        Fault("PATCH", deploy % "stuck", 500),
     )
     op = OperatorProcess.start(
         proxy.kubeconfig(tmp_path / "proxy.kubeconfig"),
@@ -98,7 +101,7 @@ def test_injected_api_errors_back_off_explain_and_lose_nothing(
         extra_env=FAST_RETRY,
     )
     try:
-        _apply(cluster, ns, _model("flaky"), _model("never"))
+        _apply(cluster, ns, _model("flaky"), _model("never"), _model("stuck"))
         try:
             wait_for(lambda: _ready(cluster, ns, "flaky"), 90, "flaky Ready despite the faults")
         except AssertionError as exc:
@@ -121,11 +124,20 @@ def test_injected_api_errors_back_off_explain_and_lose_nothing(
         cond = wait_for(refused, 60, "never to report the refusal")
         assert cond["status"] == "True"
         assert _condition(_md(cluster, ns, "never"), "Ready")["status"] == "False"
-        # A child the API server refuses is retried with doubling delays, not in a hot loop.
-        before = proxy.count("PATCH", deploy % "never")
+
+        def retrying() -> dict[str, Any]:
+            c = _condition(_md(cluster, ns, "stuck"), "Degraded")
+            return c if c.get("reason") == "ApplyFailed" and "retrying" in c["message"] else {}
+
+        wait_for(retrying, 60, "stuck to say that it is retrying")
+        # A child the API server refuses, or keeps failing, is retried with doubling delays (at
+        # most 8 s apart here), not in a hot loop: the status the operator writes after each
+        # failure ("retrying after N failed attempts") must not run the model again at once.
+        before = {m: proxy.count("PATCH", deploy % m) for m in ("never", "stuck")}
         observe_for(8)
-        attempts = proxy.count("PATCH", deploy % "never") - before
-        assert attempts <= 4, f"{attempts} applies of a refused child in 8 s"
+        for m, n in before.items():
+            attempts = proxy.count("PATCH", deploy % m) - n
+            assert attempts <= 4, f"{attempts} applies of {m}'s failing child in 8 s"
     finally:
         op.stop()
         proxy.stop()
