@@ -17,9 +17,9 @@ a bounded number of attempts per minute. An event for a key that is waiting out 
 it at once (the event may be the fix), unless the event only echoes the operator's own write (a
 status it wrote, a child it applied), which cannot be. Such an echo is also dropped while the
 key's reconcile runs (that reconcile made the write, and its outcome decides what comes next).
-Without these exceptions a failing key re-ran itself: each failed attempt writes a status ("retrying
-after N failed attempts"), whose event cut the delay short, a loop bounded only by the API
-server's round trips. A success forgets the key's failures.
+Without these exceptions a failing key would run itself again and again: each failed attempt
+writes a status ("retrying after N failed attempts") whose event would cut the delay short, a
+loop bounded only by the API server's round trips. A success forgets the key's failures.
 """
 
 from __future__ import annotations
