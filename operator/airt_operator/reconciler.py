@@ -33,7 +33,7 @@ from airt_operator.metrics import OperatorMetrics
 from airt_operator.reconcile.build import BuildSettings, build_context
 from airt_operator.reconcile.credentials import credentials_refusal
 from airt_operator.reconcile.diff import HASH_ANNOTATION, needs_apply, spec_changed
-from airt_operator.reconcile.events import landed, transition_events
+from airt_operator.reconcile.events import landed, tentative_union, transition_events
 from airt_operator.reconcile.observe import (
     Observation,
     conditions_of,
@@ -458,17 +458,20 @@ class Reconciler:
         self.metrics.set_conditions(
             meta["namespace"], meta["name"], [{"type": c.type, "status": c.status} for c in merged]
         )
+        key = (meta["namespace"], meta["name"])
         current = self._current_status(snap)
         if all(current.get(k) == v for k, v in status.items()):
+            self._tentative.pop(key, None)  # the status is settled: what it shows was sent
             return False
-        key = (meta["namespace"], meta["name"])
         owed = transition_events(old, merged)
         try:
             result = await self.kube.patch_status(meta["namespace"], meta["name"], status)
         except KubeError:
-            # The write may have landed with its answer lost: the next attempt decides.
-            self._tentative[key] = owed
+            # The write may have landed with its answer lost: later attempts decide.
+            kept = tentative_union(self._tentative.get(key, []), owed)
+            self._tentative[key] = kept[-MAX_PENDING_EVENTS:]
             raise
+        self._tentative.pop(key, None)  # this write's own transitions replace them
         self.written.remember(
             key,
             result.get("status") or {},
@@ -488,9 +491,10 @@ class Reconciler:
         sends it, even though the status it describes no longer changes. The Events of a status
         write that failed join them if the live status shows that the write landed."""
         key = _ns_name(snap)
-        if tentative := self._tentative.pop(key, None):
+        if tentative := self._tentative.get(key):
             owed = landed(tentative, self._current_status(snap))
             if owed:
+                self._tentative[key] = [e for e in tentative if e not in owed]
                 self._events.setdefault(key, []).extend(owed)
                 del self._events[key][:-MAX_PENDING_EVENTS]
         events = self._events.get(key)

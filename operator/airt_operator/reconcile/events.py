@@ -1,4 +1,4 @@
-"""Which core/v1 Events a status write owes, and whether a write whose answer was lost landed.
+"""Which core/v1 Events a status write owes, and which are owed for a write whose answer was lost.
 
 Called by the reconciler (reconciler.py) around each ModelDeployment status write. Pure: it
 compares condition lists and builds PendingEvents; the reconciler posts them.
@@ -7,15 +7,15 @@ An Event is owed for every condition whose status or reason changed. A status PA
 etcd while its answer is lost (the API server killed mid-request, a client timeout): the next
 attempt then sees the new status as the old one, finds no transition, and the Event would never
 be sent. So the Events of a write that failed are kept as tentative, each naming the condition
-it describes, and the next attempt sends those whose condition the live status shows with the
-same transition time (the write landed) and drops the rest (it did not: that attempt computes
-its transitions afresh).
+(type, status and reason) it tells of. Each attempt sends those whose condition the status it
+reads shows (the write landed); the others wait, because during an outage that status may be
+stale, until an attempt settles the status (writes it, or finds nothing to write), which
+computes its own transitions from what it read and so makes the rest moot.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from airt_operator.api import Condition, ConditionType, Reason
@@ -42,32 +42,31 @@ def transition_events(old: Sequence[Condition], new: Sequence[Condition]) -> lis
                 "Warning" if warn else "Normal",
                 c.reason,
                 f"{c.type}={c.status}: {c.message}",
-                condition=_key_of(c.model_dump(by_alias=True, exclude_none=True, mode="json")),
+                condition=(c.type, c.status, c.reason),
             )
         )
     return events
 
 
+def tentative_union(
+    kept: Sequence[PendingEvent], new: Sequence[PendingEvent]
+) -> list[PendingEvent]:
+    """The tentative Events of several failed writes, one per condition state (the oldest
+    wording kept): repeated attempts during an outage owe each transition once."""
+    out = list(kept)
+    seen = {e.condition for e in out}
+    for e in new:
+        if e.condition not in seen:
+            seen.add(e.condition)
+            out.append(e)
+    return out
+
+
 def landed(tentative: Sequence[PendingEvent], status: Mapping[str, Any]) -> list[PendingEvent]:
-    """The tentative Events whose condition `status` shows exactly as their write would have
-    left it: that write landed, so they are owed."""
-    shown = {_key_of(c) for c in status.get("conditions") or [] if isinstance(c, Mapping)}
+    """The tentative Events whose condition `status` shows as their write would have left it."""
+    shown = {
+        (str(c.get("type", "")), str(c.get("status", "")), str(c.get("reason", "")))
+        for c in status.get("conditions") or []
+        if isinstance(c, Mapping)
+    }
     return [e for e in tentative if e.condition is not None and e.condition in shown]
-
-
-def _key_of(c: Mapping[str, Any]) -> tuple[str, str, str, str]:
-    return (
-        str(c.get("type", "")),
-        str(c.get("status", "")),
-        str(c.get("reason", "")),
-        _instant(c.get("lastTransitionTime")),
-    )
-
-
-def _instant(value: object) -> str:
-    """A transition time in one spelling ("Z" or "+00:00" alike), so a time read back from the
-    API server compares equal to the one written."""
-    try:
-        return datetime.fromisoformat(str(value)).astimezone(UTC).isoformat()
-    except ValueError:
-        return str(value)

@@ -47,9 +47,9 @@ class PendingEvent:
     type: str
     reason: str
     message: str
-    # The condition it tells of as (type, status, reason, lastTransitionTime): how a tentative
-    # Event is matched against the live status.
-    condition: tuple[str, str, str, str] | None = None
+    # The condition state it tells of, as (type, status, reason): how a tentative Event is
+    # matched against the status an attempt reads.
+    condition: tuple[str, str, str] | None = None
 
 
 @dataclass(frozen=True)

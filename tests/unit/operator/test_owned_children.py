@@ -9,14 +9,17 @@ which requests a reconcile would send — none to a foreign object — and what 
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
 import yaml
 
 from airt_operator.kube.client import Kube, KubeError
 from airt_operator.kube.resources import Kind
 from airt_operator.metrics import OperatorMetrics
+from airt_operator.reconcile import observe
 from airt_operator.reconcile.build import BuildSettings
 from airt_operator.reconcile.ownership import conflict_of, owned_by
 from airt_operator.reconciler import Reconciler, Result, Snapshot
@@ -215,3 +218,37 @@ async def test_the_reconciler_knows_its_own_writes_by_resource_version() -> None
     assert not rec.own_write("team", name, None, service)
     rec.forget("team", name)
     assert not rec.own_write("team", name, "Service", service)
+
+
+class _TickingClock(datetime):
+    """datetime whose now() moves on a second per call, so each attempt stamps its own
+    transition times."""
+
+    tick = datetime(2026, 1, 1, tzinfo=UTC)
+
+    @classmethod
+    def now(cls, tz: tzinfo | None = None) -> _TickingClock:
+        cls.tick += timedelta(seconds=1)
+        return cls.fromtimestamp(cls.tick.timestamp(), tz)
+
+
+async def test_events_of_a_lost_write_survive_failed_attempts_that_read_a_stale_status(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(observe, "datetime", _TickingClock)
+    kube = FakeKube()
+    body = _model()
+    name = body["metadata"]["name"]
+    rec = _reconciler(kube)
+    # The write lands but its answer is lost as the API server dies; while it is away the
+    # watches still show the old status and the next attempt's write is refused.
+    kube.fail_status = ["lost", "refused"]
+    await rec.reconcile("team", name, lambda: _snapshot(body))
+    landed_status = copy.deepcopy(kube.status)
+    await rec.reconcile("team", name, lambda: _snapshot(body))
+    assert kube.events == [] and kube.status == landed_status
+    # Back: the watches show what landed, whose transition times are the first attempt's.
+    third = await rec.reconcile("team", name, lambda: _snapshot(_with_status(body, kube.status)))
+    assert third is not None and third.result != Result.WAITING
+    assert "RuntimeFound" in kube.events and len(kube.events) == len(set(kube.events))
+    assert len([w for w in kube.writes if w[0] == "status"]) == 1
