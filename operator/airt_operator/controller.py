@@ -15,6 +15,7 @@ import asyncio
 import logging
 
 from airt_operator.health import Health
+from airt_operator.kube.resources import MODEL_DEPLOYMENT
 from airt_operator.reconciler import ReconcileOutcome, Reconciler, Result
 from airt_operator.resync import ResyncLoop
 from airt_operator.runtime_status_loop import RuntimeStatusLoop
@@ -122,7 +123,7 @@ class Controller:
             self.queue.forget(namespace, name)
             return
         if type is not None:
-            ours = self.reconciler.own_write(namespace, name, "ModelDeployment", version)
+            ours = self.reconciler.own_write(namespace, name, MODEL_DEPLOYMENT.kind, version)
             self.queue.add(namespace, name, wake=not ours)
 
     def runtime_event(

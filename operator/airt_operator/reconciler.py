@@ -28,7 +28,14 @@ from airt_operator.api import (
     parse_runtime,
 )
 from airt_operator.kube.client import Kube, KubeError
-from airt_operator.kube.resources import CHILD_KINDS, SECRET, SERVICE_MONITOR, Kind, kind_of
+from airt_operator.kube.resources import (
+    CHILD_KINDS,
+    MODEL_DEPLOYMENT,
+    SECRET,
+    SERVICE_MONITOR,
+    Kind,
+    kind_of,
+)
 from airt_operator.metrics import OperatorMetrics
 from airt_operator.reconcile.build import BuildSettings, build_context
 from airt_operator.reconcile.credentials import credentials_refusal
@@ -128,7 +135,7 @@ class Reconciler:
     def own_write(self, namespace: str, owner: str, kind: str | None, version: str | None) -> bool:
         """Whether an object at `version` is the operator's own last write: the ModelDeployment
         `owner`'s status, or the child of that kind that it applied."""
-        if kind == "ModelDeployment":
+        if kind == MODEL_DEPLOYMENT.kind:
             return self.written.wrote((namespace, owner), version)
         return kind is not None and self.applied.wrote((namespace, owner, kind), version)
 

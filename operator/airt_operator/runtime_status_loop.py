@@ -57,7 +57,7 @@ class RuntimeStatusLoop:
     def own_write(self, name: str, namespace: str | None, version: str | None) -> bool:
         """Whether the runtime at `version` is this loop's own last status write: its watch
         event tells the models nothing."""
-        return self.memory.wrote(f"{namespace}/{name}" if namespace else name, version)
+        return self.memory.wrote(_key(name, namespace), version)
 
     def mark_dirty(self) -> None:
         """Something a runtime's status depends on changed: run a pass soon."""
@@ -75,7 +75,7 @@ class RuntimeStatusLoop:
         for body in self._runtimes():
             name = body["metadata"]["name"]
             namespace = body["metadata"].get("namespace")
-            key = f"{namespace}/{name}" if namespace else name
+            key = _key(name, namespace)
             status = runtime_status(body, models)
             if self.memory.unchanged(key, status) or not needs_write(body, status):
                 continue
@@ -98,3 +98,8 @@ class RuntimeStatusLoop:
             await asyncio.sleep(self._settle_s)
             self._dirty.clear()
             await self.write_pass()
+
+
+def _key(name: str, namespace: str | None) -> str:
+    """The memory's key: a runtime's name, a namespaced runtime's namespace/name."""
+    return f"{namespace}/{name}" if namespace else name

@@ -101,6 +101,17 @@ def _reconciler(kube: FakeKube) -> Reconciler:
     return Reconciler(cast(Kube, kube), OperatorMetrics(), BuildSettings.defaults())
 
 
+def _setup() -> tuple[FakeKube, dict[str, Any], str, Reconciler]:
+    """An in-memory API, the example model, its name, and a reconciler on that API."""
+    kube = FakeKube()
+    body = _model()
+    return kube, body, body["metadata"]["name"], _reconciler(kube)
+
+
+def _status_writes(kube: FakeKube) -> int:
+    return len([w for w in kube.writes if w[0] == "status"])
+
+
 def _foreign_service(name: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -147,19 +158,16 @@ async def test_children_that_are_absent_or_owned_are_applied() -> None:
 
 
 async def test_an_event_that_failed_to_post_is_sent_on_the_next_attempt() -> None:
-    kube = FakeKube()
-    body = _model()
-    name = body["metadata"]["name"]
-    rec = _reconciler(kube)
+    kube, body, name, rec = _setup()
     kube.fail_events = 1
     first = await rec.reconcile("team", name, lambda: _snapshot(body))
     assert first is not None and first.result == Result.WAITING  # retried by the work queue
-    statuses = len([w for w in kube.writes if w[0] == "status"])
+    statuses = _status_writes(kube)
     assert statuses == 1 and kube.events == []
     second = await rec.reconcile("team", name, lambda: _snapshot(body))
     assert second is not None
     # The status did not change again, yet every Event owed for the first write went out.
-    assert len([w for w in kube.writes if w[0] == "status"]) == statuses
+    assert _status_writes(kube) == statuses
     assert kube.events and len(kube.events) == len(set(kube.events))
 
 
@@ -168,10 +176,7 @@ def _with_status(body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]
 
 
 async def test_events_of_a_status_write_whose_answer_was_lost_are_sent_once_it_shows() -> None:
-    kube = FakeKube()
-    body = _model()
-    name = body["metadata"]["name"]
-    rec = _reconciler(kube)
+    kube, body, name, rec = _setup()
     kube.fail_status = ["lost"]
     first = await rec.reconcile("team", name, lambda: _snapshot(body))
     assert first is not None and first.result == Result.WAITING
@@ -180,17 +185,14 @@ async def test_events_of_a_status_write_whose_answer_was_lost_are_sent_once_it_s
     # yet the Events that write owed go out, once each.
     second = await rec.reconcile("team", name, lambda: _snapshot(_with_status(body, kube.status)))
     assert second is not None and second.result != Result.WAITING
-    assert len([w for w in kube.writes if w[0] == "status"]) == 1
+    assert _status_writes(kube) == 1
     reasons = [c["reason"] for c in kube.status["conditions"]]
     assert kube.events and sorted(kube.events) == sorted(set(kube.events))
     assert set(kube.events) <= set(reasons) and "RuntimeFound" in kube.events
 
 
 async def test_events_of_a_status_write_that_never_landed_are_not_sent_twice() -> None:
-    kube = FakeKube()
-    body = _model()
-    name = body["metadata"]["name"]
-    rec = _reconciler(kube)
+    kube, body, name, rec = _setup()
     kube.fail_status = ["refused"]
     first = await rec.reconcile("team", name, lambda: _snapshot(body))
     assert first is not None and first.result == Result.WAITING
@@ -199,15 +201,12 @@ async def test_events_of_a_status_write_that_never_landed_are_not_sent_twice() -
     # failed write's Events are dropped, not sent beside them.
     second = await rec.reconcile("team", name, lambda: _snapshot(body))
     assert second is not None
-    assert len([w for w in kube.writes if w[0] == "status"]) == 1
+    assert _status_writes(kube) == 1
     assert kube.events and len(kube.events) == len(set(kube.events))
 
 
 async def test_the_reconciler_knows_its_own_writes_by_resource_version() -> None:
-    kube = FakeKube()
-    body = _model()
-    name = body["metadata"]["name"]
-    rec = _reconciler(kube)
+    kube, body, name, rec = _setup()
     await rec.reconcile("team", name, lambda: _snapshot(body))
     service = kube.objects[("Service", "team", name)]["metadata"]["resourceVersion"]
     status_version = str(kube.version)  # the status write came last
@@ -236,10 +235,7 @@ async def test_events_of_a_lost_write_survive_failed_attempts_that_read_a_stale_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(observe, "datetime", _TickingClock)
-    kube = FakeKube()
-    body = _model()
-    name = body["metadata"]["name"]
-    rec = _reconciler(kube)
+    kube, body, name, rec = _setup()
     # The write lands but its answer is lost as the API server dies; while it is away the
     # watches still show the old status and the next attempt's write is refused.
     kube.fail_status = ["lost", "refused"]
@@ -251,4 +247,4 @@ async def test_events_of_a_lost_write_survive_failed_attempts_that_read_a_stale_
     third = await rec.reconcile("team", name, lambda: _snapshot(_with_status(body, kube.status)))
     assert third is not None and third.result != Result.WAITING
     assert "RuntimeFound" in kube.events and len(kube.events) == len(set(kube.events))
-    assert len([w for w in kube.writes if w[0] == "status"]) == 1
+    assert _status_writes(kube) == 1
